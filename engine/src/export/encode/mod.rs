@@ -1,0 +1,274 @@
+//! Output formats. Each encoder has the same shape: record batches in, bytes appended
+//! to a buffer out; the caller moves the buffer to the sink after every batch, so no
+//! encoder ever holds more than one batch of output.
+
+mod csv;
+mod json;
+mod parquet;
+
+use deltalake::arrow::array::{Array, ArrayRef, AsArray};
+use deltalake::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType};
+use deltalake::arrow::record_batch::RecordBatch;
+
+use crate::error::{EngineError, Result};
+use crate::model::{ColumnKind, Dataset};
+
+pub use self::csv::CsvEncoder;
+pub use self::json::{JsonEncoder, JsonLayout};
+pub use self::parquet::ParquetEncoder;
+
+/// An export file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// One JSON array.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// Parses the API / CLI spelling.
+    pub fn parse(s: &str) -> Result<Format> {
+        Ok(match s {
+            "csv" => Format::Csv,
+            "json" => Format::Json,
+            "ndjson" | "jsonl" => Format::Ndjson,
+            "parquet" => Format::Parquet,
+            "pdf" => {
+                return Err(EngineError::invalid(
+                    "format: pdf reports are not available in this build yet; use csv, json, ndjson or parquet",
+                ));
+            }
+            other => {
+                return Err(EngineError::invalid(format!(
+                    "format: unknown format {other:?}; use csv, json, ndjson or parquet"
+                )));
+            }
+        })
+    }
+
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// MIME type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    /// The API / CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        self.extension()
+    }
+}
+
+/// Options that change the bytes an encoder writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Neutralise CSV cells a spreadsheet would execute (leading `=`, `+`, `-`, `@`,
+    /// tab, CR) by prefixing `'`.
+    pub csv_formula_guard: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions { csv_formula_guard: true }
+    }
+}
+
+/// Turns record batches into bytes of one format.
+pub trait Encoder: Send {
+    /// Bytes before the first record (CSV header, `[`).
+    fn begin(&mut self, out: &mut Vec<u8>) -> Result<()>;
+    /// One batch of records.
+    fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+    /// Bytes after the last record; the encoder is done afterwards.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// A new encoder for `format` over batches with `schema` holding `dataset`'s columns.
+pub fn encoder(format: Format, dataset: Dataset, schema: SchemaRef, options: EncodeOptions) -> Result<Box<dyn Encoder>> {
+    let kinds = column_kinds(dataset, &schema);
+    Ok(match format {
+        Format::Csv => Box::new(CsvEncoder::new(schema, kinds, options.csv_formula_guard)),
+        Format::Json => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Array)),
+        Format::Ndjson => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Lines)),
+        Format::Parquet => Box::new(ParquetEncoder::new(schema)?),
+    })
+}
+
+/// The kind of each schema column: from the dataset when the name matches, else from
+/// the Arrow type (derived columns of SQL definitions).
+fn column_kinds(dataset: Dataset, schema: &SchemaRef) -> Vec<ColumnKind> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            dataset
+                .column_index(f.name())
+                .map(|i| dataset.columns()[i].kind)
+                .filter(|k| k.arrow_type() == *f.data_type() || matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8))
+                .unwrap_or(match f.data_type() {
+                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8
+                    | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => ColumnKind::Int,
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
+                        ColumnKind::Float
+                    }
+                    DataType::Timestamp(_, _) => ColumnKind::Timestamp,
+                    _ => ColumnKind::Str,
+                })
+        })
+        .collect()
+}
+
+/// A column normalised to one of a few physical types for the encoders.
+pub(crate) enum ColumnData {
+    Str(ArrayRef),
+    Int(ArrayRef),
+    Float(ArrayRef),
+    Ts(ArrayRef),
+}
+
+impl ColumnData {
+    /// Normalises `array` (casting unusual types) for encoding.
+    pub(crate) fn new(array: &ArrayRef) -> Result<ColumnData> {
+        use deltalake::arrow::compute::cast;
+        Ok(match array.data_type() {
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => ColumnData::Str(array.clone()),
+            DataType::Int64 => ColumnData::Int(array.clone()),
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16
+            | DataType::UInt32 | DataType::UInt64 => ColumnData::Int(cast(array, &DataType::Int64)?),
+            DataType::Float64 => ColumnData::Float(array.clone()),
+            DataType::Float16 | DataType::Float32 | DataType::Decimal128(_, _) => {
+                ColumnData::Float(cast(array, &DataType::Float64)?)
+            }
+            DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, _) => ColumnData::Ts(array.clone()),
+            DataType::Timestamp(_, tz) => ColumnData::Ts(cast(
+                array,
+                &DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, tz.clone()),
+            )?),
+            _ => ColumnData::Str(cast(array, &DataType::Utf8)?),
+        })
+    }
+
+    pub(crate) fn is_null(&self, i: usize) -> bool {
+        match self {
+            ColumnData::Str(a) | ColumnData::Int(a) | ColumnData::Float(a) | ColumnData::Ts(a) => a.is_null(i),
+        }
+    }
+
+    /// The string at `i` (only for `Str`).
+    pub(crate) fn str(&self, i: usize) -> &str {
+        let ColumnData::Str(a) = self else { return "" };
+        match a.data_type() {
+            DataType::Utf8 => a.as_string::<i32>().value(i),
+            DataType::LargeUtf8 => a.as_string::<i64>().value(i),
+            _ => a.as_string_view().value(i),
+        }
+    }
+
+    pub(crate) fn int(&self, i: usize) -> i64 {
+        match self {
+            ColumnData::Int(a) => a.as_primitive::<Int64Type>().value(i),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn float(&self, i: usize) -> f64 {
+        match self {
+            ColumnData::Float(a) => a.as_primitive::<Float64Type>().value(i),
+            _ => 0.0,
+        }
+    }
+
+    pub(crate) fn ts(&self, i: usize) -> i64 {
+        match self {
+            ColumnData::Ts(a) => a.as_primitive::<TimestampMicrosecondType>().value(i),
+            _ => 0,
+        }
+    }
+}
+
+/// Appends RFC 3339 UTC with microseconds (`2026-03-01T09:30:00.000000Z`) without
+/// going through a formatter: this runs once per row of every export.
+pub(crate) fn push_timestamp(out: &mut Vec<u8>, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        out.extend_from_slice(crate::scope::format_micros(micros).as_bytes());
+        return;
+    }
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let put = |buf: &mut [u8; 27], at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for k in (0..width).rev() {
+            buf[at + k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut buf, 0, y as u32, 4);
+    put(&mut buf, 5, m, 2);
+    put(&mut buf, 8, d, 2);
+    put(&mut buf, 11, sod / 3600, 2);
+    put(&mut buf, 14, (sod / 60) % 60, 2);
+    put(&mut buf, 17, sod % 60, 2);
+    put(&mut buf, 20, frac, 6);
+    out.extend_from_slice(&buf);
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Appends a float the way JSON and CSV readers parse back exactly.
+pub(crate) fn push_float(out: &mut Vec<u8>, v: f64) -> bool {
+    if !v.is_finite() {
+        return false;
+    }
+    use std::io::Write;
+    let _ = write!(out, "{v}");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for micros in [0i64, 1, 86_399_999_999, 1_772_323_200_000_000, 951_782_400_123_456, -1] {
+            let mut out = Vec::new();
+            push_timestamp(&mut out, micros);
+            assert_eq!(String::from_utf8(out).unwrap(), crate::scope::format_micros(micros));
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Running an export: pin table versions, count, stream each dataset's record batches
+//! through its encoder into the artifact (one file, or a ZIP of parts), and report
+//! what was written.
+//!
+//! Decoding runs on the async side, encoding and writing on a blocking thread, joined
+//! by a channel of a few batches: two cores busy, memory bounded by the channel.
+
+pub mod artifact;
+pub mod encode;
+pub mod scoped;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::dataframe::DataFrame;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, Result};
+use crate::lake::Lake;
+use crate::model::{ColumnKind, Dataset};
+use crate::scope::ExportScope;
+pub use artifact::{ArtifactFile, ArtifactTarget};
+use artifact::{ArtifactWriter, WriterMsg};
+pub use encode::{EncodeOptions, Format};
+pub use scoped::{Include, PinnedTables, ScopedQueries};
+
+/// Default rows per file before an export becomes a ZIP of parts.
+pub const DEFAULT_SPLIT_ROWS: u64 = 1_000_000;
+
+/// Everything that defines an export's bytes.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Display name; becomes the file name after [`sanitize_name`].
+    pub name: String,
+    /// Window and filters.
+    pub scope: ExportScope,
+    /// Output format.
+    pub format: Format,
+    /// Datasets besides events.
+    pub include: Vec<Include>,
+    /// Whether `input` and `output` are exported.
+    pub include_payloads: bool,
+    /// Encoder options.
+    pub encode: EncodeOptions,
+    /// Rows per file before splitting into a ZIP of parts.
+    pub split_rows: u64,
+}
+
+/// Record counts of a scope, per dataset.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Preview {
+    /// Event records the export will contain.
+    pub records: u64,
+    /// Rows per dataset (`events`, and each included one).
+    pub by_dataset: BTreeMap<String, u64>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    /// Artifact file name (`Q1-2026-SOC2-Audit.csv` or `.zip`).
+    pub file_name: String,
+    /// Artifact content type.
+    pub content_type: &'static str,
+    /// The files written (one, or the ZIP's entries).
+    pub files: Vec<ArtifactFile>,
+    /// Artifact size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the artifact, hex.
+    pub sha256: String,
+    /// Rows per dataset.
+    pub rows: BTreeMap<String, u64>,
+    /// Delta versions read.
+    pub versions: BTreeMap<Dataset, Option<u64>>,
+}
+
+/// Lets a caller follow and stop a running export.
+#[derive(Clone, Default)]
+pub struct ExportControl {
+    /// Set to stop the export at the next batch.
+    pub cancel: Arc<AtomicBool>,
+    /// Called with the number of event rows written so far.
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+/// Makes a name safe as a file name: letters, digits, `-`, `_`, `.` kept, anything
+/// else becomes `-`; never empty, never starting with `.`, at most 120 characters.
+pub fn sanitize_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    let out = out.trim_matches(|c| c == '-' || c == '.').to_string();
+    let mut out: String = out.chars().take(120).collect();
+    if out.is_empty() {
+        out = "export".to_string();
+    }
+    out
+}
+
+/// The event columns an export writes.
+pub fn event_columns(include_payloads: bool) -> Vec<&'static str> {
+    Dataset::Events
+        .columns()
+        .iter()
+        .filter(|c| include_payloads || !(c.kind == ColumnKind::Text && matches!(c.name, "input" | "output")))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Counts what an export of `scope` would contain.
+pub async fn preview(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope, include: &[Include]) -> Result<Preview> {
+    let q = ScopedQueries::new(lake, pinned, scope);
+    let records = q.count_events().await?;
+    let mut by_dataset = BTreeMap::from([("events".to_string(), records)]);
+    for inc in include {
+        let n = match inc {
+            Include::Escalations => ScopedQueries::count(q.escalations()?).await?,
+            Include::ConfigHistory => ScopedQueries::count(q.config_history()?).await?,
+            Include::Summary => ScopedQueries::count(q.summary().await?).await?,
+            Include::AuditLog => return Err(audit_log_unavailable()),
+        };
+        by_dataset.insert(inc.name().to_string(), n);
+    }
+    Ok(Preview { records, by_dataset })
+}
+
+fn audit_log_unavailable() -> EngineError {
+    EngineError::invalid("include: audit_log is kept by the server; it cannot be exported from a bare data directory")
+}
+
+/// Runs an export into `target`.
+pub async fn run_export(
+    lake: &Lake,
+    pinned: &PinnedTables,
+    request: &ExportRequest,
+    target: ArtifactTarget,
+    control: &ExportControl,
+) -> Result<ExportOutcome> {
+    if request.include.contains(&Include::AuditLog) {
+        return Err(audit_log_unavailable());
+    }
+    let q = ScopedQueries::new(lake, pinned, &request.scope);
+    let event_rows = q.count_events().await?;
+    let split = request.split_rows.max(1);
+    let zipped = !request.include.is_empty() || event_rows > split;
+    let base = sanitize_name(&request.name);
+    let ext = request.format.extension();
+    let file_name = if zipped { format!("{base}.zip") } else { format!("{base}.{ext}") };
+    let content_type = if zipped { "application/zip" } else { request.format.content_type() };
+
+    let writer = ArtifactWriter::create(target, zipped, request.format == encode::Format::Parquet)?;
+    let (tx, rx) = mpsc::channel::<WriterMsg>(4);
+    let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
+
+    let result = async {
+        let mut rows = BTreeMap::new();
+        let columns = event_columns(request.include_payloads);
+        let events = q.events_ordered(&columns)?;
+        let single_name = format!("{base}.{ext}");
+        let n = stream_dataset(&tx, events, Dataset::Events, request, zipped.then_some("events"), &single_name, split, control).await?;
+        rows.insert("events".to_string(), n);
+        for inc in &request.include {
+            let (df, ds) = match inc {
+                Include::Escalations => (q.escalations()?, Dataset::Escalations),
+                Include::ConfigHistory => (q.config_history()?, Dataset::ConfigVersions),
+                Include::Summary => (q.summary().await?, Dataset::Events),
+                Include::AuditLog => return Err(audit_log_unavailable()),
+            };
+            let name = format!("{}.{ext}", inc.name());
+            let n = stream_dataset(&tx, df, ds, request, None, &name, u64::MAX, &ExportControl { cancel: control.cancel.clone(), progress: None }).await?;
+            rows.insert(inc.name().to_string(), n);
+        }
+        Ok::<_, EngineError>(rows)
+    }
+    .await;
+    let result = match result {
+        Ok(rows) => {
+            let _ = tx.send(WriterMsg::Commit).await;
+            Ok(rows)
+        }
+        Err(e) => {
+            let _ = tx.send(WriterMsg::Abort).await;
+            Err(e)
+        }
+    };
+    drop(tx);
+    let written = writer_task.await.map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let rows = result?;
+    let written = written?;
+    Ok(ExportOutcome {
+        file_name,
+        content_type,
+        files: written.files,
+        bytes: written.bytes,
+        sha256: written.sha256,
+        rows,
+        versions: pinned.versions(),
+    })
+}
+
+/// Streams one dataset into the writer, cutting parts of `split` rows when `part_prefix`
+/// is set (`events-00001.csv`), else as one file named `single_name`.
+#[allow(clippy::too_many_arguments, reason = "internal helper; the arguments are distinct roles")]
+async fn stream_dataset(
+    tx: &mpsc::Sender<WriterMsg>,
+    df: DataFrame,
+    dataset: Dataset,
+    request: &ExportRequest,
+    part_prefix: Option<&str>,
+    single_name: &str,
+    split: u64,
+    control: &ExportControl,
+) -> Result<u64> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let ext = request.format.extension();
+    let mut part = 0u32;
+    let mut in_part = 0u64;
+    let mut total = 0u64;
+    let send = |msg| async { tx.send(msg).await.map_err(|_| EngineError::Io(std::io::Error::other("artifact writer stopped"))) };
+    let open = |part: u32| {
+        let name = match part_prefix {
+            Some(p) => format!("{p}-{part:05}.{ext}"),
+            None => single_name.to_string(),
+        };
+        encode::encoder(request.format, dataset, schema.clone(), request.encode).map(|enc| WriterMsg::Begin { name, encoder: enc })
+    };
+    part += 1;
+    send(open(part)?).await?;
+    while let Some(batch) = stream.next().await {
+        if control.cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
+        let mut batch: RecordBatch = batch?;
+        while batch.num_rows() > 0 {
+            if part_prefix.is_some() && in_part == split {
+                send(WriterMsg::End).await?;
+                part += 1;
+                in_part = 0;
+                send(open(part)?).await?;
+            }
+            let room = (split - in_part).min(batch.num_rows() as u64) as usize;
+            let head = batch.slice(0, room);
+            batch = batch.slice(room, batch.num_rows() - room);
+            in_part += room as u64;
+            total += room as u64;
+            send(WriterMsg::Batch(head)).await?;
+        }
+        if let Some(p) = &control.progress {
+            p(total);
+        }
+    }
+    send(WriterMsg::End).await?;
+    Ok(total)
+}
+
+/// Where a CLI `--output` goes: a directory receives `file_name`, anything else is the
+/// file path itself.
+pub fn resolve_output(output: &Path, file_name: &str) -> PathBuf {
+    if output.is_dir() { output.join(file_name) } else { output.to_path_buf() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_never_become_paths() {
+        assert_eq!(sanitize_name("Q1 2026 SOC2 Audit"), "Q1-2026-SOC2-Audit");
+        assert_eq!(sanitize_name("../../etc/passwd"), "etc-passwd");
+        assert_eq!(sanitize_name("..."), "export");
+        assert_eq!(sanitize_name(""), "export");
+        assert_eq!(sanitize_name("a/b\\c:d"), "a-b-c-d");
+        assert_eq!(sanitize_name(&"x".repeat(500)).len(), 120);
+    }
+}

@@ -1,0 +1,208 @@
+//! The datasets of one export as DataFusion queries over pinned table versions,
+//! restricted to the export's window and filters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::datafusion::dataframe::DataFrame;
+use deltalake::datafusion::functions_aggregate::expr_fn::count;
+use deltalake::datafusion::logical_expr::{Expr, lit};
+use deltalake::datafusion::prelude::{SessionContext, col};
+
+use crate::error::{EngineError, Result};
+use crate::lake::table::{session_context, sort_exprs};
+use crate::lake::{Lake, LakeTable, TableSnapshot};
+use crate::model::Dataset;
+use crate::scope::ExportScope;
+
+/// Memory one export's queries may use before they spill to disk.
+pub const QUERY_MEMORY_LIMIT: usize = 192 << 20;
+
+/// A dataset an export can carry besides `events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Include {
+    /// Escalation updates of the scope's events.
+    Escalations,
+    /// Configuration versions changed in the window.
+    ConfigHistory,
+    /// Daily counts by decision and severity.
+    Summary,
+    /// The export-activity audit trail (kept by the server).
+    AuditLog,
+}
+
+impl Include {
+    /// Parses the API / CLI spelling.
+    pub fn parse(s: &str) -> Result<Include> {
+        Ok(match s {
+            "escalations" => Include::Escalations,
+            "config_history" | "config-history" | "config_versions" => Include::ConfigHistory,
+            "summary" => Include::Summary,
+            "audit_log" | "audit-log" => Include::AuditLog,
+            other => {
+                return Err(EngineError::invalid(format!(
+                    "include: unknown dataset {other:?}; use escalations, config_history, summary or audit_log"
+                )));
+            }
+        })
+    }
+
+    /// The name used for files and `by_dataset`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Include::Escalations => "escalations",
+            Include::ConfigHistory => "config_history",
+            Include::Summary => "summary",
+            Include::AuditLog => "audit_log",
+        }
+    }
+}
+
+/// The table versions an export reads, fixed before it starts so the preview count,
+/// the export and its manifest all describe the same data.
+#[derive(Debug, Clone)]
+pub struct PinnedTables {
+    /// One snapshot per dataset.
+    pub snapshots: BTreeMap<Dataset, TableSnapshot>,
+}
+
+impl PinnedTables {
+    /// Pins the latest versions, or the given ones.
+    pub async fn pin(lake: &Lake, versions: Option<&BTreeMap<Dataset, Option<u64>>>) -> Result<PinnedTables> {
+        let mut snapshots = BTreeMap::new();
+        for ds in Dataset::ALL {
+            let version = versions.and_then(|v| v.get(&ds).copied().flatten());
+            let pinned_absent = versions.is_some_and(|v| matches!(v.get(&ds), Some(None)));
+            let snap = if pinned_absent {
+                TableSnapshot { dataset: ds, version: None, files: Vec::new() }
+            } else {
+                lake.snapshot(ds, version).await?
+            };
+            snapshots.insert(ds, snap);
+        }
+        Ok(PinnedTables { snapshots })
+    }
+
+    /// The version read of each table.
+    pub fn versions(&self) -> BTreeMap<Dataset, Option<u64>> {
+        self.snapshots.iter().map(|(d, s)| (*d, s.version)).collect()
+    }
+}
+
+/// Query builder for one export's scope.
+pub struct ScopedQueries {
+    ctx: SessionContext,
+    lake: Lake,
+    scope: ExportScope,
+    pinned: PinnedTables,
+}
+
+impl ScopedQueries {
+    /// Queries over `pinned` restricted to `scope`.
+    pub fn new(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope) -> Self {
+        ScopedQueries {
+            ctx: session_context(lake, QUERY_MEMORY_LIMIT),
+            lake: lake.clone(),
+            scope: scope.clone(),
+            pinned: pinned.clone(),
+        }
+    }
+
+    /// The session the queries run in.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    fn table(&self, dataset: Dataset, ordered: bool) -> Result<DataFrame> {
+        let (first, last) = self.scope.window.utc_dates();
+        let files = self.pinned.snapshots[&dataset].files_between(first, last);
+        let table = LakeTable::new(dataset, files, self.lake.store_url().clone(), ordered);
+        Ok(self.ctx.read_table(Arc::new(table))?)
+    }
+
+    /// The scope's events, all columns, unordered (for counts and aggregates).
+    pub fn events(&self) -> Result<DataFrame> {
+        Ok(self.table(Dataset::Events, false)?.filter(self.scope.event_predicate())?)
+    }
+
+    /// The scope's events in export order, with `columns`.
+    pub fn events_ordered(&self, columns: &[&str]) -> Result<DataFrame> {
+        let df = self.table(Dataset::Events, true)?.filter(self.scope.event_predicate())?;
+        Ok(df.sort(sort_exprs(Dataset::Events))?.select_columns(columns)?)
+    }
+
+    /// Escalation updates inside the window whose event is in scope, by time.
+    pub fn escalations(&self) -> Result<DataFrame> {
+        let updates = self.table(Dataset::Escalations, false)?.filter(self.scope.window.predicate("at"))?;
+        let ids = self.events()?.select(vec![col("id").alias("scoped_event_id")])?;
+        let joined = updates.join(
+            ids,
+            deltalake::datafusion::common::JoinType::LeftSemi,
+            &["event_id"],
+            &["scoped_event_id"],
+            None,
+        )?;
+        Ok(joined.sort(sort_exprs(Dataset::Escalations))?)
+    }
+
+    /// Configuration versions changed inside the window; with a policy filter, those
+    /// that touch a filtered policy or name no policy (global changes).
+    pub fn config_history(&self) -> Result<DataFrame> {
+        let mut df = self.table(Dataset::ConfigVersions, false)?.filter(self.scope.window.predicate("changed_at"))?;
+        if !self.scope.filters.policy.is_empty() {
+            let mut touches: Expr = col("policies").is_null();
+            for p in &self.scope.filters.policy {
+                let needle = serde_json::to_string(p).expect("string serialises");
+                touches = touches.or(deltalake::datafusion::functions::expr_fn::strpos(col("policies"), lit(needle)).gt(lit(0)));
+            }
+            df = df.filter(touches)?;
+        }
+        Ok(df.sort(sort_exprs(Dataset::ConfigVersions))?)
+    }
+
+    /// Events per day (in the export's timezone), decision and severity.
+    pub async fn summary(&self) -> Result<DataFrame> {
+        let tz = self.scope.timezone.name().to_string();
+        let events = self.events()?;
+        self.ctx.register_table("scoped_events_for_summary", events.into_view())?;
+        let sql = format!(
+            "SELECT to_char(arrow_cast(timestamp, 'Timestamp(Microsecond, Some(\"{tz}\"))'), '%Y-%m-%d') AS day, \
+             decision, severity, count(*) AS events \
+             FROM scoped_events_for_summary GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        );
+        Ok(self.ctx.sql(&sql).await?)
+    }
+
+    /// Number of rows `df` yields.
+    pub async fn count(df: DataFrame) -> Result<u64> {
+        let batches = df.aggregate(vec![], vec![count(lit(1)).alias("n")])?.collect().await?;
+        let mut n = 0u64;
+        for b in batches {
+            let col = b.column(0).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>();
+            if let Some(c) = col {
+                n += c.iter().flatten().sum::<i64>() as u64;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The number of scope events, reading as little as possible: whole UTC days
+    /// inside the window with no filter are counted from the Delta log.
+    pub async fn count_events(&self) -> Result<u64> {
+        let snapshot = &self.pinned.snapshots[&Dataset::Events];
+        let (first, last) = self.scope.window.utc_dates();
+        let files = snapshot.files_between(first, last);
+        if !self.scope.filters.is_empty() {
+            return Self::count(self.events()?).await;
+        }
+        let (whole, partial): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|f| self.scope.window.covers_day(f.date) && f.rows > 0);
+        let mut n: u64 = whole.iter().map(|f| f.rows).sum();
+        if !partial.is_empty() {
+            let table = LakeTable::new(Dataset::Events, partial, self.lake.store_url().clone(), false);
+            let df = self.ctx.read_table(Arc::new(table))?.filter(self.scope.event_predicate())?;
+            n += Self::count(df).await?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,652 @@
+//! The event lake: one Delta table per dataset under the data URL, partitioned by the
+//! UTC date of each record's time column.
+//!
+//! The lake writes its own Parquet files and commits them to the Delta log, because it
+//! keeps one layout invariant the generic writer cannot: **every data file holds one
+//! date and is sorted by (time column, key columns)**. Exports rely on it to stream in
+//! order without a global sort (see `table.rs`). Each file's first and last sort key
+//! is kept in the Delta `tags` of its `add` action.
+
+pub mod paths;
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
+use deltalake::datafusion::execution::object_store::ObjectStoreUrl;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Remove, StructField};
+use deltalake::parquet::arrow::AsyncArrowWriter;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::file::metadata::SortingColumn;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::clock::Clock;
+use crate::error::{EngineError, Result};
+use crate::model::{ColumnKind, DATE_PARTITION, Dataset};
+use crate::rows::{Row, rows_to_batch, utc_date};
+
+pub use table::LakeTable;
+
+/// Rows per Parquet row group: small enough that one open file decodes in a few
+/// tens of MB, large enough that narrow columns compress well.
+pub const ROW_GROUP_ROWS: usize = 32 * 1024;
+
+/// How to reach the data.
+#[derive(Debug, Clone, Default)]
+pub struct LakeOptions {
+    /// `s3://bucket/prefix`, `file:///abs/dir`, or a local path.
+    pub data_url: String,
+    /// Object store options (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...), passed
+    /// through to object_store and deltalake.
+    pub storage_options: HashMap<String, String>,
+}
+
+/// A data file of a table version, as the read path needs it.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Path inside the object store.
+    pub path: Path,
+    /// Path relative to the table root, as written in the Delta log.
+    pub relative: String,
+    /// The UTC date partition.
+    pub date: NaiveDate,
+    /// Size in bytes.
+    pub size: u64,
+    /// Number of rows.
+    pub rows: u64,
+    /// First and last sort key (time, key columns) of the file, as JSON arrays.
+    pub bounds: Option<(Vec<Value>, Vec<Value>)>,
+}
+
+/// The files of one table version.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    /// Which dataset.
+    pub dataset: Dataset,
+    /// Delta version read; `None` when the table does not exist yet (no data).
+    pub version: Option<u64>,
+    /// Active data files, ordered by date then first key.
+    pub files: Vec<DataFile>,
+}
+
+impl TableSnapshot {
+    /// Files whose date lies in `[first, last]`.
+    pub fn files_between(&self, first: NaiveDate, last: NaiveDate) -> Vec<DataFile> {
+        self.files.iter().filter(|f| f.date >= first && f.date <= last).cloned().collect()
+    }
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Rows written.
+    pub written: usize,
+    /// Rows skipped because their key was already stored or repeated in the input.
+    pub duplicates: usize,
+    /// Delta version committed, if anything was written.
+    pub version: Option<u64>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactOutcome {
+    /// Date partitions rewritten.
+    pub partitions: usize,
+    /// Files replaced.
+    pub files_removed: usize,
+    /// Files written.
+    pub files_added: usize,
+}
+
+/// The event lake.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    store: Arc<dyn ObjectStore>,
+    store_url: ObjectStoreUrl,
+    root_path: Path,
+    storage_options: HashMap<String, String>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Lake {
+    /// Opens the lake at `options.data_url`; a local directory is created if missing.
+    pub fn open(options: &LakeOptions, clock: Arc<dyn Clock>) -> Result<Lake> {
+        let root = data_url_to_url(&options.data_url)?;
+        let (store, root_path) = object_store::parse_url_opts(&root, &options.storage_options)
+            .map_err(|e| EngineError::Config(format!("data URL {root}: {e}")))?;
+        let store_url = ObjectStoreUrl::parse(format!(
+            "{}://{}",
+            root.scheme(),
+            root.host_str().unwrap_or("")
+        ))
+        .map_err(|e| EngineError::Config(format!("data URL {root}: {e}")))?;
+        Ok(Lake {
+            root,
+            store: Arc::from(store),
+            store_url,
+            root_path,
+            storage_options: options.storage_options.clone(),
+            clock,
+        })
+    }
+
+    /// The data root URL (ends with `/`).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The clock the lake stamps files and commits with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The object store URL to register with DataFusion.
+    pub fn store_url(&self) -> &ObjectStoreUrl {
+        &self.store_url
+    }
+
+    /// The object store holding the data root.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Registers the lake's object store with a DataFusion context.
+    pub fn register_store(&self, ctx: &SessionContext) {
+        ctx.register_object_store(self.store_url.as_ref(), self.store.clone());
+    }
+
+    fn table_url(&self, dataset: Dataset) -> Url {
+        self.root.join(paths::table_dir(dataset)).expect("table dir is a relative URL")
+    }
+
+    fn table_root(&self, dataset: Dataset) -> Path {
+        paths::in_store(&self.root_path, paths::table_dir(dataset))
+    }
+
+    async fn load(&self, dataset: Dataset, version: Option<u64>) -> Result<Option<DeltaTable>> {
+        let url = self.table_url(dataset);
+        if url.scheme() == "file" {
+            let dir = url.to_file_path().map_err(|_| EngineError::Config(format!("bad path {url}")))?;
+            if !dir.join("_delta_log").exists() {
+                return Ok(None);
+            }
+        }
+        let mut builder =
+            DeltaTableBuilder::from_url(url)?.with_storage_options(self.storage_options.clone());
+        if let Some(v) = version {
+            builder = builder.with_version(v);
+        }
+        match builder.load().await {
+            Ok(t) => Ok(Some(t)),
+            Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn load_or_create(&self, dataset: Dataset) -> Result<DeltaTable> {
+        if let Some(t) = self.load(dataset, None).await? {
+            return Ok(t);
+        }
+        let url = self.table_url(dataset);
+        if url.scheme() == "file" {
+            let dir = url.to_file_path().map_err(|_| EngineError::Config(format!("bad path {url}")))?;
+            std::fs::create_dir_all(&dir)?;
+        }
+        let mut columns: Vec<StructField> = dataset
+            .columns()
+            .iter()
+            .map(|c| StructField::new(c.name, delta_type(c.kind), !c.required))
+            .collect();
+        columns.push(StructField::new(DATE_PARTITION, deltalake::kernel::DataType::DATE, false));
+        let table = DeltaTableBuilder::from_url(url)?
+            .with_storage_options(self.storage_options.clone())
+            .build()?;
+        let created = table
+            .create()
+            .with_table_name(dataset.table_name())
+            .with_columns(columns)
+            .with_partition_columns([DATE_PARTITION])
+            // Old versions must stay readable for `--as-of-manifest` re-runs; vacuum
+            // keeps the files they need for this long.
+            .with_configuration_property(
+                TableProperty::DeletedFileRetentionDuration,
+                Some("interval 30 days"),
+            )
+            .with_configuration_property(TableProperty::LogRetentionDuration, Some("interval 90 days"))
+            .with_save_mode(SaveMode::Ignore)
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            // Another process created it between our check and our create.
+            Err(_) => self
+                .load(dataset, None)
+                .await?
+                .ok_or_else(|| EngineError::Config(format!("cannot create table {}", dataset.table_name()))),
+        }
+    }
+
+    /// The files of a table at `version` (latest when `None`).
+    pub async fn snapshot(&self, dataset: Dataset, version: Option<u64>) -> Result<TableSnapshot> {
+        let Some(table) = self.load(dataset, version).await? else {
+            if let Some(v) = version {
+                return Err(EngineError::invalid(format!(
+                    "table {} has no version {v}: it does not exist",
+                    dataset.table_name()
+                )));
+            }
+            return Ok(TableSnapshot { dataset, version: None, files: Vec::new() });
+        };
+        self.files_of(dataset, &table)
+    }
+
+    fn files_of(&self, dataset: Dataset, table: &DeltaTable) -> Result<TableSnapshot> {
+        let table_root = self.table_root(dataset);
+        let state = table.snapshot()?;
+        let mut files = Vec::new();
+        for view in state.log_data().iter() {
+            let relative = view.path().to_string();
+            let partition = view.partition_values_map();
+            let date = partition
+                .get(DATE_PARTITION)
+                .and_then(|v| v.as_deref())
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| {
+                    EngineError::Config(format!("data file {relative} has no valid date partition"))
+                })?;
+            #[allow(deprecated, reason = "add_action is the only public way to read tags")]
+            let tags = view.add_action().tags.unwrap_or_default();
+            let bounds = match (tag_json(&tags, "evidex.min"), tag_json(&tags, "evidex.max")) {
+                (Some(Value::Array(a)), Some(Value::Array(b))) => Some((a, b)),
+                _ => None,
+            };
+            files.push(DataFile {
+                path: paths::in_store(&table_root, &relative),
+                relative,
+                date,
+                size: view.size() as u64,
+                rows: view.num_records().unwrap_or(0) as u64,
+                bounds,
+            });
+        }
+        files.sort_by(|a, b| {
+            a.date.cmp(&b.date).then_with(|| {
+                let ka = a.bounds.as_ref().map(|b| b.0.clone()).unwrap_or_default();
+                let kb = b.bounds.as_ref().map(|b| b.0.clone()).unwrap_or_default();
+                cmp_json_keys(&ka, &kb)
+            })
+        });
+        Ok(TableSnapshot { dataset, version: Some(state.version()), files })
+    }
+
+    /// The current version of every table (`None` for a table that does not exist).
+    pub async fn versions(&self) -> Result<BTreeMap<Dataset, Option<u64>>> {
+        let mut out = BTreeMap::new();
+        for ds in Dataset::ALL {
+            out.insert(ds, self.load(ds, None).await?.map(|t| t.version().unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// Stores validated rows: drops rows whose key is already stored (retries) or
+    /// repeated in `rows`, writes one sorted file per date, and commits them in one
+    /// atomic Delta transaction.
+    pub async fn append(&self, dataset: Dataset, rows: Vec<Row>) -> Result<AppendOutcome> {
+        if rows.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let table = self.load_or_create(dataset).await?;
+        let total = rows.len();
+        let time_idx = dataset.column_index(dataset.time_column()).expect("time column");
+
+        // Drop repeats within the input, keeping the first occurrence.
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut by_date: BTreeMap<NaiveDate, Vec<(String, Row)>> = BTreeMap::new();
+        for row in rows {
+            let key = row.key(dataset);
+            if seen.insert(key.clone()) {
+                let date = utc_date(row.ts(time_idx).expect("validated rows have a time"));
+                by_date.entry(date).or_default().push((key, row));
+            }
+        }
+        drop(seen);
+
+        // Drop keys already stored in the same dates.
+        let snapshot = self.files_of(dataset, &table)?;
+        let first = *by_date.keys().next().expect("non-empty");
+        let last = *by_date.keys().next_back().expect("non-empty");
+        let candidates = snapshot.files_between(first, last);
+        if !candidates.is_empty() {
+            let dates: HashSet<NaiveDate> = by_date.keys().copied().collect();
+            let relevant: Vec<DataFile> =
+                candidates.into_iter().filter(|f| dates.contains(&f.date)).collect();
+            if !relevant.is_empty() {
+                let stored = self.stored_keys(dataset, relevant).await?;
+                for rows in by_date.values_mut() {
+                    rows.retain(|(k, _)| !stored.contains(k));
+                }
+            }
+        }
+
+        let mut actions = Vec::new();
+        let mut written = 0;
+        for (date, rows) in &by_date {
+            if rows.is_empty() {
+                continue;
+            }
+            let refs: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
+            let batch = sort_batch(dataset, &rows_to_batch(dataset, &refs))?;
+            written += batch.num_rows();
+            let add = self.write_file(dataset, *date, futures::stream::iter([Ok(batch)])).await?;
+            actions.push(Action::Add(add));
+        }
+        if actions.is_empty() {
+            return Ok(AppendOutcome { written: 0, duplicates: total, version: None });
+        }
+        let props = CommitProperties::default()
+            .with_max_retries(100)
+            .with_metadata([("isBlindAppend".to_string(), json!(true))]);
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![DATE_PARTITION.to_string()]),
+            predicate: None,
+        };
+        let commit = CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(table.snapshot()?), table.log_store(), operation)
+            .await?;
+        Ok(AppendOutcome { written, duplicates: total - written, version: Some(commit.version()) })
+    }
+
+    /// Keys of the rows stored in `files`.
+    async fn stored_keys(&self, dataset: Dataset, files: Vec<DataFile>) -> Result<HashSet<String>> {
+        let ctx = table::session_context(self, 64 << 20);
+        let provider = LakeTable::new(dataset, files, self.store_url.clone(), false);
+        let df = ctx.read_table(Arc::new(provider))?;
+        let keys: Vec<_> = dataset.key_columns().iter().map(|c| deltalake::datafusion::prelude::col(*c)).collect();
+        let mut stream = df.select(keys)?.execute_stream().await?;
+        let mut out = HashSet::new();
+        while let Some(batch) = stream.try_next().await? {
+            for i in 0..batch.num_rows() {
+                out.insert(batch_key(&batch, i));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one date's rows, already sorted by (time, key), as one Parquet file and
+    /// returns its `add` action.
+    async fn write_file(
+        &self,
+        dataset: Dataset,
+        date: NaiveDate,
+        batches: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
+    ) -> Result<Add> {
+        let relative = paths::new_data_file(date);
+        let path = paths::in_store(&self.table_root(dataset), &relative);
+        let writer = BufWriter::with_capacity(self.store.clone(), path.clone(), 8 << 20);
+        let mut parquet =
+            AsyncArrowWriter::try_new(writer, dataset.file_schema(), Some(writer_properties(dataset)))?;
+        let mut rows = 0usize;
+        let mut first: Option<Vec<Value>> = None;
+        let mut last: Option<Vec<Value>> = None;
+        let mut batches = batches;
+        while let Some(batch) = batches.try_next().await? {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(sort_key_json(dataset, &batch, 0));
+            }
+            last = Some(sort_key_json(dataset, &batch, batch.num_rows() - 1));
+            rows += batch.num_rows();
+            parquet.write(&batch).await?;
+        }
+        parquet.close().await?;
+        let size = self.store.head(&path).await?.size;
+        let mut tags = HashMap::new();
+        if let (Some(first), Some(last)) = (first, last) {
+            tags.insert("evidex.min".to_string(), Some(Value::Array(first).to_string()));
+            tags.insert("evidex.max".to_string(), Some(Value::Array(last).to_string()));
+        }
+        Ok(Add {
+            path: relative,
+            partition_values: HashMap::from([(
+                DATE_PARTITION.to_string(),
+                Some(date.format("%Y-%m-%d").to_string()),
+            )]),
+            size: size as i64,
+            modification_time: self.clock.now().timestamp_millis(),
+            data_change: true,
+            stats: Some(json!({ "numRecords": rows }).to_string()),
+            tags: Some(tags),
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+            clustering_provider: None,
+        })
+    }
+
+    /// Rewrites every date partition that has at least `min_files` files into one
+    /// sorted file, in one commit per partition. Readers of older versions keep their
+    /// files (until vacuum); readers of the new version see each row exactly once.
+    pub async fn compact(&self, dataset: Dataset, min_files: usize) -> Result<CompactOutcome> {
+        let Some(table) = self.load(dataset, None).await? else {
+            return Ok(CompactOutcome::default());
+        };
+        let snapshot = self.files_of(dataset, &table)?;
+        let mut by_date: BTreeMap<NaiveDate, Vec<DataFile>> = BTreeMap::new();
+        for f in snapshot.files {
+            by_date.entry(f.date).or_default().push(f);
+        }
+        let mut outcome = CompactOutcome::default();
+        let mut table = table;
+        for (date, files) in by_date {
+            if files.len() < min_files.max(2) {
+                continue;
+            }
+            let ctx = table::session_context(self, 256 << 20);
+            let provider = LakeTable::new(dataset, files.clone(), self.store_url.clone(), true);
+            let df = ctx.read_table(Arc::new(provider))?;
+            let df = df.sort(table::sort_exprs(dataset))?;
+            let stream = df.execute_stream().await?;
+            let add = self
+                .write_file(dataset, date, stream.map_err(EngineError::from))
+                .await?;
+            let now = self.clock.now().timestamp_millis();
+            let mut actions: Vec<Action> = files
+                .iter()
+                .map(|f| {
+                    Action::Remove(Remove {
+                        path: f.relative.clone(),
+                        data_change: false,
+                        deletion_timestamp: Some(now),
+                        extended_file_metadata: Some(true),
+                        partition_values: Some(HashMap::from([(
+                            DATE_PARTITION.to_string(),
+                            Some(date.format("%Y-%m-%d").to_string()),
+                        )])),
+                        size: Some(f.size as i64),
+                        tags: None,
+                        deletion_vector: None,
+                        base_row_id: None,
+                        default_row_commit_version: None,
+                    })
+                })
+                .collect();
+            let mut add = add;
+            add.data_change = false;
+            let new_path = paths::in_store(&self.table_root(dataset), &add.path);
+            actions.push(Action::Add(add));
+            let operation = DeltaOperation::Optimize { predicate: None, target_size: 0 };
+            let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(20))
+                .with_actions(actions)
+                .build(Some(table.snapshot()?), table.log_store(), operation)
+                .await;
+            match committed {
+                Ok(_) => {
+                    outcome.partitions += 1;
+                    outcome.files_removed += files.len();
+                    outcome.files_added += 1;
+                }
+                Err(e) => {
+                    // Someone else rewrote this partition first; our file is an orphan.
+                    let _ = self.store.delete(&new_path).await;
+                    tracing::warn!(date = %date, error = %e, "compaction commit lost a race");
+                }
+            }
+            table.update_state().await?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn tag_json(tags: &HashMap<String, Option<String>>, key: &str) -> Option<Value> {
+    tags.get(key)?.as_deref().and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// Compares two sort keys written by [`sort_key_json`].
+pub(crate) fn cmp_json_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let o = match (x, y) {
+            (Value::Number(x), Value::Number(y)) => {
+                x.as_i64().unwrap_or(0).cmp(&y.as_i64().unwrap_or(0))
+            }
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+fn delta_type(kind: ColumnKind) -> deltalake::kernel::DataType {
+    use deltalake::kernel::DataType as D;
+    match kind {
+        ColumnKind::Str | ColumnKind::Text | ColumnKind::Json => D::STRING,
+        ColumnKind::Int => D::LONG,
+        ColumnKind::Float => D::DOUBLE,
+        ColumnKind::Timestamp => D::TIMESTAMP,
+    }
+}
+
+fn writer_properties(dataset: Dataset) -> WriterProperties {
+    let time_idx = dataset.column_index(dataset.time_column()).expect("time column") as i32;
+    let mut sorting = vec![SortingColumn { column_idx: time_idx, descending: false, nulls_first: false }];
+    for k in dataset.key_columns() {
+        sorting.push(SortingColumn {
+            column_idx: dataset.column_index(k).expect("key column") as i32,
+            descending: false,
+            nulls_first: false,
+        });
+    }
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(sorting))
+        .build()
+}
+
+/// Sorts a batch by (time column, key columns).
+pub fn sort_batch(dataset: Dataset, batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut cols = vec![SortColumn {
+        values: batch.column_by_name(dataset.time_column()).expect("time column").clone(),
+        options: None,
+    }];
+    for k in dataset.key_columns() {
+        cols.push(SortColumn { values: batch.column_by_name(k).expect("key column").clone(), options: None });
+    }
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(take_record_batch(batch, &idx)?)
+}
+
+/// The (time, key...) sort key of row `i` as JSON values.
+fn sort_key_json(dataset: Dataset, batch: &RecordBatch, i: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let names = std::iter::once(dataset.time_column()).chain(dataset.key_columns().iter().copied());
+    for name in names {
+        let col = batch.column_by_name(name).expect("sort column");
+        out.push(scalar_json(col.as_ref(), i));
+    }
+    out
+}
+
+fn scalar_json(col: &dyn Array, i: usize) -> Value {
+    if col.is_null(i) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Timestamp(_, _) => json!(col.as_primitive::<TimestampMicrosecondType>().value(i)),
+        DataType::Int64 => json!(col.as_primitive::<Int64Type>().value(i)),
+        DataType::Utf8 => json!(col.as_string::<i32>().value(i)),
+        DataType::Utf8View => json!(col.as_string_view().value(i)),
+        DataType::LargeUtf8 => json!(col.as_string::<i64>().value(i)),
+        other => json!(format!("{other}")),
+    }
+}
+
+/// The key of row `i` of a batch whose columns are exactly the key columns, in the
+/// same spelling as [`Row::key`].
+fn batch_key(batch: &RecordBatch, i: usize) -> String {
+    let mut key = String::new();
+    for (n, col) in batch.columns().iter().enumerate() {
+        if n > 0 {
+            key.push('@');
+        }
+        match scalar_json(col.as_ref(), i) {
+            Value::String(s) => key.push_str(&s),
+            Value::Number(x) => key.push_str(&x.to_string()),
+            other => key.push_str(&other.to_string()),
+        }
+    }
+    key
+}
+
+/// Turns the user's data location into a URL: `s3://`, `file://`, or a local path
+/// (created if missing, made absolute).
+pub fn data_url_to_url(data: &str) -> Result<Url> {
+    let mut url = if data.contains("://") {
+        Url::parse(data).map_err(|e| EngineError::Config(format!("data URL {data:?}: {e}")))?
+    } else {
+        std::fs::create_dir_all(data)
+            .map_err(|e| EngineError::Config(format!("cannot create data directory {data:?}: {e}")))?;
+        let abs = std::fs::canonicalize(data)?;
+        Url::from_directory_path(&abs)
+            .map_err(|_| EngineError::Config(format!("data directory {data:?} is not absolute")))?
+    };
+    match url.scheme() {
+        "file" => {
+            let path = url.to_file_path().map_err(|_| EngineError::Config(format!("bad path {url}")))?;
+            std::fs::create_dir_all(&path)
+                .map_err(|e| EngineError::Config(format!("cannot create data directory {}: {e}", path.display())))?;
+        }
+        "s3" | "s3a" | "memory" => {}
+        other => {
+            return Err(EngineError::Config(format!(
+                "data URL scheme {other:?} is not supported (use a local path, file:// or s3://)"
+            )));
+        }
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}

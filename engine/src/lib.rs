@@ -1,0 +1,19 @@
+//! evidex engine: the event lake, ingest, export planning and encoders.
+//!
+//! The engine knows nothing about HTTP, command lines or environment variables, and
+//! never reads the wall clock: callers pass a [`clock::Clock`]. See ARCHITECTURE.md.
+
+pub mod clock;
+pub mod error;
+pub mod export;
+pub mod generate;
+pub mod ingest;
+pub mod lake;
+pub mod model;
+pub mod rows;
+pub mod scope;
+
+pub use error::{EngineError, Result};
+
+/// The engine's version, recorded in artifacts.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
