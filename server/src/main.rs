@@ -1,1 +1,75 @@
-fn main() {}
+//! `evidex`: the command line over the engine (and, later, the server).
+
+mod commands;
+mod config;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// evidex turns AI gateway decision events into compliance evidence.
+#[derive(Debug, Parser)]
+#[command(name = "evidex", version, about)]
+pub struct Cli {
+    /// Data location: a local directory or s3://bucket/prefix [default: ./evidex-data]
+    #[arg(long, global = true, env = "EVIDEX_DATA")]
+    pub data: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fill the data directory with 90 days of demo data and write a sample export.
+    Demo(commands::DemoArgs),
+    /// Store decision events, escalation updates or configuration versions.
+    Ingest(commands::IngestArgs),
+    /// Generate realistic synthetic data (ingested unless --output is given).
+    Generate(commands::GenerateArgs),
+    /// Run an export locally and write the artifact.
+    Export(commands::ExportArgs),
+    /// Count the records an export of the same scope would contain.
+    Preview(commands::PreviewArgs),
+    /// Rewrite date partitions made of many small files into one sorted file each.
+    Compact(CompactArgs),
+}
+
+/// `evidex compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Rewrite partitions with at least this many files.
+    #[arg(long, default_value_t = 2)]
+    pub min_files: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EVIDEX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli, env)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -65,6 +65,8 @@ pub struct Preview {
 pub struct ExportOutcome {
     /// Artifact file name (`Q1-2026-SOC2-Audit.csv` or `.zip`).
     pub file_name: String,
+    /// Where it was written (`None` for standard output).
+    pub path: Option<PathBuf>,
     /// Artifact content type.
     pub content_type: &'static str,
     /// The files written (one, or the ZIP's entries).
@@ -138,12 +140,12 @@ fn audit_log_unavailable() -> EngineError {
     EngineError::invalid("include: audit_log is kept by the server; it cannot be exported from a bare data directory")
 }
 
-/// Runs an export into `target`.
+/// Runs an export; `target` is told the artifact's file name and says where it goes.
 pub async fn run_export(
     lake: &Lake,
     pinned: &PinnedTables,
     request: &ExportRequest,
-    target: ArtifactTarget,
+    target: impl FnOnce(&str) -> ArtifactTarget,
     control: &ExportControl,
 ) -> Result<ExportOutcome> {
     if request.include.contains(&Include::AuditLog) {
@@ -158,6 +160,11 @@ pub async fn run_export(
     let file_name = if zipped { format!("{base}.zip") } else { format!("{base}.{ext}") };
     let content_type = if zipped { "application/zip" } else { request.format.content_type() };
 
+    let target = target(&file_name);
+    let path = match &target {
+        ArtifactTarget::File(p) => Some(p.clone()),
+        ArtifactTarget::Stdout => None,
+    };
     let writer = ArtifactWriter::create(target, zipped, request.format == encode::Format::Parquet)?;
     let (tx, rx) = mpsc::channel::<WriterMsg>(4);
     let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
@@ -199,6 +206,7 @@ pub async fn run_export(
     let written = written?;
     Ok(ExportOutcome {
         file_name,
+        path,
         content_type,
         files: written.files,
         bytes: written.bytes,

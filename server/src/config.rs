@@ -1,0 +1,173 @@
+//! Configuration: a TOML file, then `EVIDEX_SECTION__KEY` environment overrides, then
+//! command-line flags, validated once into one typed [`Config`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Everything evidex can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the event lake lives: a local directory (default `./evidex-data`) or
+    /// `s3://bucket/prefix`.
+    pub data: String,
+    /// Local directory for the metadata database and keys when `data` is on S3.
+    pub state_dir: Option<PathBuf>,
+    /// Export settings.
+    pub export: ExportConfig,
+    /// Ingest settings.
+    pub ingest: IngestConfig,
+}
+
+/// Export settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Rows per file before an export becomes a ZIP of parts.
+    pub split_rows: u64,
+    /// Neutralise spreadsheet formulas in CSV cells (default on).
+    pub csv_formula_guard: bool,
+}
+
+/// Ingest settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Longest accepted record in bytes.
+    pub max_record_bytes: usize,
+    /// Compact a date partition once it holds this many files.
+    pub compact_min_files: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: "./evidex-data".to_string(),
+            state_dir: None,
+            export: ExportConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig { split_rows: evidex_engine::export::DEFAULT_SPLIT_ROWS, csv_formula_guard: true }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_record_bytes: 1 << 20, compact_min_files: 8 }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies `EVIDEX_*` variables from `env`, and validates.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut keys: Vec<_> = env.keys().filter(|k| k.starts_with("EVIDEX_")).cloned().collect();
+        keys.sort();
+        for key in keys {
+            if key == "EVIDEX_DATA" {
+                table.insert("data".into(), toml::Value::String(env[&key].clone()));
+                continue;
+            }
+            let path: Vec<String> =
+                key["EVIDEX_".len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                bail!("environment variable {key}: use EVIDEX_SECTION__KEY with double underscores");
+            }
+            set_path(&mut table, &path, parse_env_value(&env[&key]))
+                .with_context(|| format!("environment variable {key}"))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))
+            .context(match file {
+                Some(p) => format!("in {} or EVIDEX_* variables", p.display()),
+                None => "in EVIDEX_* variables".to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.data.trim().is_empty() {
+            bail!("configuration: data must not be empty");
+        }
+        if self.export.split_rows == 0 {
+            bail!("configuration: export.split_rows must be at least 1");
+        }
+        if self.ingest.max_record_bytes < 1024 {
+            bail!("configuration: ingest.max_record_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<()> {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut t = table;
+    for p in parents {
+        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("{p} is not a section"),
+        };
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_env_value(s: &str) -> toml::Value {
+    if let Ok(i) = s.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match s {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "data = \"/tmp/x\"\n[export]\nsplit_rows = 10\n").unwrap();
+        let c = Config::load(Some(&f), &env(&[("EVIDEX_EXPORT__CSV_FORMULA_GUARD", "false")])).unwrap();
+        assert_eq!(c.data, "/tmp/x");
+        assert_eq!(c.export.split_rows, 10);
+        assert!(!c.export.csv_formula_guard);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::load(None, &env(&[("EVIDEX_EXPORT__SPLIT_ROW", "3")])).unwrap_err();
+        assert!(format!("{e:#}").contains("split_row"), "{e:#}");
+        let e = Config::load(None, &env(&[("EVIDEX_EXPORT__SPLIT_ROWS", "many")])).unwrap_err();
+        assert!(format!("{e:#}").contains("split_rows"), "{e:#}");
+        let e = Config::load(None, &env(&[("EVIDEX_EXPORT__SPLIT_ROWS", "0")])).unwrap_err();
+        assert!(format!("{e:#}").contains("at least 1"), "{e:#}");
+    }
+}
