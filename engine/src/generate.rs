@@ -89,30 +89,78 @@ impl Rng {
 }
 
 const POLICIES: &[(&str, &[&str])] = &[
-    ("pii-detection", &["EMAIL_FOUND", "PHONE_FOUND", "SSN_FOUND", "ADDRESS_FOUND"]),
-    ("prompt-injection", &["INSTRUCTION_OVERRIDE", "ROLE_PLAY_ESCAPE", "INDIRECT_INJECTION"]),
-    ("jailbreak-guard", &["DAN_PATTERN", "ENCODED_PAYLOAD", "MULTI_TURN_ESCALATION"]),
-    ("secrets-leak", &["API_KEY_IN_PROMPT", "PRIVATE_KEY_BLOCK", "PASSWORD_IN_OUTPUT"]),
+    (
+        "pii-detection",
+        &["EMAIL_FOUND", "PHONE_FOUND", "SSN_FOUND", "ADDRESS_FOUND"],
+    ),
+    (
+        "prompt-injection",
+        &[
+            "INSTRUCTION_OVERRIDE",
+            "ROLE_PLAY_ESCAPE",
+            "INDIRECT_INJECTION",
+        ],
+    ),
+    (
+        "jailbreak-guard",
+        &["DAN_PATTERN", "ENCODED_PAYLOAD", "MULTI_TURN_ESCALATION"],
+    ),
+    (
+        "secrets-leak",
+        &[
+            "API_KEY_IN_PROMPT",
+            "PRIVATE_KEY_BLOCK",
+            "PASSWORD_IN_OUTPUT",
+        ],
+    ),
     ("pci-card-data", &["PAN_DETECTED", "CVV_DETECTED"]),
-    ("hipaa-phi", &["DIAGNOSIS_CODE", "MRN_FOUND", "PATIENT_NAME"]),
+    (
+        "hipaa-phi",
+        &["DIAGNOSIS_CODE", "MRN_FOUND", "PATIENT_NAME"],
+    ),
     ("toxicity", &["HATE_SPEECH", "HARASSMENT", "PROFANITY"]),
     ("self-harm", &["SELF_HARM_INTENT", "SELF_HARM_INSTRUCTIONS"]),
     ("violence", &["VIOLENT_THREAT", "WEAPONS_INSTRUCTIONS"]),
-    ("data-exfiltration", &["BULK_EXPORT_REQUEST", "SCHEMA_DUMP", "CROSS_TENANT_QUERY"]),
-    ("code-execution", &["SHELL_COMMAND", "SQL_DDL", "EVAL_REQUEST"]),
-    ("copyright", &["LYRICS_REPRODUCTION", "BOOK_PASSAGE", "CODE_LICENSE_CONFLICT"]),
-    ("financial-advice", &["INVESTMENT_RECOMMENDATION", "TAX_ADVICE"]),
-    ("legal-advice", &["CONTRACT_INTERPRETATION", "LITIGATION_STRATEGY"]),
+    (
+        "data-exfiltration",
+        &["BULK_EXPORT_REQUEST", "SCHEMA_DUMP", "CROSS_TENANT_QUERY"],
+    ),
+    (
+        "code-execution",
+        &["SHELL_COMMAND", "SQL_DDL", "EVAL_REQUEST"],
+    ),
+    (
+        "copyright",
+        &[
+            "LYRICS_REPRODUCTION",
+            "BOOK_PASSAGE",
+            "CODE_LICENSE_CONFLICT",
+        ],
+    ),
+    (
+        "financial-advice",
+        &["INVESTMENT_RECOMMENDATION", "TAX_ADVICE"],
+    ),
+    (
+        "legal-advice",
+        &["CONTRACT_INTERPRETATION", "LITIGATION_STRATEGY"],
+    ),
     ("medical-advice", &["DOSAGE_QUESTION", "DIAGNOSIS_REQUEST"]),
     ("competitor-mention", &["COMPETITOR_NAME"]),
     ("brand-safety", &["OFF_BRAND_TONE", "UNAPPROVED_CLAIM"]),
-    ("hallucination-check", &["UNGROUNDED_CLAIM", "CITATION_MISSING"]),
+    (
+        "hallucination-check",
+        &["UNGROUNDED_CLAIM", "CITATION_MISSING"],
+    ),
     ("output-length", &["MAX_TOKENS_EXCEEDED"]),
     ("rate-limit", &["BURST_EXCEEDED", "DAILY_QUOTA"]),
     ("model-allowlist", &["MODEL_NOT_APPROVED"]),
     ("region-residency", &["CROSS_BORDER_TRANSFER"]),
     ("minor-safety", &["AGE_INDICATOR"]),
-    ("gdpr-special-category", &["RELIGION", "HEALTH", "POLITICAL_OPINION"]),
+    (
+        "gdpr-special-category",
+        &["RELIGION", "HEALTH", "POLITICAL_OPINION"],
+    ),
     ("insider-trading", &["MNPI_REFERENCE"]),
     ("export-control", &["DUAL_USE_TECH"]),
     ("ip-leak", &["SOURCE_CODE_IN_PROMPT", "ROADMAP_DISCLOSURE"]),
@@ -121,12 +169,28 @@ const POLICIES: &[(&str, &[&str])] = &[
     ("custom-keywords", &["BLOCKLIST_HIT"]),
 ];
 
-const GATEWAYS: &[&str] = &["gw-eu-west-1", "gw-eu-central-1", "gw-us-east-1", "gw-us-west-2", "gw-ap-south-1", "gw-onprem-fra"];
+const GATEWAYS: &[&str] = &[
+    "gw-eu-west-1",
+    "gw-eu-central-1",
+    "gw-us-east-1",
+    "gw-us-west-2",
+    "gw-ap-south-1",
+    "gw-onprem-fra",
+];
 
 const GROUPS: &[&str] = &[
-    "support-bots", "claims-processing", "underwriting", "marketing-copy", "engineering-copilot",
-    "hr-assistant", "legal-review", "finance-analytics", "sales-enablement", "patient-intake",
-    "fraud-ops", "research-lab",
+    "support-bots",
+    "claims-processing",
+    "underwriting",
+    "marketing-copy",
+    "engineering-copilot",
+    "hr-assistant",
+    "legal-review",
+    "finance-analytics",
+    "sales-enablement",
+    "patient-intake",
+    "fraud-ops",
+    "research-lab",
 ];
 
 const MODELS: &[(&str, &str)] = &[
@@ -141,9 +205,21 @@ const MODELS: &[(&str, &str)] = &[
     ("bedrock", "llama-3.3-70b"),
 ];
 
-const FIRST: &[&str] = &["Maria", "John", "Aisha", "Wei", "Olga", "Carlos", "Fatima", "Liam", "Yuki", "Noah", "Zoë", "José"];
-const LAST: &[&str] = &["Garcia", "Smith", "Khan", "Chen", "Ivanova", "Silva", "Haddad", "Murphy", "Tanaka", "Müller", "O'Brien"];
-const DOMAINS: &[&str] = &["example.com", "acme-insurance.test", "mail.example.org", "hospital.example", "corp.test"];
+const FIRST: &[&str] = &[
+    "Maria", "John", "Aisha", "Wei", "Olga", "Carlos", "Fatima", "Liam", "Yuki", "Noah", "Zoë",
+    "José",
+];
+const LAST: &[&str] = &[
+    "Garcia", "Smith", "Khan", "Chen", "Ivanova", "Silva", "Haddad", "Murphy", "Tanaka", "Müller",
+    "O'Brien",
+];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "acme-insurance.test",
+    "mail.example.org",
+    "hospital.example",
+    "corp.test",
+];
 
 /// Hostile snippets that break naive CSV writers and spreadsheet imports.
 const HOSTILE: &[&str] = &[
@@ -180,7 +256,10 @@ fn luhn_card(rng: &mut Rng) -> String {
     let prefixes: &[&str] = &["4111", "5500", "3400", "6011"];
     let prefix = rng.pick(prefixes);
     let len = if prefix.starts_with("34") { 15 } else { 16 };
-    let mut digits: Vec<u32> = prefix.chars().map(|c| c.to_digit(10).unwrap_or(0)).collect();
+    let mut digits: Vec<u32> = prefix
+        .chars()
+        .map(|c| c.to_digit(10).unwrap_or(0))
+        .collect();
     while digits.len() < len - 1 {
         digits.push(rng.below(10) as u32);
     }
@@ -200,8 +279,18 @@ fn luhn_card(rng: &mut Rng) -> String {
     let s: String = digits.iter().map(|d| char::from(b'0' + *d as u8)).collect();
     match rng.below(3) {
         0 => s,
-        1 => s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("")).collect::<Vec<_>>().join(" "),
-        _ => s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("")).collect::<Vec<_>>().join("-"),
+        1 => s
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => s
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("-"),
     }
 }
 
@@ -212,7 +301,9 @@ fn hex(rng: &mut Rng, n: usize) -> String {
 
 fn alnum(rng: &mut Rng, n: usize) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..n).map(|_| A[rng.below(A.len() as u64) as usize] as char).collect()
+    (0..n)
+        .map(|_| A[rng.below(A.len() as u64) as usize] as char)
+        .collect()
 }
 
 /// One piece of PII, as planted in texts.
@@ -220,11 +311,20 @@ fn pii(rng: &mut Rng) -> String {
     match rng.below(8) {
         0 | 1 => {
             let f = rng.pick(FIRST).to_lowercase().replace(['ë', 'é'], "e");
-            let l = rng.pick(LAST).to_lowercase().replace(['ü'], "u").replace('\'', "");
+            let l = rng
+                .pick(LAST)
+                .to_lowercase()
+                .replace(['ü'], "u")
+                .replace('\'', "");
             format!("{f}.{l}@{}", rng.pick(DOMAINS))
         }
         2 => format!("+1 {}-555-{:04}", 200 + rng.below(700), rng.below(10_000)),
-        3 => format!("{:03}-{:02}-{:04}", 100 + rng.below(600), 10 + rng.below(89), 1000 + rng.below(9000)),
+        3 => format!(
+            "{:03}-{:02}-{:04}",
+            100 + rng.below(600),
+            10 + rng.below(89),
+            1000 + rng.below(9000)
+        ),
         4 => luhn_card(rng),
         5 => match rng.below(4) {
             0 => format!("sk-proj-{}", alnum(rng, 40)),
@@ -232,8 +332,14 @@ fn pii(rng: &mut Rng) -> String {
             2 => format!("ghp_{}", alnum(rng, 36)),
             _ => format!("xoxb-{}-{}", rng.below(1_000_000_000_000), alnum(rng, 24)),
         },
-        6 => format!("10.{}.{}.{}", rng.below(256), rng.below(256), rng.below(256)),
-        _ => "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----".to_string(),
+        6 => format!(
+            "10.{}.{}.{}",
+            rng.below(256),
+            rng.below(256),
+            rng.below(256)
+        ),
+        _ => "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----"
+            .to_string(),
     }
 }
 
@@ -274,14 +380,18 @@ fn input_text(rng: &mut Rng) -> String {
 
 fn output_text(rng: &mut Rng, decision: &str) -> String {
     match decision {
-        "block" => "I can't help with that request because it violates the organisation's AI usage policy.".to_string(),
+        "block" => {
+            "I can't help with that request because it violates the organisation's AI usage policy."
+                .to_string()
+        }
         "redact" => format!(
             "Here is the summary with sensitive data removed. The customer [REDACTED] asked about a disputed charge of ${}.{:02}.",
             rng.below(900) + 10,
             rng.below(100)
         ),
         _ => {
-            let mut s = String::from("Summary: the customer requested an update to their account. ");
+            let mut s =
+                String::from("Summary: the customer requested an update to their account. ");
             if rng.chance(0.15) {
                 s.push_str("Follow up at ");
                 s.push_str(&pii(rng));
@@ -313,21 +423,36 @@ fn severity_for(rng: &mut Rng, decision: &str) -> &'static str {
 }
 
 /// Share of a day's traffic in each UTC hour: low at night, peak in the afternoon.
-const HOURLY: [u32; 24] = [2, 1, 1, 1, 1, 2, 3, 5, 7, 8, 9, 9, 9, 10, 10, 9, 8, 7, 6, 5, 4, 3, 3, 2];
+const HOURLY: [u32; 24] = [
+    2, 1, 1, 1, 1, 2, 3, 5, 7, 8, 9, 9, 9, 10, 10, 9, 8, 7, 6, 5, 4, 3, 3, 2,
+];
 
 /// Splits `spec.rows` over the days: weekdays carry more than weekends; the counts
 /// add up exactly.
 pub fn rows_per_day(spec: &GenerateSpec) -> Vec<(NaiveDate, u64)> {
-    let days: Vec<NaiveDate> = (0..spec.days).rev().map(|i| spec.end - Duration::days(i as i64)).collect();
+    let days: Vec<NaiveDate> = (0..spec.days)
+        .rev()
+        .map(|i| spec.end - Duration::days(i as i64))
+        .collect();
     let weights: Vec<u64> = days
         .iter()
-        .map(|d| if matches!(d.weekday(), Weekday::Sat | Weekday::Sun) { 6 } else { 10 })
+        .map(|d| {
+            if matches!(d.weekday(), Weekday::Sat | Weekday::Sun) {
+                6
+            } else {
+                10
+            }
+        })
         .collect();
     let total: u64 = weights.iter().sum();
     let mut out = Vec::new();
     let mut assigned = 0;
     for (i, (d, w)) in days.iter().zip(&weights).enumerate() {
-        let n = if i + 1 == days.len() { spec.rows - assigned } else { spec.rows * w / total };
+        let n = if i + 1 == days.len() {
+            spec.rows - assigned
+        } else {
+            spec.rows * w / total
+        };
         assigned += n;
         out.push((*d, n));
     }
@@ -335,9 +460,23 @@ pub fn rows_per_day(spec: &GenerateSpec) -> Vec<(NaiveDate, u64)> {
 }
 
 /// Generates one day. `first_index` is the day's first event number (for ids).
-pub fn generate_day(spec: &GenerateSpec, day_index: u32, date: NaiveDate, count: u64, first_index: u64) -> GeneratedDay {
-    let mut rng = Rng::new(spec.seed.wrapping_mul(1_000_003).wrapping_add(day_index as u64));
-    let day_start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
+pub fn generate_day(
+    spec: &GenerateSpec,
+    day_index: u32,
+    date: NaiveDate,
+    count: u64,
+    first_index: u64,
+) -> GeneratedDay {
+    let mut rng = Rng::new(
+        spec.seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(day_index as u64),
+    );
+    let day_start = date
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_micros();
     // Draw timestamps first and sort them, so ids follow time order.
     let mut times: Vec<i64> = (0..count)
         .map(|_| {
@@ -346,20 +485,36 @@ pub fn generate_day(spec: &GenerateSpec, day_index: u32, date: NaiveDate, count:
         })
         .collect();
     times.sort_unstable();
-    let consumers: Vec<String> = (0..80).map(|i| format!("svc-{}-{i:02}", GROUPS[i % GROUPS.len()])).collect();
+    let consumers: Vec<String> = (0..80)
+        .map(|i| format!("svc-{}-{i:02}", GROUPS[i % GROUPS.len()]))
+        .collect();
     let mut out = GeneratedDay::default();
     for (k, ts) in times.into_iter().enumerate() {
         let index = first_index + k as u64;
-        let id = format!("evt_{:016x}", Rng::new(spec.seed ^ 0xE71D).next_u64() ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let id = format!(
+            "evt_{:016x}",
+            Rng::new(spec.seed ^ 0xE71D).next_u64() ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        );
         let decision = DECISIONS[rng.weighted(&DECISION_WEIGHTS)];
         let severity = severity_for(&mut rng, decision);
-        let (policy, reasons) = POLICIES[(rng.below(POLICIES.len() as u64) as f64 * rng.unit()).floor() as usize % POLICIES.len()];
-        let reason = if decision == "allow" && rng.chance(0.7) { None } else { Some(rng.pick(reasons).to_string()) };
+        let (policy, reasons) = POLICIES[(rng.below(POLICIES.len() as u64) as f64 * rng.unit())
+            .floor() as usize
+            % POLICIES.len()];
+        let reason = if decision == "allow" && rng.chance(0.7) {
+            None
+        } else {
+            Some(rng.pick(reasons).to_string())
+        };
         let group_idx = rng.below(GROUPS.len() as u64) as usize;
-        let consumer = &consumers[(group_idx + GROUPS.len() * rng.below(6) as usize) % consumers.len()];
+        let consumer =
+            &consumers[(group_idx + GROUPS.len() * rng.below(6) as usize) % consumers.len()];
         let (provider, model) = rng.pick(MODELS);
         let input_tokens = 50 + rng.below(4000) as i64;
-        let output_tokens = if decision == "block" { 0 } else { 20 + rng.below(1500) as i64 };
+        let output_tokens = if decision == "block" {
+            0
+        } else {
+            20 + rng.below(1500) as i64
+        };
         let cost = (input_tokens as f64 * 2.5 + output_tokens as f64 * 10.0) / 1_000_000.0;
         let latency = 80 + rng.below(2500) as i64;
         let input = input_text(&mut rng);
@@ -410,14 +565,21 @@ pub fn generate_day(spec: &GenerateSpec, day_index: u32, date: NaiveDate, count:
     // A configuration change every few days, always at 09:00 UTC.
     if day_index % 3 == 0 {
         let version = 1 + (day_index as i64 / 3);
-        let touched: Vec<&str> = (0..1 + rng.below(3)).map(|_| POLICIES[rng.below(POLICIES.len() as u64) as usize].0).collect();
+        let touched: Vec<&str> = (0..1 + rng.below(3))
+            .map(|_| POLICIES[rng.below(POLICIES.len() as u64) as usize].0)
+            .collect();
         let at = day_start + 9 * 3_600_000_000;
         out.config_versions.push(Row {
             cells: vec![
                 Cell::Str("gateway-policy".to_string()),
                 Cell::Int(version),
                 Cell::Ts(at),
-                Cell::Str(format!("{}.{}@{}", rng.pick(FIRST).to_lowercase(), "admin", "example.com")),
+                Cell::Str(format!(
+                    "{}.{}@{}",
+                    rng.pick(FIRST).to_lowercase(),
+                    "admin",
+                    "example.com"
+                )),
                 Cell::Str(format!("Tune thresholds for {}", touched.join(", "))),
                 Cell::Str(json!(touched).to_string()),
                 Cell::Str(format!(
@@ -434,10 +596,21 @@ pub fn generate_day(spec: &GenerateSpec, day_index: u32, date: NaiveDate, count:
 }
 
 fn escalation_timeline(rng: &mut Rng, event_id: &str, ts: i64, severity: &str, out: &mut Vec<Row>) {
-    const REVIEWERS: &[&str] = &["ana.reviewer", "ben.reviewer", "chloe.lead", "dev.oncall", "eva.compliance"];
+    const REVIEWERS: &[&str] = &[
+        "ana.reviewer",
+        "ben.reviewer",
+        "chloe.lead",
+        "dev.oncall",
+        "eva.compliance",
+    ];
     let mut at = ts + 1_000_000;
     let mut n = 0;
-    let mut push = |out: &mut Vec<Row>, status: &str, at: i64, actor: &str, resolution: Option<&str>, note: Option<String>| {
+    let mut push = |out: &mut Vec<Row>,
+                    status: &str,
+                    at: i64,
+                    actor: &str,
+                    resolution: Option<&str>,
+                    note: Option<String>| {
         n += 1;
         out.push(Row {
             cells: vec![
@@ -446,13 +619,22 @@ fn escalation_timeline(rng: &mut Rng, event_id: &str, ts: i64, severity: &str, o
                 Cell::Str(status.to_string()),
                 Cell::Ts(at),
                 Cell::Str(actor.to_string()),
-                resolution.map(|r| Cell::Str(r.to_string())).unwrap_or(Cell::Null),
+                resolution
+                    .map(|r| Cell::Str(r.to_string()))
+                    .unwrap_or(Cell::Null),
                 Cell::Str(severity.to_string()),
                 note.map(Cell::Str).unwrap_or(Cell::Null),
             ],
         });
     };
-    push(out, "open", at, "gateway", None, Some("Held for human review".to_string()));
+    push(
+        out,
+        "open",
+        at,
+        "gateway",
+        None,
+        Some("Held for human review".to_string()),
+    );
     if rng.chance(0.08) {
         return; // still open
     }
@@ -464,8 +646,22 @@ fn escalation_timeline(rng: &mut Rng, event_id: &str, ts: i64, severity: &str, o
     }
     at += (120 + rng.below(20 * 3600)) as i64 * 1_000_000;
     match rng.below(10) {
-        0 => push(out, "dismissed", at, reviewer, None, Some("Duplicate of an earlier escalation".to_string())),
-        1..=5 => push(out, "resolved", at, reviewer, Some("approved"), Some("False positive; released".to_string())),
+        0 => push(
+            out,
+            "dismissed",
+            at,
+            reviewer,
+            None,
+            Some("Duplicate of an earlier escalation".to_string()),
+        ),
+        1..=5 => push(
+            out,
+            "resolved",
+            at,
+            reviewer,
+            Some("approved"),
+            Some("False positive; released".to_string()),
+        ),
         _ => {
             let note = format!("Confirmed violation; user notified at {}", pii(rng));
             push(out, "resolved", at, reviewer, Some("denied"), Some(note))
@@ -479,7 +675,12 @@ mod tests {
 
     #[test]
     fn deterministic_and_exact_counts() {
-        let spec = GenerateSpec { rows: 1000, days: 7, end: NaiveDate::from_ymd_opt(2026, 3, 31).unwrap(), seed: 7 };
+        let spec = GenerateSpec {
+            rows: 1000,
+            days: 7,
+            end: NaiveDate::from_ymd_opt(2026, 3, 31).unwrap(),
+            seed: 7,
+        };
         let per_day = rows_per_day(&spec);
         assert_eq!(per_day.iter().map(|(_, n)| n).sum::<u64>(), 1000);
         assert_eq!(per_day.last().unwrap().0, spec.end);
@@ -493,14 +694,21 @@ mod tests {
     fn planted_cards_pass_luhn() {
         let mut rng = Rng::new(1);
         for _ in 0..100 {
-            let card: String = luhn_card(&mut rng).chars().filter(|c| c.is_ascii_digit()).collect();
+            let card: String = luhn_card(&mut rng)
+                .chars()
+                .filter(|c| c.is_ascii_digit())
+                .collect();
             let sum: u32 = card
                 .chars()
                 .rev()
                 .enumerate()
                 .map(|(i, c)| {
                     let d = c.to_digit(10).unwrap();
-                    if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+                    if i % 2 == 1 {
+                        if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+                    } else {
+                        d
+                    }
                 })
                 .sum();
             assert_eq!(sum % 10, 0, "{card}");

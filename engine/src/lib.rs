@@ -15,5 +15,8 @@ pub mod scope;
 
 pub use error::{EngineError, Result};
 
+/// The Arrow and Parquet crates the engine speaks, for callers that read its output.
+pub use deltalake::{arrow, parquet};
+
 /// The engine's version, recorded in artifacts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

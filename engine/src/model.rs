@@ -49,10 +49,18 @@ pub struct Column {
 }
 
 const fn req(name: &'static str, kind: ColumnKind) -> Column {
-    Column { name, kind, required: true }
+    Column {
+        name,
+        kind,
+        required: true,
+    }
 }
 const fn opt(name: &'static str, kind: ColumnKind) -> Column {
-    Column { name, kind, required: false }
+    Column {
+        name,
+        kind,
+        required: false,
+    }
 }
 
 use ColumnKind::{Float, Int, Json, Str, Text, Timestamp as Ts};
@@ -119,7 +127,11 @@ pub enum Dataset {
 
 impl Dataset {
     /// All datasets, in the order exports list them.
-    pub const ALL: [Dataset; 3] = [Dataset::Events, Dataset::Escalations, Dataset::ConfigVersions];
+    pub const ALL: [Dataset; 3] = [
+        Dataset::Events,
+        Dataset::Escalations,
+        Dataset::ConfigVersions,
+    ];
 
     /// The table's folder name under the data root and the name SQL sees.
     pub fn table_name(self) -> &'static str {
@@ -213,8 +225,13 @@ pub enum Decision {
 
 impl Decision {
     /// All decisions in canonical order.
-    pub const ALL: [Decision; 5] =
-        [Decision::Allow, Decision::Block, Decision::Redact, Decision::Escalate, Decision::Flag];
+    pub const ALL: [Decision; 5] = [
+        Decision::Allow,
+        Decision::Block,
+        Decision::Redact,
+        Decision::Escalate,
+        Decision::Flag,
+    ];
 
     /// Canonical spelling.
     pub fn as_str(self) -> &'static str {
@@ -257,8 +274,13 @@ pub enum Severity {
 
 impl Severity {
     /// All severities from least to most serious.
-    pub const ALL: [Severity; 5] =
-        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
 
     /// Canonical spelling.
     pub fn as_str(self) -> &'static str {

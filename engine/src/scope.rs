@@ -58,7 +58,10 @@ impl Filters {
             }
         }
         if !self.decision.is_empty() {
-            parts.push(in_list("decision", self.decision.iter().map(|d| d.as_str())));
+            parts.push(in_list(
+                "decision",
+                self.decision.iter().map(|d| d.as_str()),
+            ));
         }
         if let Some(min) = self.min_severity {
             parts.push(in_list("severity", min.at_or_above().map(|s| s.as_str())));
@@ -95,15 +98,25 @@ impl Window {
 
     /// Whether the whole UTC day `date` lies inside the window.
     pub fn covers_day(&self, date: NaiveDate) -> bool {
-        let start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
+        let start = date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros();
         let end = start + 86_400_000_000;
         start >= self.start && end <= self.end
     }
 
     /// `time_column` within the window.
     pub fn predicate(&self, time_column: &str) -> Expr {
-        let start = lit(ScalarValue::TimestampMicrosecond(Some(self.start), Some("UTC".into())));
-        let end = lit(ScalarValue::TimestampMicrosecond(Some(self.end), Some("UTC".into())));
+        let start = lit(ScalarValue::TimestampMicrosecond(
+            Some(self.start),
+            Some("UTC".into()),
+        ));
+        let end = lit(ScalarValue::TimestampMicrosecond(
+            Some(self.end),
+            Some("UTC".into()),
+        ));
         col(time_column).gt_eq(start).and(col(time_column).lt(end))
     }
 
@@ -145,7 +158,9 @@ impl ExportScope {
     /// timestamps are an exact half-open window) and the timezone name.
     pub fn new(from: &str, to: &str, timezone: &str, filters: Filters) -> Result<ExportScope> {
         let tz: Tz = timezone.parse().map_err(|_| {
-            EngineError::invalid(format!("timezone: unknown IANA timezone {timezone:?} (e.g. UTC, Europe/Berlin)"))
+            EngineError::invalid(format!(
+                "timezone: unknown IANA timezone {timezone:?} (e.g. UTC, Europe/Berlin)"
+            ))
         })?;
         let start = parse_bound("from", from, tz, false)?;
         let end = parse_bound("to", to, tz, true)?;
@@ -179,7 +194,9 @@ fn parse_bound(field: &str, value: &str, tz: Tz, is_end: bool) -> Result<i64> {
     let value = value.trim();
     if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         let day = if is_end {
-            date.succ_opt().ok_or_else(|| EngineError::invalid(format!("{field}: {value:?} is out of range")))?
+            date.succ_opt().ok_or_else(|| {
+                EngineError::invalid(format!("{field}: {value:?} is out of range"))
+            })?
         } else {
             date
         };
@@ -204,7 +221,9 @@ pub fn start_of_day(day: NaiveDate, tz: Tz) -> Result<DateTime<Utc>> {
             LocalResult::None => continue,
         }
     }
-    Err(EngineError::invalid(format!("{day} has no start of day in {tz}")))
+    Err(EngineError::invalid(format!(
+        "{day} has no start of day in {tz}"
+    )))
 }
 
 /// Parses a decision filter value (canonical or past tense).
@@ -235,21 +254,41 @@ mod tests {
 
     #[test]
     fn whole_days_in_a_timezone() {
-        let s = ExportScope::new("2026-03-01", "2026-03-31", "America/New_York", Filters::default()).unwrap();
+        let s = ExportScope::new(
+            "2026-03-01",
+            "2026-03-31",
+            "America/New_York",
+            Filters::default(),
+        )
+        .unwrap();
         assert_eq!(s.window.start, us("2026-03-01T05:00:00Z"));
         // DST starts on 8 March in New York: the end is midnight EDT (UTC-4).
         assert_eq!(s.window.end, us("2026-04-01T04:00:00Z"));
         assert_eq!(
             s.window.utc_dates(),
-            (NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(), NaiveDate::from_ymd_opt(2026, 4, 1).unwrap())
+            (
+                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                NaiveDate::from_ymd_opt(2026, 4, 1).unwrap()
+            )
         );
     }
 
     #[test]
     fn exact_window() {
-        let s = ExportScope::new("2026-03-01T10:00:00+01:00", "2026-03-01T12:00:00Z", "UTC", Filters::default())
-            .unwrap();
-        assert_eq!(s.window, Window { start: us("2026-03-01T09:00:00Z"), end: us("2026-03-01T12:00:00Z") });
+        let s = ExportScope::new(
+            "2026-03-01T10:00:00+01:00",
+            "2026-03-01T12:00:00Z",
+            "UTC",
+            Filters::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.window,
+            Window {
+                start: us("2026-03-01T09:00:00Z"),
+                end: us("2026-03-01T12:00:00Z")
+            }
+        );
     }
 
     #[test]
@@ -266,10 +305,14 @@ mod tests {
 
     #[test]
     fn covers_day() {
-        let s = ExportScope::new("2026-03-01", "2026-03-03", "Asia/Tokyo", Filters::default()).unwrap();
+        let s =
+            ExportScope::new("2026-03-01", "2026-03-03", "Asia/Tokyo", Filters::default()).unwrap();
         let d = |n| NaiveDate::from_ymd_opt(2026, 3, n).unwrap();
         assert!(s.window.covers_day(d(1)));
         assert!(!s.window.covers_day(d(3)));
-        assert!(!s.window.covers_day(NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()));
+        assert!(
+            !s.window
+                .covers_day(NaiveDate::from_ymd_opt(2026, 2, 28).unwrap())
+        );
     }
 }

@@ -12,7 +12,8 @@ use chrono::{Duration, NaiveDate};
 use clap::Args;
 use evidex_engine::clock::{Clock, SystemClock};
 use evidex_engine::export::{
-    self, ArtifactTarget, EncodeOptions, ExportControl, ExportRequest, Format, Include, PinnedTables,
+    self, ArtifactTarget, EncodeOptions, ExportControl, ExportRequest, Format, Include,
+    PinnedTables,
 };
 use evidex_engine::generate::{self, GenerateSpec};
 use evidex_engine::ingest::{self, IngestOptions};
@@ -153,8 +154,14 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         config.data = data;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let lake = Lake::open(&LakeOptions { data_url: config.data.clone(), storage_options: storage_options(&env) }, clock.clone())
-        .with_context(|| format!("cannot open the data location {}", config.data))?;
+    let lake = Lake::open(
+        &LakeOptions {
+            data_url: config.data.clone(),
+            storage_options: storage_options(&env),
+        },
+        clock.clone(),
+    )
+    .with_context(|| format!("cannot open the data location {}", config.data))?;
     match cli.command {
         Command::Ingest(args) => run_ingest(&lake, &config, args).await,
         Command::Generate(args) => run_generate(&lake, &config, clock.as_ref(), args).await,
@@ -188,9 +195,15 @@ fn storage_options(env: &HashMap<String, String>) -> HashMap<String, String> {
 
 async fn run_ingest(lake: &Lake, config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let Some(dataset) = Dataset::parse(&args.dataset) else {
-        bail!("--dataset: unknown dataset {:?}; use events, escalations or config-versions", args.dataset);
+        bail!(
+            "--dataset: unknown dataset {:?}; use events, escalations or config-versions",
+            args.dataset
+        );
     };
-    let options = IngestOptions { max_record_bytes: config.ingest.max_record_bytes, ..IngestOptions::default() };
+    let options = IngestOptions {
+        max_record_bytes: config.ingest.max_record_bytes,
+        ..IngestOptions::default()
+    };
     let mut any_rejected = false;
     let mut failure = None;
     for file in &args.files {
@@ -220,7 +233,10 @@ async fn run_ingest(lake: &Lake, config: &Config, args: IngestArgs) -> Result<Ex
                     println!("{label}:{}: {}", r.line, r.message);
                 }
                 if report.rejected > report.errors.len() as u64 {
-                    println!("{label}: ... and {} more rejected lines", report.rejected - report.errors.len() as u64);
+                    println!(
+                        "{label}: ... and {} more rejected lines",
+                        report.rejected - report.errors.len() as u64
+                    );
                 }
                 any_rejected |= report.rejected > 0;
             }
@@ -230,7 +246,9 @@ async fn run_ingest(lake: &Lake, config: &Config, args: IngestArgs) -> Result<Ex
             }
         }
     }
-    lake.compact(dataset, config.ingest.compact_min_files).await.context("compaction after ingest")?;
+    lake.compact(dataset, config.ingest.compact_min_files)
+        .await
+        .context("compaction after ingest")?;
     Ok(if failure.is_some() {
         ExitCode::from(2)
     } else if any_rejected {
@@ -244,15 +262,26 @@ fn today(clock: &dyn Clock) -> NaiveDate {
     clock.now().date_naive()
 }
 
-async fn run_generate(lake: &Lake, config: &Config, clock: &dyn Clock, args: GenerateArgs) -> Result<ExitCode> {
+async fn run_generate(
+    lake: &Lake,
+    config: &Config,
+    clock: &dyn Clock,
+    args: GenerateArgs,
+) -> Result<ExitCode> {
     if args.days == 0 {
         bail!("--days must be at least 1");
     }
     let end = match &args.end {
-        Some(e) => NaiveDate::parse_from_str(e, "%Y-%m-%d").with_context(|| format!("--end: {e:?} is not a date (YYYY-MM-DD)"))?,
+        Some(e) => NaiveDate::parse_from_str(e, "%Y-%m-%d")
+            .with_context(|| format!("--end: {e:?} is not a date (YYYY-MM-DD)"))?,
         None => today(clock),
     };
-    let spec = GenerateSpec { rows: args.rows, days: args.days, end, seed: args.seed };
+    let spec = GenerateSpec {
+        rows: args.rows,
+        days: args.days,
+        end,
+        seed: args.seed,
+    };
     let started = Instant::now();
     let counts = match &args.output {
         Some(path) => generate_to_files(&spec, path)?,
@@ -305,21 +334,36 @@ async fn generate_into_lake(lake: &Lake, spec: &GenerateSpec) -> Result<[u64; 3]
         let spec2 = *spec;
         let (date, n, first) = (*date, *n, index);
         index += n;
-        let next = tokio::task::spawn_blocking(move || generate::generate_day(&spec2, i as u32, date, n, first));
+        let next = tokio::task::spawn_blocking(move || {
+            generate::generate_day(&spec2, i as u32, date, n, first)
+        });
         if let Some(prev) = pending.replace(next) {
             let day: generate::GeneratedDay = prev.await?;
-            absorb(day, &mut events, &mut escalations, &mut configs, &mut counts);
+            absorb(
+                day,
+                &mut events,
+                &mut escalations,
+                &mut configs,
+                &mut counts,
+            );
         }
         if events.len() >= CHUNK {
             let n = events.len() as u64;
-            lake.append(Dataset::Events, std::mem::take(&mut events)).await?;
+            lake.append(Dataset::Events, std::mem::take(&mut events))
+                .await?;
             if let Some(b) = &bar {
                 b.inc(n);
             }
         }
     }
     if let Some(prev) = pending {
-        absorb(prev.await?, &mut events, &mut escalations, &mut configs, &mut counts);
+        absorb(
+            prev.await?,
+            &mut events,
+            &mut escalations,
+            &mut configs,
+            &mut counts,
+        );
     }
     let n = events.len() as u64;
     lake.append(Dataset::Events, events).await?;
@@ -334,7 +378,13 @@ async fn generate_into_lake(lake: &Lake, spec: &GenerateSpec) -> Result<[u64; 3]
     Ok(counts)
 }
 
-fn absorb(day: generate::GeneratedDay, events: &mut Vec<Row>, escalations: &mut Vec<Row>, configs: &mut Vec<Row>, counts: &mut [u64; 3]) {
+fn absorb(
+    day: generate::GeneratedDay,
+    events: &mut Vec<Row>,
+    escalations: &mut Vec<Row>,
+    configs: &mut Vec<Row>,
+    counts: &mut [u64; 3],
+) {
     counts[0] += day.events.len() as u64;
     counts[1] += day.escalations.len() as u64;
     counts[2] += day.config_versions.len() as u64;
@@ -344,9 +394,12 @@ fn absorb(day: generate::GeneratedDay, events: &mut Vec<Row>, escalations: &mut 
 }
 
 fn generate_to_files(spec: &GenerateSpec, path: &std::path::Path) -> Result<[u64; 3]> {
-    use evidex_engine::export::encode::{JsonEncoder, JsonLayout, Encoder};
+    use evidex_engine::export::encode::{Encoder, JsonEncoder, JsonLayout};
     use std::io::Write;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "events".into());
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "events".into());
     let paths = [
         path.to_path_buf(),
         path.with_file_name(format!("{stem}.escalations.ndjson")),
@@ -355,7 +408,8 @@ fn generate_to_files(spec: &GenerateSpec, path: &std::path::Path) -> Result<[u64
     let mut writers = Vec::new();
     let mut encoders = Vec::new();
     for (p, ds) in paths.iter().zip(Dataset::ALL) {
-        let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+        let f =
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
         writers.push(std::io::BufWriter::with_capacity(1 << 20, f));
         let kinds = ds.columns().iter().map(|c| c.kind).collect();
         encoders.push(JsonEncoder::new(ds.file_schema(), kinds, JsonLayout::Lines));
@@ -366,7 +420,10 @@ fn generate_to_files(spec: &GenerateSpec, path: &std::path::Path) -> Result<[u64
     for (i, (date, n)) in generate::rows_per_day(spec).into_iter().enumerate() {
         let day = generate::generate_day(spec, i as u32, date, n, index);
         index += n;
-        for (k, rows) in [day.events, day.escalations, day.config_versions].into_iter().enumerate() {
+        for (k, rows) in [day.events, day.escalations, day.config_versions]
+            .into_iter()
+            .enumerate()
+        {
             counts[k] += rows.len() as u64;
             if rows.is_empty() {
                 continue;
@@ -387,14 +444,22 @@ fn generate_to_files(spec: &GenerateSpec, path: &std::path::Path) -> Result<[u64
 fn scope_from_args(args: &ScopeArgs) -> Result<(ExportScope, Vec<Include>)> {
     let filters = Filters {
         policy: args.policy.clone(),
-        decision: args.decision.iter().map(|d| parse_decision(d)).collect::<Result<_, _>>()?,
+        decision: args
+            .decision
+            .iter()
+            .map(|d| parse_decision(d))
+            .collect::<Result<_, _>>()?,
         gateway: args.gateway.clone(),
         consumer_group: args.consumer_group.clone(),
         consumer: args.consumer.clone(),
         provider: args.provider.clone(),
         model: args.model.clone(),
         reason_code: args.reason_code.clone(),
-        min_severity: args.min_severity.as_deref().map(parse_severity).transpose()?,
+        min_severity: args
+            .min_severity
+            .as_deref()
+            .map(parse_severity)
+            .transpose()?,
     };
     let scope = ExportScope::new(&args.from, &args.to, &args.timezone, filters)?;
     let mut include = Vec::new();
@@ -422,14 +487,19 @@ async fn run_preview(lake: &Lake, args: PreviewArgs) -> Result<ExitCode> {
 async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<ExitCode> {
     let (scope, include) = scope_from_args(&args.scope)?;
     let format = Format::parse(&args.format)?;
-    let name = args.name.clone().unwrap_or_else(|| format!("evidex-{}-{}", args.scope.from, args.scope.to));
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("evidex-{}-{}", args.scope.from, args.scope.to));
     let request = ExportRequest {
         name,
         scope,
         format,
         include,
         include_payloads: !args.no_payloads,
-        encode: EncodeOptions { csv_formula_guard: config.export.csv_formula_guard && !args.no_formula_guard },
+        encode: EncodeOptions {
+            csv_formula_guard: config.export.csv_formula_guard && !args.no_formula_guard,
+        },
         split_rows: args.split_rows.unwrap_or(config.export.split_rows),
     };
     if request.split_rows == 0 {
@@ -439,7 +509,10 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
     if output != "-" {
         let p = PathBuf::from(&output);
         if !p.is_dir() {
-            let parent = p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let parent = p
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
             if !parent.is_dir() {
                 bail!("--output: directory {} does not exist", parent.display());
             }
@@ -447,16 +520,25 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
     }
     let pinned = PinnedTables::pin(lake, None).await?;
     let started = Instant::now();
-    let bar = if output != "-" { progress_bar(0, "exporting") } else { None };
+    let bar = if output != "-" {
+        progress_bar(0, "exporting")
+    } else {
+        None
+    };
     let control = ExportControl {
         cancel: Default::default(),
-        progress: bar.clone().map(|b| Arc::new(move |n: u64| b.set_position(n)) as Arc<dyn Fn(u64) + Send + Sync>),
+        progress: bar
+            .clone()
+            .map(|b| Arc::new(move |n: u64| b.set_position(n)) as Arc<dyn Fn(u64) + Send + Sync>),
     };
     let target = move |file_name: &str| {
         if output == "-" {
             ArtifactTarget::Stdout
         } else {
-            ArtifactTarget::File(export::resolve_output(std::path::Path::new(&output), file_name))
+            ArtifactTarget::File(export::resolve_output(
+                std::path::Path::new(&output),
+                file_name,
+            ))
         }
     };
     let outcome = export::run_export(lake, &pinned, &request, target, &control).await?;
@@ -490,7 +572,11 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
     } else {
         eprintln!(
             "wrote {} ({} bytes, {} event rows) in {:.2}s; table versions read: {}",
-            outcome.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "standard output".into()),
+            outcome
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "standard output".into()),
             outcome.bytes,
             outcome.rows.get("events").copied().unwrap_or(0),
             started.elapsed().as_secs_f64(),
@@ -500,12 +586,25 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_demo(lake: &Lake, config: &Config, clock: &dyn Clock, args: DemoArgs) -> Result<ExitCode> {
+async fn run_demo(
+    lake: &Lake,
+    config: &Config,
+    clock: &dyn Clock,
+    args: DemoArgs,
+) -> Result<ExitCode> {
     let end = today(clock) - Duration::days(1);
     let snapshot = lake.snapshot(Dataset::Events, None).await?;
     if snapshot.files.is_empty() {
-        eprintln!("generating {} demo events over 90 days ending {end} ...", args.rows);
-        let spec = GenerateSpec { rows: args.rows, days: 90, end, seed: 42 };
+        eprintln!(
+            "generating {} demo events over 90 days ending {end} ...",
+            args.rows
+        );
+        let spec = GenerateSpec {
+            rows: args.rows,
+            days: 90,
+            end,
+            seed: 42,
+        };
         generate_into_lake(lake, &spec).await?;
         for ds in Dataset::ALL {
             lake.compact(ds, config.ingest.compact_min_files).await?;
@@ -515,7 +614,15 @@ async fn run_demo(lake: &Lake, config: &Config, clock: &dyn Clock, args: DemoArg
     }
     let from = (end - Duration::days(29)).format("%Y-%m-%d").to_string();
     let to = end.format("%Y-%m-%d").to_string();
-    let scope = ExportScope::new(&from, &to, "UTC", Filters { min_severity: Some(evidex_engine::model::Severity::High), ..Filters::default() })?;
+    let scope = ExportScope::new(
+        &from,
+        &to,
+        "UTC",
+        Filters {
+            min_severity: Some(evidex_engine::model::Severity::High),
+            ..Filters::default()
+        },
+    )?;
     let pinned = PinnedTables::pin(lake, None).await?;
     let preview = export::preview(lake, &pinned, &scope, &[]).await?;
     let out_dir = PathBuf::from("evidex-demo-exports");
@@ -530,12 +637,26 @@ async fn run_demo(lake: &Lake, config: &Config, clock: &dyn Clock, args: DemoArg
         split_rows: config.export.split_rows,
     };
     let dir = out_dir.clone();
-    let outcome = export::run_export(lake, &pinned, &request, move |name: &str| ArtifactTarget::File(dir.join(name)), &ExportControl::default()).await?;
+    let outcome = export::run_export(
+        lake,
+        &pinned,
+        &request,
+        move |name: &str| ArtifactTarget::File(dir.join(name)),
+        &ExportControl::default(),
+    )
+    .await?;
     println!("evidex demo: data in {}", lake.root());
-    println!("  {} high/critical events between {from} and {to} (preview)", preview.records);
+    println!(
+        "  {} high/critical events between {from} and {to} (preview)",
+        preview.records
+    );
     println!(
         "  sample export: {} ({} bytes, sha256 {})",
-        outcome.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        outcome
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         outcome.bytes,
         outcome.sha256
     );

@@ -55,13 +55,19 @@ impl Default for Config {
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { split_rows: evidex_engine::export::DEFAULT_SPLIT_ROWS, csv_formula_guard: true }
+        ExportConfig {
+            split_rows: evidex_engine::export::DEFAULT_SPLIT_ROWS,
+            csv_formula_guard: true,
+        }
     }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_record_bytes: 1 << 20, compact_min_files: 8 }
+        IngestConfig {
+            max_record_bytes: 1 << 20,
+            compact_min_files: 8,
+        }
     }
 }
 
@@ -77,24 +83,33 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let mut keys: Vec<_> = env.keys().filter(|k| k.starts_with("EVIDEX_")).cloned().collect();
+        let mut keys: Vec<_> = env
+            .keys()
+            .filter(|k| k.starts_with("EVIDEX_"))
+            .cloned()
+            .collect();
         keys.sort();
         for key in keys {
             if key == "EVIDEX_DATA" {
                 table.insert("data".into(), toml::Value::String(env[&key].clone()));
                 continue;
             }
-            let path: Vec<String> =
-                key["EVIDEX_".len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let path: Vec<String> = key["EVIDEX_".len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
             if path.iter().any(String::is_empty) {
-                bail!("environment variable {key}: use EVIDEX_SECTION__KEY with double underscores");
+                bail!(
+                    "environment variable {key}: use EVIDEX_SECTION__KEY with double underscores"
+                );
             }
             set_path(&mut table, &path, parse_env_value(&env[&key]))
                 .with_context(|| format!("environment variable {key}"))?;
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))
+        // Re-parsing the merged table as text makes errors point at the key at fault.
+        let merged = toml::to_string(&table).context("configuration cannot be serialised")?;
+        let config: Config = toml::from_str(&merged)
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {e}"))
             .context(match file {
                 Some(p) => format!("in {} or EVIDEX_* variables", p.display()),
                 None => "in EVIDEX_* variables".to_string(),
@@ -121,7 +136,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().expect("non-empty path");
     let mut t = table;
     for p in parents {
-        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         t = match entry {
             toml::Value::Table(t) => t,
             _ => bail!("{p} is not a section"),
@@ -147,7 +164,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -155,7 +175,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "data = \"/tmp/x\"\n[export]\nsplit_rows = 10\n").unwrap();
-        let c = Config::load(Some(&f), &env(&[("EVIDEX_EXPORT__CSV_FORMULA_GUARD", "false")])).unwrap();
+        let c = Config::load(
+            Some(&f),
+            &env(&[("EVIDEX_EXPORT__CSV_FORMULA_GUARD", "false")]),
+        )
+        .unwrap();
         assert_eq!(c.data, "/tmp/x");
         assert_eq!(c.export.split_rows, 10);
         assert!(!c.export.csv_formula_guard);

@@ -58,7 +58,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

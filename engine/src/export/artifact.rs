@@ -90,7 +90,11 @@ struct Current {
 impl ArtifactWriter {
     /// Opens the temporary file (or stdout). `zipped` makes a ZIP; `stored_entries`
     /// stores entries uncompressed (their format compresses already).
-    pub fn create(target: ArtifactTarget, zipped: bool, stored_entries: bool) -> Result<ArtifactWriter> {
+    pub fn create(
+        target: ArtifactTarget,
+        zipped: bool,
+        stored_entries: bool,
+    ) -> Result<ArtifactWriter> {
         let (temp, sink) = match (&target, zipped) {
             (ArtifactTarget::Stdout, false) => (None, Sink::Stdout(io::stdout())),
             (ArtifactTarget::File(path), _) => {
@@ -104,12 +108,21 @@ impl ArtifactWriter {
                 (Some(temp), sink)
             }
             (ArtifactTarget::Stdout, true) => {
-                let temp = std::env::temp_dir().join(format!("evidex-{}.zip.partial", uuid::Uuid::new_v4()));
+                let temp = std::env::temp_dir()
+                    .join(format!("evidex-{}.zip.partial", uuid::Uuid::new_v4()));
                 let file = File::create(&temp)?;
-                (Some(temp), Sink::Zip(ZipWriter::new(BufWriter::with_capacity(1 << 20, file))))
+                (
+                    Some(temp),
+                    Sink::Zip(ZipWriter::new(BufWriter::with_capacity(1 << 20, file))),
+                )
             }
         };
-        Ok(ArtifactWriter { target, temp, sink: Some(sink), stored_entries })
+        Ok(ArtifactWriter {
+            target,
+            temp,
+            sink: Some(sink),
+            stored_entries,
+        })
     }
 
     /// Consumes messages until `Commit` or `Abort` (or the sender goes away, which
@@ -133,7 +146,11 @@ impl ArtifactWriter {
             match msg {
                 WriterMsg::Begin { name, mut encoder } => {
                     if let Some(Sink::Zip(z)) = self.sink.as_mut() {
-                        let method = if self.stored_entries { CompressionMethod::Stored } else { CompressionMethod::Deflated };
+                        let method = if self.stored_entries {
+                            CompressionMethod::Stored
+                        } else {
+                            CompressionMethod::Deflated
+                        };
                         // A fixed timestamp keeps re-runs byte-identical.
                         let options = SimpleFileOptions::default()
                             .compression_method(method)
@@ -144,26 +161,41 @@ impl ArtifactWriter {
                     }
                     buf.clear();
                     encoder.begin(&mut buf)?;
-                    let mut cur = Current { name, encoder, hasher: Sha256::new(), bytes: 0 };
+                    let mut cur = Current {
+                        name,
+                        encoder,
+                        hasher: Sha256::new(),
+                        bytes: 0,
+                    };
                     self.emit(&mut cur, &mut buf)?;
                     current = Some(cur);
                 }
                 WriterMsg::Batch(batch) => {
-                    let cur = current.as_mut().ok_or_else(|| EngineError::Io(io::Error::other("batch before begin")))?;
+                    let cur = current
+                        .as_mut()
+                        .ok_or_else(|| EngineError::Io(io::Error::other("batch before begin")))?;
                     cur.encoder.batch(&batch, &mut buf)?;
                     self.emit(cur, &mut buf)?;
                 }
                 WriterMsg::End => {
-                    let mut cur = current.take().ok_or_else(|| EngineError::Io(io::Error::other("end before begin")))?;
+                    let mut cur = current
+                        .take()
+                        .ok_or_else(|| EngineError::Io(io::Error::other("end before begin")))?;
                     cur.encoder.finish(&mut buf)?;
                     self.emit(&mut cur, &mut buf)?;
-                    files.push(ArtifactFile { path: cur.name, bytes: cur.bytes, sha256: hex::encode(cur.hasher.finalize()) });
+                    files.push(ArtifactFile {
+                        path: cur.name,
+                        bytes: cur.bytes,
+                        sha256: hex::encode(cur.hasher.finalize()),
+                    });
                 }
                 WriterMsg::Commit => return Ok(files),
                 WriterMsg::Abort => return Err(EngineError::Cancelled),
             }
         }
-        Err(EngineError::Io(io::Error::other("export stopped before it finished")))
+        Err(EngineError::Io(io::Error::other(
+            "export stopped before it finished",
+        )))
     }
 
     fn emit(&mut self, cur: &mut Current, buf: &mut Vec<u8>) -> Result<()> {
@@ -184,18 +216,26 @@ impl ArtifactWriter {
     fn publish(mut self, files: Vec<ArtifactFile>) -> Result<Written> {
         match self.sink.take().expect("sink open") {
             Sink::Plain(w) => {
-                let file = w.into_inner().map_err(|e| EngineError::Io(e.into_error()))?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| EngineError::Io(e.into_error()))?;
                 file.sync_all()?;
             }
             Sink::Zip(z) => {
                 let w = z.finish().map_err(zip_err)?;
-                let file = w.into_inner().map_err(|e| EngineError::Io(e.into_error()))?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| EngineError::Io(e.into_error()))?;
                 file.sync_all()?;
             }
             Sink::Stdout(mut s) => {
                 s.flush()?;
                 let f = &files[0];
-                return Ok(Written { bytes: f.bytes, sha256: f.sha256.clone(), files });
+                return Ok(Written {
+                    bytes: f.bytes,
+                    sha256: f.sha256.clone(),
+                    files,
+                });
             }
         }
         let temp = self.temp.take().expect("file targets have a temp path");
@@ -208,7 +248,11 @@ impl ArtifactWriter {
                 std::fs::remove_file(&temp)?;
             }
         }
-        Ok(Written { files, bytes, sha256 })
+        Ok(Written {
+            files,
+            bytes,
+            sha256,
+        })
     }
 
     fn discard(&mut self) {
@@ -220,7 +264,10 @@ impl ArtifactWriter {
 }
 
 fn temp_path(path: &std::path::Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.partial-{}", uuid::Uuid::new_v4()))
 }
 

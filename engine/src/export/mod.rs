@@ -95,7 +95,11 @@ pub struct ExportControl {
 pub fn sanitize_name(name: &str) -> String {
     let mut out = String::new();
     for c in name.trim().chars() {
-        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' };
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            c
+        } else {
+            '-'
+        };
         if c == '-' && out.ends_with('-') {
             continue;
         }
@@ -114,13 +118,21 @@ pub fn event_columns(include_payloads: bool) -> Vec<&'static str> {
     Dataset::Events
         .columns()
         .iter()
-        .filter(|c| include_payloads || !(c.kind == ColumnKind::Text && matches!(c.name, "input" | "output")))
+        .filter(|c| {
+            include_payloads
+                || !(c.kind == ColumnKind::Text && matches!(c.name, "input" | "output"))
+        })
         .map(|c| c.name)
         .collect()
 }
 
 /// Counts what an export of `scope` would contain.
-pub async fn preview(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope, include: &[Include]) -> Result<Preview> {
+pub async fn preview(
+    lake: &Lake,
+    pinned: &PinnedTables,
+    scope: &ExportScope,
+    include: &[Include],
+) -> Result<Preview> {
     let q = ScopedQueries::new(lake, pinned, scope);
     let records = q.count_events().await?;
     let mut by_dataset = BTreeMap::from([("events".to_string(), records)]);
@@ -133,11 +145,16 @@ pub async fn preview(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope, in
         };
         by_dataset.insert(inc.name().to_string(), n);
     }
-    Ok(Preview { records, by_dataset })
+    Ok(Preview {
+        records,
+        by_dataset,
+    })
 }
 
 fn audit_log_unavailable() -> EngineError {
-    EngineError::invalid("include: audit_log is kept by the server; it cannot be exported from a bare data directory")
+    EngineError::invalid(
+        "include: audit_log is kept by the server; it cannot be exported from a bare data directory",
+    )
 }
 
 /// Runs an export; `target` is told the artifact's file name and says where it goes.
@@ -157,8 +174,16 @@ pub async fn run_export(
     let zipped = !request.include.is_empty() || event_rows > split;
     let base = sanitize_name(&request.name);
     let ext = request.format.extension();
-    let file_name = if zipped { format!("{base}.zip") } else { format!("{base}.{ext}") };
-    let content_type = if zipped { "application/zip" } else { request.format.content_type() };
+    let file_name = if zipped {
+        format!("{base}.zip")
+    } else {
+        format!("{base}.{ext}")
+    };
+    let content_type = if zipped {
+        "application/zip"
+    } else {
+        request.format.content_type()
+    };
 
     let target = target(&file_name);
     let path = match &target {
@@ -174,7 +199,17 @@ pub async fn run_export(
         let columns = event_columns(request.include_payloads);
         let events = q.events_ordered(&columns)?;
         let single_name = format!("{base}.{ext}");
-        let n = stream_dataset(&tx, events, Dataset::Events, request, zipped.then_some("events"), &single_name, split, control).await?;
+        let n = stream_dataset(
+            &tx,
+            events,
+            Dataset::Events,
+            request,
+            zipped.then_some("events"),
+            &single_name,
+            split,
+            control,
+        )
+        .await?;
         rows.insert("events".to_string(), n);
         for inc in &request.include {
             let (df, ds) = match inc {
@@ -184,7 +219,20 @@ pub async fn run_export(
                 Include::AuditLog => return Err(audit_log_unavailable()),
             };
             let name = format!("{}.{ext}", inc.name());
-            let n = stream_dataset(&tx, df, ds, request, None, &name, u64::MAX, &ExportControl { cancel: control.cancel.clone(), progress: None }).await?;
+            let n = stream_dataset(
+                &tx,
+                df,
+                ds,
+                request,
+                None,
+                &name,
+                u64::MAX,
+                &ExportControl {
+                    cancel: control.cancel.clone(),
+                    progress: None,
+                },
+            )
+            .await?;
             rows.insert(inc.name().to_string(), n);
         }
         Ok::<_, EngineError>(rows)
@@ -201,7 +249,9 @@ pub async fn run_export(
         }
     };
     drop(tx);
-    let written = writer_task.await.map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let written = writer_task
+        .await
+        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let rows = result?;
     let written = written?;
     Ok(ExportOutcome {
@@ -218,7 +268,10 @@ pub async fn run_export(
 
 /// Streams one dataset into the writer, cutting parts of `split` rows when `part_prefix`
 /// is set (`events-00001.csv`), else as one file named `single_name`.
-#[allow(clippy::too_many_arguments, reason = "internal helper; the arguments are distinct roles")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "internal helper; the arguments are distinct roles"
+)]
 async fn stream_dataset(
     tx: &mpsc::Sender<WriterMsg>,
     df: DataFrame,
@@ -235,13 +288,18 @@ async fn stream_dataset(
     let mut part = 0u32;
     let mut in_part = 0u64;
     let mut total = 0u64;
-    let send = |msg| async { tx.send(msg).await.map_err(|_| EngineError::Io(std::io::Error::other("artifact writer stopped"))) };
+    let send = |msg| async {
+        tx.send(msg)
+            .await
+            .map_err(|_| EngineError::Io(std::io::Error::other("artifact writer stopped")))
+    };
     let open = |part: u32| {
         let name = match part_prefix {
             Some(p) => format!("{p}-{part:05}.{ext}"),
             None => single_name.to_string(),
         };
-        encode::encoder(request.format, dataset, schema.clone(), request.encode).map(|enc| WriterMsg::Begin { name, encoder: enc })
+        encode::encoder(request.format, dataset, schema.clone(), request.encode)
+            .map(|enc| WriterMsg::Begin { name, encoder: enc })
     };
     part += 1;
     send(open(part)?).await?;
@@ -275,7 +333,11 @@ async fn stream_dataset(
 /// Where a CLI `--output` goes: a directory receives `file_name`, anything else is the
 /// file path itself.
 pub fn resolve_output(output: &Path, file_name: &str) -> PathBuf {
-    if output.is_dir() { output.join(file_name) } else { output.to_path_buf() }
+    if output.is_dir() {
+        output.join(file_name)
+    } else {
+        output.to_path_buf()
+    }
 }
 
 #[cfg(test)]

@@ -68,13 +68,20 @@ pub struct PinnedTables {
 
 impl PinnedTables {
     /// Pins the latest versions, or the given ones.
-    pub async fn pin(lake: &Lake, versions: Option<&BTreeMap<Dataset, Option<u64>>>) -> Result<PinnedTables> {
+    pub async fn pin(
+        lake: &Lake,
+        versions: Option<&BTreeMap<Dataset, Option<u64>>>,
+    ) -> Result<PinnedTables> {
         let mut snapshots = BTreeMap::new();
         for ds in Dataset::ALL {
             let version = versions.and_then(|v| v.get(&ds).copied().flatten());
             let pinned_absent = versions.is_some_and(|v| matches!(v.get(&ds), Some(None)));
             let snap = if pinned_absent {
-                TableSnapshot { dataset: ds, version: None, files: Vec::new() }
+                TableSnapshot {
+                    dataset: ds,
+                    version: None,
+                    files: Vec::new(),
+                }
             } else {
                 lake.snapshot(ds, version).await?
             };
@@ -85,7 +92,10 @@ impl PinnedTables {
 
     /// The version read of each table.
     pub fn versions(&self) -> BTreeMap<Dataset, Option<u64>> {
-        self.snapshots.iter().map(|(d, s)| (*d, s.version)).collect()
+        self.snapshots
+            .iter()
+            .map(|(d, s)| (*d, s.version))
+            .collect()
     }
 }
 
@@ -122,19 +132,29 @@ impl ScopedQueries {
 
     /// The scope's events, all columns, unordered (for counts and aggregates).
     pub fn events(&self) -> Result<DataFrame> {
-        Ok(self.table(Dataset::Events, false)?.filter(self.scope.event_predicate())?)
+        Ok(self
+            .table(Dataset::Events, false)?
+            .filter(self.scope.event_predicate())?)
     }
 
     /// The scope's events in export order, with `columns`.
     pub fn events_ordered(&self, columns: &[&str]) -> Result<DataFrame> {
-        let df = self.table(Dataset::Events, true)?.filter(self.scope.event_predicate())?;
-        Ok(df.sort(sort_exprs(Dataset::Events))?.select_columns(columns)?)
+        let df = self
+            .table(Dataset::Events, true)?
+            .filter(self.scope.event_predicate())?;
+        Ok(df
+            .sort(sort_exprs(Dataset::Events))?
+            .select_columns(columns)?)
     }
 
     /// Escalation updates inside the window whose event is in scope, by time.
     pub fn escalations(&self) -> Result<DataFrame> {
-        let updates = self.table(Dataset::Escalations, false)?.filter(self.scope.window.predicate("at"))?;
-        let ids = self.events()?.select(vec![col("id").alias("scoped_event_id")])?;
+        let updates = self
+            .table(Dataset::Escalations, false)?
+            .filter(self.scope.window.predicate("at"))?;
+        let ids = self
+            .events()?
+            .select(vec![col("id").alias("scoped_event_id")])?;
         let joined = updates.join(
             ids,
             deltalake::datafusion::common::JoinType::LeftSemi,
@@ -148,12 +168,18 @@ impl ScopedQueries {
     /// Configuration versions changed inside the window; with a policy filter, those
     /// that touch a filtered policy or name no policy (global changes).
     pub fn config_history(&self) -> Result<DataFrame> {
-        let mut df = self.table(Dataset::ConfigVersions, false)?.filter(self.scope.window.predicate("changed_at"))?;
+        let mut df = self
+            .table(Dataset::ConfigVersions, false)?
+            .filter(self.scope.window.predicate("changed_at"))?;
         if !self.scope.filters.policy.is_empty() {
             let mut touches: Expr = col("policies").is_null();
             for p in &self.scope.filters.policy {
                 let needle = serde_json::to_string(p).expect("string serialises");
-                touches = touches.or(deltalake::datafusion::functions::expr_fn::strpos(col("policies"), lit(needle)).gt(lit(0)));
+                touches = touches.or(deltalake::datafusion::functions::expr_fn::strpos(
+                    col("policies"),
+                    lit(needle),
+                )
+                .gt(lit(0)));
             }
             df = df.filter(touches)?;
         }
@@ -164,7 +190,8 @@ impl ScopedQueries {
     pub async fn summary(&self) -> Result<DataFrame> {
         let tz = self.scope.timezone.name().to_string();
         let events = self.events()?;
-        self.ctx.register_table("scoped_events_for_summary", events.into_view())?;
+        self.ctx
+            .register_table("scoped_events_for_summary", events.into_view())?;
         let sql = format!(
             "SELECT to_char(arrow_cast(timestamp, 'Timestamp(Microsecond, Some(\"{tz}\"))'), '%Y-%m-%d') AS day, \
              decision, severity, count(*) AS events \
@@ -175,10 +202,16 @@ impl ScopedQueries {
 
     /// Number of rows `df` yields.
     pub async fn count(df: DataFrame) -> Result<u64> {
-        let batches = df.aggregate(vec![], vec![count(lit(1)).alias("n")])?.collect().await?;
+        let batches = df
+            .aggregate(vec![], vec![count(lit(1)).alias("n")])?
+            .collect()
+            .await?;
         let mut n = 0u64;
         for b in batches {
-            let col = b.column(0).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>();
+            let col = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::Int64Array>();
             if let Some(c) = col {
                 n += c.iter().flatten().sum::<i64>() as u64;
             }
@@ -195,12 +228,21 @@ impl ScopedQueries {
         if !self.scope.filters.is_empty() {
             return Self::count(self.events()?).await;
         }
-        let (whole, partial): (Vec<_>, Vec<_>) =
-            files.into_iter().partition(|f| self.scope.window.covers_day(f.date) && f.rows > 0);
+        let (whole, partial): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .partition(|f| self.scope.window.covers_day(f.date) && f.rows > 0);
         let mut n: u64 = whole.iter().map(|f| f.rows).sum();
         if !partial.is_empty() {
-            let table = LakeTable::new(Dataset::Events, partial, self.lake.store_url().clone(), false);
-            let df = self.ctx.read_table(Arc::new(table))?.filter(self.scope.event_predicate())?;
+            let table = LakeTable::new(
+                Dataset::Events,
+                partial,
+                self.lake.store_url().clone(),
+                false,
+            );
+            let df = self
+                .ctx
+                .read_table(Arc::new(table))?
+                .filter(self.scope.event_predicate())?;
             n += Self::count(df).await?;
         }
         Ok(n)

@@ -32,7 +32,11 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { max_record_bytes: 1 << 20, chunk_rows: 200_000, max_listed_errors: 1000 }
+        IngestOptions {
+            max_record_bytes: 1 << 20,
+            chunk_rows: 200_000,
+            max_listed_errors: 1000,
+        }
     }
 }
 
@@ -99,7 +103,9 @@ pub async fn ingest<R: BufRead + Send + 'static>(
         }
     }
     drop(rx);
-    let read = reader.await.map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let read = reader
+        .await
+        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     if let Some(e) = store_error {
         return Err(e);
     }
@@ -116,7 +122,12 @@ struct Chunk {
 }
 
 /// Returns how many records were seen.
-fn read_chunks<R: BufRead>(dataset: Dataset, input: R, options: IngestOptions, tx: mpsc::Sender<Chunk>) -> Result<u64> {
+fn read_chunks<R: BufRead>(
+    dataset: Dataset,
+    input: R,
+    options: IngestOptions,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<u64> {
     let mut reader = RecordReader::new(input, options.max_record_bytes);
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
@@ -126,18 +137,30 @@ fn read_chunks<R: BufRead>(dataset: Dataset, input: R, options: IngestOptions, t
             Ok(r) => r,
             Err(e) => {
                 // Store what was read so far; the error still ends the ingest.
-                let _ = tx.blocking_send(Chunk { rows: std::mem::take(&mut rows), rejected: std::mem::take(&mut rejected) });
+                let _ = tx.blocking_send(Chunk {
+                    rows: std::mem::take(&mut rows),
+                    rejected: std::mem::take(&mut rejected),
+                });
                 return Err(EngineError::Io(e));
             }
         };
         let Some(record) = record else { break };
         seen += 1;
-        match record.body.and_then(|body| validate::validate_record(dataset, &body)) {
+        match record
+            .body
+            .and_then(|body| validate::validate_record(dataset, &body))
+        {
             Ok(row) => rows.push(row),
-            Err(message) => rejected.push(Rejection { line: record.line, message }),
+            Err(message) => rejected.push(Rejection {
+                line: record.line,
+                message,
+            }),
         }
         if rows.len() >= options.chunk_rows {
-            let chunk = Chunk { rows: std::mem::take(&mut rows), rejected: std::mem::take(&mut rejected) };
+            let chunk = Chunk {
+                rows: std::mem::take(&mut rows),
+                rejected: std::mem::take(&mut rejected),
+            };
             if tx.blocking_send(chunk).is_err() {
                 return Ok(seen);
             }

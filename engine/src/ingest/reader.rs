@@ -38,7 +38,13 @@ enum Mode {
 impl<R: BufRead> RecordReader<R> {
     /// Wraps `input`; a record longer than `max_record_bytes` is rejected.
     pub fn new(input: R, max_record_bytes: usize) -> Self {
-        RecordReader { input, max_record_bytes, mode: None, line: 1, finished: false }
+        RecordReader {
+            input,
+            max_record_bytes,
+            mode: None,
+            line: 1,
+            finished: false,
+        }
     }
 
     /// Whether the input turned out to be a JSON array.
@@ -165,7 +171,10 @@ impl<R: BufRead> RecordReader<R> {
             if body.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            return Ok(Some(RawRecord { line: start_line, body: Ok(body) }));
+            return Ok(Some(RawRecord {
+                line: start_line,
+                body: Ok(body),
+            }));
         }
     }
 
@@ -225,8 +234,9 @@ impl<R: BufRead> RecordReader<R> {
                 self.finished = true;
                 return Ok(Some(RawRecord {
                     line: start_line,
-                    body: Err("truncated input: the record ends before its JSON is complete"
-                        .to_string()),
+                    body: Err(
+                        "truncated input: the record ends before its JSON is complete".to_string(),
+                    ),
                 }));
             }
             let mut end = None;
@@ -298,7 +308,10 @@ impl<R: BufRead> RecordReader<R> {
                 body: Err("empty element in the JSON array".to_string()),
             }));
         }
-        Ok(Some(RawRecord { line: start_line, body: Ok(body) }))
+        Ok(Some(RawRecord {
+            line: start_line,
+            body: Ok(body),
+        }))
     }
 }
 
@@ -333,7 +346,13 @@ mod tests {
         let long = format!("{{\"x\":\"{}\"}}", "a".repeat(50));
         let got = records(&format!("{long}\n{{\"ok\":1}}\n"), 20);
         assert_eq!(got.len(), 2);
-        assert!(got[0].1.as_ref().unwrap_err().contains("over the limit of 20 bytes"));
+        assert!(
+            got[0]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .contains("over the limit of 20 bytes")
+        );
         assert_eq!(got[1], (2, Ok("{\"ok\":1}".into())));
     }
 
@@ -342,7 +361,10 @@ mod tests {
         let got = records("[\n {\"a\":\"],{\\\"\"},\n {\"b\":[1,{\"c\":2}]}\n]\n", 100);
         assert_eq!(
             got,
-            vec![(2, Ok("{\"a\":\"],{\\\"\"}".into())), (3, Ok("{\"b\":[1,{\"c\":2}]}".into()))]
+            vec![
+                (2, Ok("{\"a\":\"],{\\\"\"}".into())),
+                (3, Ok("{\"b\":[1,{\"c\":2}]}".into()))
+            ]
         );
     }
 

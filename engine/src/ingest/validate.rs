@@ -6,9 +6,7 @@
 use chrono::DateTime;
 use serde_json::{Map, Value};
 
-use crate::model::{
-    ColumnKind, Dataset, Decision, EscalationStatus, Severity, parse_resolution,
-};
+use crate::model::{ColumnKind, Dataset, Decision, EscalationStatus, Severity, parse_resolution};
 use crate::rows::{Cell, Row};
 
 /// Parses and validates one record's JSON text.
@@ -58,7 +56,9 @@ pub fn validate_object(dataset: Dataset, mut object: Map<String, Value>) -> Resu
     }
     // Unknown top-level fields of an event are kept in `metadata`, never dropped.
     if dataset == Dataset::Events && !object.is_empty() {
-        let idx = dataset.column_index("metadata").expect("events have metadata");
+        let idx = dataset
+            .column_index("metadata")
+            .expect("events have metadata");
         let mut metadata = match &cells[idx] {
             Cell::Str(s) => match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(m)) => m,
@@ -90,7 +90,10 @@ fn convert(dataset: Dataset, name: &str, kind: ColumnKind, value: Value) -> Resu
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
-                    return Err(format!("field `{name}` must be a string, got {}", kind_of(&other)));
+                    return Err(format!(
+                        "field `{name}` must be a string, got {}",
+                        kind_of(&other)
+                    ));
                 }
             };
             Ok(Cell::Str(normalise_enum(dataset, name, s)?))
@@ -106,11 +109,17 @@ fn convert(dataset: Dataset, name: &str, kind: ColumnKind, value: Value) -> Resu
                     Err(format!("field `{name}` must be an integer, got {n}"))
                 }
             }
-            other => Err(format!("field `{name}` must be an integer, got {}", kind_of(other))),
+            other => Err(format!(
+                "field `{name}` must be an integer, got {}",
+                kind_of(other)
+            )),
         },
         ColumnKind::Float => match &value {
             Value::Number(n) => Ok(Cell::Float(n.as_f64().unwrap_or(f64::NAN))),
-            other => Err(format!("field `{name}` must be a number, got {}", kind_of(other))),
+            other => Err(format!(
+                "field `{name}` must be a number, got {}",
+                kind_of(other)
+            )),
         },
         ColumnKind::Timestamp => match &value {
             Value::String(s) => parse_timestamp(s)
@@ -176,9 +185,10 @@ fn normalise_enum(dataset: Dataset, name: &str, s: String) -> Result<String, Str
 
 fn check_json_shape(dataset: Dataset, name: &str, value: &Value) -> Result<(), String> {
     match (dataset, name) {
-        (Dataset::Events, "metadata") if !value.is_object() => {
-            Err(format!("field `metadata` must be a JSON object, got {}", kind_of(value)))
-        }
+        (Dataset::Events, "metadata") if !value.is_object() => Err(format!(
+            "field `metadata` must be a JSON object, got {}",
+            kind_of(value)
+        )),
         (Dataset::Events, "policies_evaluated") => {
             let Value::Array(items) = value else {
                 return Err(format!(
@@ -232,7 +242,10 @@ mod tests {
         let row = validate_record(Dataset::Events, event("").as_bytes()).unwrap();
         assert_eq!(row.cells[2], Cell::Str("block".into()));
         // 01:30 at +02:00 is 23:30 UTC on the previous day.
-        assert_eq!(row.cells[1], Cell::Ts(parse_timestamp("2026-02-28T23:30:00Z").unwrap()));
+        assert_eq!(
+            row.cells[1],
+            Cell::Ts(parse_timestamp("2026-02-28T23:30:00Z").unwrap())
+        );
     }
 
     #[test]
@@ -251,7 +264,9 @@ mod tests {
             event(r#","metadata":{"a":1,"team":"x"},"team":"y","region":"eu""#).as_bytes(),
         )
         .unwrap();
-        let Cell::Str(m) = &row.cells[21] else { panic!() };
+        let Cell::Str(m) = &row.cells[21] else {
+            panic!()
+        };
         let m: Value = serde_json::from_str(m).unwrap();
         assert_eq!(m["region"], "eu");
         assert_eq!(m["team"], "x");
@@ -262,13 +277,34 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (r#"{"id":"e1"}"#, "missing required field `timestamp`"),
-            (&event(r#","latency_ms":"fast""#), "field `latency_ms` must be an integer"),
-            (&event(r#","metadata":[1]"#), "field `metadata` must be a JSON object"),
-            (&event(r#","policies_evaluated":{}"#), "field `policies_evaluated` must be an array"),
-            (&event("").replace("blocked", "permit"), "field `decision` must be one of"),
-            (&event("").replace("high", "severe"), "field `severity` must be one of"),
-            (&event("").replace("2026-03-01T01:30:00+02:00", "yesterday"), "field `timestamp` must be an RFC 3339"),
-            (&event("").replace("\"e1\"", "\"\""), "field `id` must not be empty"),
+            (
+                &event(r#","latency_ms":"fast""#),
+                "field `latency_ms` must be an integer",
+            ),
+            (
+                &event(r#","metadata":[1]"#),
+                "field `metadata` must be a JSON object",
+            ),
+            (
+                &event(r#","policies_evaluated":{}"#),
+                "field `policies_evaluated` must be an array",
+            ),
+            (
+                &event("").replace("blocked", "permit"),
+                "field `decision` must be one of",
+            ),
+            (
+                &event("").replace("high", "severe"),
+                "field `severity` must be one of",
+            ),
+            (
+                &event("").replace("2026-03-01T01:30:00+02:00", "yesterday"),
+                "field `timestamp` must be an RFC 3339",
+            ),
+            (
+                &event("").replace("\"e1\"", "\"\""),
+                "field `id` must not be empty",
+            ),
             ("[1,2]", "expected a JSON object, got an array"),
             ("{\"id\":", "truncated JSON"),
         ];

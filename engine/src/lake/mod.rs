@@ -23,14 +23,14 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove, StructField};
 use deltalake::parquet::arrow::AsyncArrowWriter;
 use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::file::metadata::SortingColumn;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{Value, json};
 use url::Url;
 
@@ -86,7 +86,11 @@ pub struct TableSnapshot {
 impl TableSnapshot {
     /// Files whose date lies in `[first, last]`.
     pub fn files_between(&self, first: NaiveDate, last: NaiveDate) -> Vec<DataFile> {
-        self.files.iter().filter(|f| f.date >= first && f.date <= last).cloned().collect()
+        self.files
+            .iter()
+            .filter(|f| f.date >= first && f.date <= last)
+            .cloned()
+            .collect()
     }
 }
 
@@ -171,7 +175,9 @@ impl Lake {
     }
 
     fn table_url(&self, dataset: Dataset) -> Url {
-        self.root.join(paths::table_dir(dataset)).expect("table dir is a relative URL")
+        self.root
+            .join(paths::table_dir(dataset))
+            .expect("table dir is a relative URL")
     }
 
     fn table_root(&self, dataset: Dataset) -> Path {
@@ -181,7 +187,9 @@ impl Lake {
     async fn load(&self, dataset: Dataset, version: Option<u64>) -> Result<Option<DeltaTable>> {
         let url = self.table_url(dataset);
         if url.scheme() == "file" {
-            let dir = url.to_file_path().map_err(|_| EngineError::Config(format!("bad path {url}")))?;
+            let dir = url
+                .to_file_path()
+                .map_err(|_| EngineError::Config(format!("bad path {url}")))?;
             if !dir.join("_delta_log").exists() {
                 return Ok(None);
             }
@@ -204,7 +212,9 @@ impl Lake {
         }
         let url = self.table_url(dataset);
         if url.scheme() == "file" {
-            let dir = url.to_file_path().map_err(|_| EngineError::Config(format!("bad path {url}")))?;
+            let dir = url
+                .to_file_path()
+                .map_err(|_| EngineError::Config(format!("bad path {url}")))?;
             std::fs::create_dir_all(&dir)?;
         }
         let mut columns: Vec<StructField> = dataset
@@ -212,7 +222,11 @@ impl Lake {
             .iter()
             .map(|c| StructField::new(c.name, delta_type(c.kind), !c.required))
             .collect();
-        columns.push(StructField::new(DATE_PARTITION, deltalake::kernel::DataType::DATE, false));
+        columns.push(StructField::new(
+            DATE_PARTITION,
+            deltalake::kernel::DataType::DATE,
+            false,
+        ));
         let table = DeltaTableBuilder::from_url(url)?
             .with_storage_options(self.storage_options.clone())
             .build()?;
@@ -227,16 +241,18 @@ impl Lake {
                 TableProperty::DeletedFileRetentionDuration,
                 Some("interval 30 days"),
             )
-            .with_configuration_property(TableProperty::LogRetentionDuration, Some("interval 90 days"))
+            .with_configuration_property(
+                TableProperty::LogRetentionDuration,
+                Some("interval 90 days"),
+            )
             .with_save_mode(SaveMode::Ignore)
             .await;
         match created {
             Ok(t) => Ok(t),
             // Another process created it between our check and our create.
-            Err(_) => self
-                .load(dataset, None)
-                .await?
-                .ok_or_else(|| EngineError::Config(format!("cannot create table {}", dataset.table_name()))),
+            Err(_) => self.load(dataset, None).await?.ok_or_else(|| {
+                EngineError::Config(format!("cannot create table {}", dataset.table_name()))
+            }),
         }
     }
 
@@ -249,7 +265,11 @@ impl Lake {
                     dataset.table_name()
                 )));
             }
-            return Ok(TableSnapshot { dataset, version: None, files: Vec::new() });
+            return Ok(TableSnapshot {
+                dataset,
+                version: None,
+                files: Vec::new(),
+            });
         };
         self.files_of(dataset, &table)
     }
@@ -290,14 +310,21 @@ impl Lake {
                 cmp_json_keys(&ka, &kb)
             })
         });
-        Ok(TableSnapshot { dataset, version: Some(state.version()), files })
+        Ok(TableSnapshot {
+            dataset,
+            version: Some(state.version()),
+            files,
+        })
     }
 
     /// The current version of every table (`None` for a table that does not exist).
     pub async fn versions(&self) -> Result<BTreeMap<Dataset, Option<u64>>> {
         let mut out = BTreeMap::new();
         for ds in Dataset::ALL {
-            out.insert(ds, self.load(ds, None).await?.map(|t| t.version().unwrap_or(0)));
+            out.insert(
+                ds,
+                self.load(ds, None).await?.map(|t| t.version().unwrap_or(0)),
+            );
         }
         Ok(out)
     }
@@ -311,7 +338,9 @@ impl Lake {
         }
         let table = self.load_or_create(dataset).await?;
         let total = rows.len();
-        let time_idx = dataset.column_index(dataset.time_column()).expect("time column");
+        let time_idx = dataset
+            .column_index(dataset.time_column())
+            .expect("time column");
 
         // Drop repeats within the input, keeping the first occurrence.
         let mut seen = HashSet::with_capacity(rows.len());
@@ -332,8 +361,10 @@ impl Lake {
         let candidates = snapshot.files_between(first, last);
         if !candidates.is_empty() {
             let dates: HashSet<NaiveDate> = by_date.keys().copied().collect();
-            let relevant: Vec<DataFile> =
-                candidates.into_iter().filter(|f| dates.contains(&f.date)).collect();
+            let relevant: Vec<DataFile> = candidates
+                .into_iter()
+                .filter(|f| dates.contains(&f.date))
+                .collect();
             if !relevant.is_empty() {
                 let stored = self.stored_keys(dataset, relevant).await?;
                 for rows in by_date.values_mut() {
@@ -351,11 +382,17 @@ impl Lake {
             let refs: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
             let batch = sort_batch(dataset, &rows_to_batch(dataset, &refs))?;
             written += batch.num_rows();
-            let add = self.write_file(dataset, *date, futures::stream::iter([Ok(batch)])).await?;
+            let add = self
+                .write_file(dataset, *date, futures::stream::iter([Ok(batch)]))
+                .await?;
             actions.push(Action::Add(add));
         }
         if actions.is_empty() {
-            return Ok(AppendOutcome { written: 0, duplicates: total, version: None });
+            return Ok(AppendOutcome {
+                written: 0,
+                duplicates: total,
+                version: None,
+            });
         }
         let props = CommitProperties::default()
             .with_max_retries(100)
@@ -369,7 +406,11 @@ impl Lake {
             .with_actions(actions)
             .build(Some(table.snapshot()?), table.log_store(), operation)
             .await?;
-        Ok(AppendOutcome { written, duplicates: total - written, version: Some(commit.version()) })
+        Ok(AppendOutcome {
+            written,
+            duplicates: total - written,
+            version: Some(commit.version()),
+        })
     }
 
     /// Keys of the rows stored in `files`.
@@ -377,7 +418,11 @@ impl Lake {
         let ctx = table::session_context(self, 64 << 20);
         let provider = LakeTable::new(dataset, files, self.store_url.clone(), false);
         let df = ctx.read_table(Arc::new(provider))?;
-        let keys: Vec<_> = dataset.key_columns().iter().map(|c| deltalake::datafusion::prelude::col(*c)).collect();
+        let keys: Vec<_> = dataset
+            .key_columns()
+            .iter()
+            .map(|c| deltalake::datafusion::prelude::col(*c))
+            .collect();
         let mut stream = df.select(keys)?.execute_stream().await?;
         let mut out = HashSet::new();
         while let Some(batch) = stream.try_next().await? {
@@ -399,8 +444,11 @@ impl Lake {
         let relative = paths::new_data_file(date);
         let path = paths::in_store(&self.table_root(dataset), &relative);
         let writer = BufWriter::with_capacity(self.store.clone(), path.clone(), 8 << 20);
-        let mut parquet =
-            AsyncArrowWriter::try_new(writer, dataset.file_schema(), Some(writer_properties(dataset)))?;
+        let mut parquet = AsyncArrowWriter::try_new(
+            writer,
+            dataset.file_schema(),
+            Some(writer_properties(dataset)),
+        )?;
         let mut rows = 0usize;
         let mut first: Option<Vec<Value>> = None;
         let mut last: Option<Vec<Value>> = None;
@@ -420,8 +468,14 @@ impl Lake {
         let size = self.store.head(&path).await?.size;
         let mut tags = HashMap::new();
         if let (Some(first), Some(last)) = (first, last) {
-            tags.insert("evidex.min".to_string(), Some(Value::Array(first).to_string()));
-            tags.insert("evidex.max".to_string(), Some(Value::Array(last).to_string()));
+            tags.insert(
+                "evidex.min".to_string(),
+                Some(Value::Array(first).to_string()),
+            );
+            tags.insert(
+                "evidex.max".to_string(),
+                Some(Value::Array(last).to_string()),
+            );
         }
         Ok(Add {
             path: relative,
@@ -492,7 +546,10 @@ impl Lake {
             add.data_change = false;
             let new_path = paths::in_store(&self.table_root(dataset), &add.path);
             actions.push(Action::Add(add));
-            let operation = DeltaOperation::Optimize { predicate: None, target_size: 0 };
+            let operation = DeltaOperation::Optimize {
+                predicate: None,
+                target_size: 0,
+            };
             let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(20))
                 .with_actions(actions)
                 .build(Some(table.snapshot()?), table.log_store(), operation)
@@ -516,7 +573,9 @@ impl Lake {
 }
 
 fn tag_json(tags: &HashMap<String, Option<String>>, key: &str) -> Option<Value> {
-    tags.get(key)?.as_deref().and_then(|s| serde_json::from_str(s).ok())
+    tags.get(key)?
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
 }
 
 /// Compares two sort keys written by [`sort_key_json`].
@@ -547,8 +606,14 @@ fn delta_type(kind: ColumnKind) -> deltalake::kernel::DataType {
 }
 
 fn writer_properties(dataset: Dataset) -> WriterProperties {
-    let time_idx = dataset.column_index(dataset.time_column()).expect("time column") as i32;
-    let mut sorting = vec![SortingColumn { column_idx: time_idx, descending: false, nulls_first: false }];
+    let time_idx = dataset
+        .column_index(dataset.time_column())
+        .expect("time column") as i32;
+    let mut sorting = vec![SortingColumn {
+        column_idx: time_idx,
+        descending: false,
+        nulls_first: false,
+    }];
     for k in dataset.key_columns() {
         sorting.push(SortingColumn {
             column_idx: dataset.column_index(k).expect("key column") as i32,
@@ -567,11 +632,17 @@ fn writer_properties(dataset: Dataset) -> WriterProperties {
 /// Sorts a batch by (time column, key columns).
 pub fn sort_batch(dataset: Dataset, batch: &RecordBatch) -> Result<RecordBatch> {
     let mut cols = vec![SortColumn {
-        values: batch.column_by_name(dataset.time_column()).expect("time column").clone(),
+        values: batch
+            .column_by_name(dataset.time_column())
+            .expect("time column")
+            .clone(),
         options: None,
     }];
     for k in dataset.key_columns() {
-        cols.push(SortColumn { values: batch.column_by_name(k).expect("key column").clone(), options: None });
+        cols.push(SortColumn {
+            values: batch.column_by_name(k).expect("key column").clone(),
+            options: None,
+        });
     }
     let idx = lexsort_to_indices(&cols, None)?;
     Ok(take_record_batch(batch, &idx)?)
@@ -625,17 +696,24 @@ pub fn data_url_to_url(data: &str) -> Result<Url> {
     let mut url = if data.contains("://") {
         Url::parse(data).map_err(|e| EngineError::Config(format!("data URL {data:?}: {e}")))?
     } else {
-        std::fs::create_dir_all(data)
-            .map_err(|e| EngineError::Config(format!("cannot create data directory {data:?}: {e}")))?;
+        std::fs::create_dir_all(data).map_err(|e| {
+            EngineError::Config(format!("cannot create data directory {data:?}: {e}"))
+        })?;
         let abs = std::fs::canonicalize(data)?;
         Url::from_directory_path(&abs)
             .map_err(|_| EngineError::Config(format!("data directory {data:?} is not absolute")))?
     };
     match url.scheme() {
         "file" => {
-            let path = url.to_file_path().map_err(|_| EngineError::Config(format!("bad path {url}")))?;
-            std::fs::create_dir_all(&path)
-                .map_err(|e| EngineError::Config(format!("cannot create data directory {}: {e}", path.display())))?;
+            let path = url
+                .to_file_path()
+                .map_err(|_| EngineError::Config(format!("bad path {url}")))?;
+            std::fs::create_dir_all(&path).map_err(|e| {
+                EngineError::Config(format!(
+                    "cannot create data directory {}: {e}",
+                    path.display()
+                ))
+            })?;
         }
         "s3" | "s3a" | "memory" => {}
         other => {

@@ -18,7 +18,11 @@ pub fn table_dir(dataset: Dataset) -> &'static str {
 
 /// A new data file's path relative to its table (`date=2026-03-01/part-<uuid>.parquet`).
 pub fn new_data_file(date: NaiveDate) -> String {
-    format!("{DATE_PARTITION}={}/part-{}.parquet", date.format("%Y-%m-%d"), Uuid::new_v4())
+    format!(
+        "{DATE_PARTITION}={}/part-{}.parquet",
+        date.format("%Y-%m-%d"),
+        Uuid::new_v4()
+    )
 }
 
 /// Joins a table-relative file path onto the table's location in the object store.
@@ -27,6 +31,11 @@ pub fn in_store(table_root: &Path, relative: &str) -> Path {
     if table_root.as_ref().is_empty() {
         Path::from_iter(relative.split('/'))
     } else {
-        Path::from_iter(table_root.parts().map(|p| p.as_ref().to_string()).chain(relative.split('/').map(str::to_string)))
+        Path::from_iter(
+            table_root
+                .parts()
+                .map(|p| p.as_ref().to_string())
+                .chain(relative.split('/').map(str::to_string)),
+        )
     }
 }

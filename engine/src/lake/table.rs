@@ -14,7 +14,9 @@ use deltalake::datafusion::common::stats::Precision;
 use deltalake::datafusion::common::{ColumnStatistics, ScalarValue, Statistics, ToDFSchema};
 use deltalake::datafusion::datasource::TableType;
 use deltalake::datafusion::datasource::listing::PartitionedFile;
-use deltalake::datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use deltalake::datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetSource,
+};
 use deltalake::datafusion::datasource::source::DataSourceExec;
 use deltalake::datafusion::error::Result as DfResult;
 use deltalake::datafusion::execution::memory_pool::FairSpillPool;
@@ -75,8 +77,19 @@ pub struct LakeTable {
 impl LakeTable {
     /// A table over `files`. With `ordered`, scans declare the (time, key) order, which
     /// lets DataFusion merge instead of sort.
-    pub fn new(dataset: Dataset, files: Vec<DataFile>, store_url: ObjectStoreUrl, ordered: bool) -> Self {
-        LakeTable { dataset, schema: dataset.file_schema(), files, store_url, ordered }
+    pub fn new(
+        dataset: Dataset,
+        files: Vec<DataFile>,
+        store_url: ObjectStoreUrl,
+        ordered: bool,
+    ) -> Self {
+        LakeTable {
+            dataset,
+            schema: dataset.file_schema(),
+            files,
+            store_url,
+            ordered,
+        }
     }
 
     fn partitioned_file(&self, f: &DataFile) -> PartitionedFile {
@@ -132,7 +145,11 @@ impl LakeTable {
             groups[i].push(self.partitioned_file(f));
             i += 1;
         }
-        groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect()
+        groups
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .map(FileGroup::new)
+            .collect()
     }
 
     fn unordered_groups(&self, partitions: usize) -> Vec<FileGroup> {
@@ -141,7 +158,11 @@ impl LakeTable {
         for (i, f) in self.files.iter().enumerate() {
             groups[i % n].push(self.partitioned_file(f));
         }
-        groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect()
+        groups
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .map(FileGroup::new)
+            .collect()
     }
 
     fn ordering(&self) -> Option<LexOrdering> {
@@ -159,9 +180,13 @@ impl LakeTable {
 
 fn json_scalar(kind: ColumnKind, v: &Value) -> Option<ScalarValue> {
     Some(match kind {
-        ColumnKind::Timestamp => ScalarValue::TimestampMicrosecond(Some(v.as_i64()?), Some("UTC".into())),
+        ColumnKind::Timestamp => {
+            ScalarValue::TimestampMicrosecond(Some(v.as_i64()?), Some("UTC".into()))
+        }
         ColumnKind::Int => ScalarValue::Int64(Some(v.as_i64()?)),
-        ColumnKind::Str | ColumnKind::Text | ColumnKind::Json => ScalarValue::Utf8(Some(v.as_str()?.to_string())),
+        ColumnKind::Str | ColumnKind::Text | ColumnKind::Json => {
+            ScalarValue::Utf8(Some(v.as_str()?.to_string()))
+        }
         ColumnKind::Float => return None,
     })
 }
@@ -176,7 +201,10 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         // Inexact: the Parquet reader prunes with them, and DataFusion still applies
         // them above the scan, so correctness never depends on the pruning.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])

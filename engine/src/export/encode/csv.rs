@@ -19,7 +19,12 @@ pub struct CsvEncoder {
 impl CsvEncoder {
     /// An encoder for batches of `schema`.
     pub fn new(schema: SchemaRef, kinds: Vec<ColumnKind>, formula_guard: bool) -> Self {
-        CsvEncoder { schema, kinds, formula_guard, itoa: itoa_lite::Buffer::default() }
+        CsvEncoder {
+            schema,
+            kinds,
+            formula_guard,
+            itoa: itoa_lite::Buffer::default(),
+        }
     }
 }
 
@@ -32,8 +37,10 @@ fn is_formula_start(b: u8) -> bool {
 pub(crate) fn push_field(out: &mut Vec<u8>, s: &str, guard: bool) {
     let bytes = s.as_bytes();
     let guarded = guard && bytes.first().is_some_and(|&b| is_formula_start(b));
-    let needs_quotes =
-        guarded || bytes.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
+    let needs_quotes = guarded
+        || bytes
+            .iter()
+            .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
     if !needs_quotes {
         out.extend_from_slice(bytes);
         return;
@@ -67,7 +74,11 @@ impl Encoder for CsvEncoder {
     }
 
     fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let columns: Vec<ColumnData> = batch.columns().iter().map(ColumnData::new).collect::<Result<_>>()?;
+        let columns: Vec<ColumnData> = batch
+            .columns()
+            .iter()
+            .map(ColumnData::new)
+            .collect::<Result<_>>()?;
         out.reserve(batch.get_array_memory_size() / 2);
         for row in 0..batch.num_rows() {
             for (c, data) in columns.iter().enumerate() {

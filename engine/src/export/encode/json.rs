@@ -40,7 +40,13 @@ impl JsonEncoder {
                 k
             })
             .collect();
-        JsonEncoder { keys, kinds, layout, first: true, itoa: itoa_lite::Buffer::default() }
+        JsonEncoder {
+            keys,
+            kinds,
+            layout,
+            first: true,
+            itoa: itoa_lite::Buffer::default(),
+        }
     }
 }
 
@@ -62,7 +68,14 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
         } else {
             out.extend_from_slice(escape);
         }
@@ -81,7 +94,11 @@ impl Encoder for JsonEncoder {
     }
 
     fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let columns: Vec<ColumnData> = batch.columns().iter().map(ColumnData::new).collect::<Result<_>>()?;
+        let columns: Vec<ColumnData> = batch
+            .columns()
+            .iter()
+            .map(ColumnData::new)
+            .collect::<Result<_>>()?;
         out.reserve(batch.get_array_memory_size() / 2);
         for row in 0..batch.num_rows() {
             if self.layout == JsonLayout::Array {
@@ -140,7 +157,14 @@ mod tests {
 
     #[test]
     fn escapes_round_trip_through_serde() {
-        for s in ["plain", "q\"uote", "back\\slash", "nl\ncr\rtab\t", "\u{1}\u{1f}", "emoji 🎉 עברית"] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\ncr\rtab\t",
+            "\u{1}\u{1f}",
+            "emoji 🎉 עברית",
+        ] {
             let mut out = Vec::new();
             push_json_string(&mut out, s);
             let back: String = serde_json::from_slice(&out).unwrap();

@@ -7,7 +7,9 @@ mod json;
 mod parquet;
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray};
-use deltalake::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType};
+use deltalake::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType,
+};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, Result};
@@ -87,7 +89,9 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { csv_formula_guard: true }
+        EncodeOptions {
+            csv_formula_guard: true,
+        }
     }
 }
 
@@ -102,7 +106,12 @@ pub trait Encoder: Send {
 }
 
 /// A new encoder for `format` over batches with `schema` holding `dataset`'s columns.
-pub fn encoder(format: Format, dataset: Dataset, schema: SchemaRef, options: EncodeOptions) -> Result<Box<dyn Encoder>> {
+pub fn encoder(
+    format: Format,
+    dataset: Dataset,
+    schema: SchemaRef,
+    options: EncodeOptions,
+) -> Result<Box<dyn Encoder>> {
     let kinds = column_kinds(dataset, &schema);
     Ok(match format {
         Format::Csv => Box::new(CsvEncoder::new(schema, kinds, options.csv_formula_guard)),
@@ -122,13 +131,23 @@ fn column_kinds(dataset: Dataset, schema: &SchemaRef) -> Vec<ColumnKind> {
             dataset
                 .column_index(f.name())
                 .map(|i| dataset.columns()[i].kind)
-                .filter(|k| k.arrow_type() == *f.data_type() || matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8))
+                .filter(|k| {
+                    k.arrow_type() == *f.data_type()
+                        || matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8)
+                })
                 .unwrap_or(match f.data_type() {
-                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8
-                    | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => ColumnKind::Int,
-                    DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
-                        ColumnKind::Float
-                    }
+                    DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64 => ColumnKind::Int,
+                    DataType::Float16
+                    | DataType::Float32
+                    | DataType::Float64
+                    | DataType::Decimal128(_, _) => ColumnKind::Float,
                     DataType::Timestamp(_, _) => ColumnKind::Timestamp,
                     _ => ColumnKind::Str,
                 })
@@ -149,18 +168,30 @@ impl ColumnData {
     pub(crate) fn new(array: &ArrayRef) -> Result<ColumnData> {
         use deltalake::arrow::compute::cast;
         Ok(match array.data_type() {
-            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => ColumnData::Str(array.clone()),
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                ColumnData::Str(array.clone())
+            }
             DataType::Int64 => ColumnData::Int(array.clone()),
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16
-            | DataType::UInt32 | DataType::UInt64 => ColumnData::Int(cast(array, &DataType::Int64)?),
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => ColumnData::Int(cast(array, &DataType::Int64)?),
             DataType::Float64 => ColumnData::Float(array.clone()),
             DataType::Float16 | DataType::Float32 | DataType::Decimal128(_, _) => {
                 ColumnData::Float(cast(array, &DataType::Float64)?)
             }
-            DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, _) => ColumnData::Ts(array.clone()),
+            DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, _) => {
+                ColumnData::Ts(array.clone())
+            }
             DataType::Timestamp(_, tz) => ColumnData::Ts(cast(
                 array,
-                &DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, tz.clone()),
+                &DataType::Timestamp(
+                    deltalake::arrow::datatypes::TimeUnit::Microsecond,
+                    tz.clone(),
+                ),
             )?),
             _ => ColumnData::Str(cast(array, &DataType::Utf8)?),
         })
@@ -168,7 +199,9 @@ impl ColumnData {
 
     pub(crate) fn is_null(&self, i: usize) -> bool {
         match self {
-            ColumnData::Str(a) | ColumnData::Int(a) | ColumnData::Float(a) | ColumnData::Ts(a) => a.is_null(i),
+            ColumnData::Str(a) | ColumnData::Int(a) | ColumnData::Float(a) | ColumnData::Ts(a) => {
+                a.is_null(i)
+            }
         }
     }
 
@@ -265,10 +298,20 @@ mod tests {
 
     #[test]
     fn timestamps_match_chrono() {
-        for micros in [0i64, 1, 86_399_999_999, 1_772_323_200_000_000, 951_782_400_123_456, -1] {
+        for micros in [
+            0i64,
+            1,
+            86_399_999_999,
+            1_772_323_200_000_000,
+            951_782_400_123_456,
+            -1,
+        ] {
             let mut out = Vec::new();
             push_timestamp(&mut out, micros);
-            assert_eq!(String::from_utf8(out).unwrap(), crate::scope::format_micros(micros));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                crate::scope::format_micros(micros)
+            );
         }
     }
 }

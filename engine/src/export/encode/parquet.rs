@@ -25,7 +25,9 @@ impl ParquetEncoder {
             // may enter the file.
             .set_created_by(format!("evidex {}", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(ParquetEncoder { writer: Some(ArrowWriter::try_new(Vec::new(), schema, Some(props))?) })
+        Ok(ParquetEncoder {
+            writer: Some(ArrowWriter::try_new(Vec::new(), schema, Some(props))?),
+        })
     }
 
     fn drain(&mut self, out: &mut Vec<u8>) {
