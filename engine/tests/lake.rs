@@ -15,12 +15,26 @@ use evidex_engine::scope::{ExportScope, Filters};
 use futures::TryStreamExt;
 
 fn lake(dir: &std::path::Path) -> Lake {
-    let clock = Arc::new(FixedClock(Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()));
-    Lake::open(&LakeOptions { data_url: dir.to_str().unwrap().to_string(), ..Default::default() }, clock).unwrap()
+    let clock = Arc::new(FixedClock(
+        Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap(),
+    ));
+    Lake::open(
+        &LakeOptions {
+            data_url: dir.to_str().unwrap().to_string(),
+            ..Default::default()
+        },
+        clock,
+    )
+    .unwrap()
 }
 
 fn events(rows: u64, days: u32) -> Vec<Row> {
-    let spec = GenerateSpec { rows, days, end: NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(), seed: 3 };
+    let spec = GenerateSpec {
+        rows,
+        days,
+        end: NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(),
+        seed: 3,
+    };
     let mut out = Vec::new();
     let mut first = 0;
     for (i, (d, n)) in rows_per_day(&spec).into_iter().enumerate() {
@@ -33,10 +47,20 @@ fn events(rows: u64, days: u32) -> Vec<Row> {
 async fn ids(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope) -> Vec<String> {
     let q = ScopedQueries::new(lake, pinned, scope);
     let df = q.events_ordered(&["id", "timestamp"]).unwrap();
-    let batches: Vec<_> = df.execute_stream().await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<_> = df
+        .execute_stream()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let mut out = Vec::new();
     for b in batches {
-        let col = b.column(0).as_any().downcast_ref::<deltalake::arrow::array::StringArray>().unwrap();
+        let col = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::StringArray>()
+            .unwrap();
         out.extend(col.iter().map(|s| s.unwrap().to_string()));
     }
     out
@@ -65,9 +89,15 @@ async fn ordered_exports_merge_sorted_files_instead_of_sorting() {
     if std::env::var_os("EVIDEX_SHOW_PLAN").is_some() {
         eprintln!("{text}");
     }
-    assert!(!text.contains("SortExec"), "export plan sorts instead of merging:\n{text}");
+    assert!(
+        !text.contains("SortExec"),
+        "export plan sorts instead of merging:\n{text}"
+    );
     assert!(text.contains("SortPreservingMergeExec"), "{text}");
-    assert!(text.contains("predicate="), "filters are not pushed into the scan:\n{text}");
+    assert!(
+        text.contains("predicate="),
+        "filters are not pushed into the scan:\n{text}"
+    );
 
     // And the merged order is the (timestamp, id) order of the source.
     let got = ids(&lake, &pinned, &scope).await;
@@ -75,7 +105,8 @@ async fn ordered_exports_merge_sorted_files_instead_of_sorting() {
         .iter()
         .filter_map(|r| {
             let t = r.ts(1).unwrap();
-            (t >= scope.window.start && t < scope.window.end).then(|| (t, r.str(0).unwrap().to_string()))
+            (t >= scope.window.start && t < scope.window.end)
+                .then(|| (t, r.str(0).unwrap().to_string()))
         })
         .collect();
     want.sort();
@@ -103,11 +134,19 @@ async fn compaction_keeps_old_versions_readable_and_rows_exactly_once() {
     assert_eq!(ids(&lake, &after, &scope).await, ids_before);
 
     // The version read before compaction still reads the same rows.
-    let pinned_old = PinnedTables::pin(&lake, Some(&before.versions())).await.unwrap();
-    assert_eq!(pinned_old.snapshots[&Dataset::Events].files.len(), before.snapshots[&Dataset::Events].files.len());
+    let pinned_old = PinnedTables::pin(&lake, Some(&before.versions()))
+        .await
+        .unwrap();
+    assert_eq!(
+        pinned_old.snapshots[&Dataset::Events].files.len(),
+        before.snapshots[&Dataset::Events].files.len()
+    );
     assert_eq!(ids(&lake, &pinned_old, &scope).await, ids_before);
 
     // Re-appending the same rows adds nothing.
-    let again = lake.append(Dataset::Events, all[..1000].to_vec()).await.unwrap();
+    let again = lake
+        .append(Dataset::Events, all[..1000].to_vec())
+        .await
+        .unwrap();
     assert_eq!((again.written, again.duplicates), (0, 1000));
 }

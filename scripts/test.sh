@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every evidex test on a fresh machine: installs what the tests need (the
+# S3-compatible test server), then builds and runs the whole workspace's tests.
+# Safe to re-run: installed tools are reused, and the build directory persists in
+# $CARGO_TARGET_DIR (default ~/.cache/evidex-target) so a second run is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/evidex-target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# S3-compatible server for the object-store tests (checks SigV4 like AWS does).
+# 0.14.1 is the last release that builds with Rust 1.95.
+if ! s3s-fs --version 2>/dev/null | grep -q '0\.14\.1'; then
+  echo "==> installing s3s-fs 0.14.1 (S3 test server)"
+  cargo install s3s-fs@0.14.1 --features binary --locked
+fi
+
+echo "==> cargo test (workspace)"
+cargo test --workspace --locked "$@"
