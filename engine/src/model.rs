@@ -188,6 +188,25 @@ impl Dataset {
         }
     }
 
+    /// The column whose value splits a date's rows into separate files (events: one
+    /// file per decision). A filter on it then skips whole files, and exports of rare
+    /// decisions never touch the text of common ones.
+    pub fn cluster_column(self) -> Option<&'static str> {
+        match self {
+            Dataset::Events => Some("decision"),
+            Dataset::Escalations | Dataset::ConfigVersions => None,
+        }
+    }
+
+    /// The column whose value counts each data file keeps in the Delta log (events:
+    /// severity), so previews filtered on it are answered without reading data.
+    pub fn counted_column(self) -> Option<&'static str> {
+        match self {
+            Dataset::Events => Some("severity"),
+            Dataset::Escalations | Dataset::ConfigVersions => None,
+        }
+    }
+
     /// Index of a column by name.
     pub fn column_index(self, name: &str) -> Option<usize> {
         self.columns().iter().position(|c| c.name == name)

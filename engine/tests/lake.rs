@@ -77,8 +77,23 @@ async fn ordered_exports_merge_sorted_files_instead_of_sorting() {
         lake.append(Dataset::Events, chunk).await.unwrap();
     }
     let snap = lake.snapshot(Dataset::Events, None).await.unwrap();
-    assert_eq!(snap.files.len(), 18);
-    assert!(snap.files.iter().all(|f| f.bounds.is_some() && f.rows > 0));
+    // One file per (date, decision) per append, each knowing its decision and its
+    // rows per severity.
+    let combos: std::collections::HashSet<_> = all
+        .iter()
+        .map(|r| {
+            (
+                evidex_engine::rows::utc_date(r.ts(1).unwrap()),
+                r.str(2).unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(snap.files.len(), 3 * combos.len());
+    for f in &snap.files {
+        assert!(f.bounds.is_some() && f.rows > 0);
+        assert!(f.cluster.is_some());
+        assert_eq!(f.counts.as_ref().unwrap().values().sum::<u64>(), f.rows);
+    }
 
     let scope = ExportScope::new("2026-03-05", "2026-03-09", "UTC", Filters::default()).unwrap();
     let pinned = PinnedTables::pin(&lake, None).await.unwrap();
@@ -127,9 +142,18 @@ async fn compaction_keeps_old_versions_readable_and_rows_exactly_once() {
     assert_eq!(ids_before.len(), 3_000);
 
     let outcome = lake.compact(Dataset::Events, 2).await.unwrap();
-    assert_eq!(outcome.partitions, 3);
+    let combos: std::collections::HashSet<_> = all
+        .iter()
+        .map(|r| {
+            (
+                evidex_engine::rows::utc_date(r.ts(1).unwrap()),
+                r.str(2).unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(outcome.partitions, combos.len());
     let after = PinnedTables::pin(&lake, None).await.unwrap();
-    assert_eq!(after.snapshots[&Dataset::Events].files.len(), 3);
+    assert_eq!(after.snapshots[&Dataset::Events].files.len(), combos.len());
     assert!(after.versions()[&Dataset::Events] > before.versions()[&Dataset::Events]);
     assert_eq!(ids(&lake, &after, &scope).await, ids_before);
 

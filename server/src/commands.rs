@@ -180,6 +180,28 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tables(args) => {
+            for ds in Dataset::ALL {
+                let snap = lake.snapshot(ds, None).await?;
+                let rows: u64 = snap.files.iter().map(|f| f.rows).sum();
+                let bytes: u64 = snap.files.iter().map(|f| f.size).sum();
+                let version = snap
+                    .version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}: version {version}, {} files, {rows} rows, {bytes} bytes",
+                    ds.table_name(),
+                    snap.files.len()
+                );
+                if args.files {
+                    for f in &snap.files {
+                        println!("  {}", lake.file_location(f));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => run_demo(&lake, &config, clock.as_ref(), args).await,
     }
 }
@@ -474,7 +496,7 @@ fn scope_from_args(args: &ScopeArgs) -> Result<(ExportScope, Vec<Include>)> {
 
 async fn run_preview(lake: &Lake, args: PreviewArgs) -> Result<ExitCode> {
     let (scope, include) = scope_from_args(&args.scope)?;
-    let pinned = PinnedTables::pin(lake, None).await?;
+    let pinned = PinnedTables::pin_for(lake, &include, None).await?;
     let preview = export::preview(lake, &pinned, &scope, &include).await?;
     if args.json {
         println!("{}", serde_json::to_string(&preview)?);
@@ -518,7 +540,7 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
             }
         }
     }
-    let pinned = PinnedTables::pin(lake, None).await?;
+    let pinned = PinnedTables::pin_for(lake, &request.include, None).await?;
     let started = Instant::now();
     let bar = if output != "-" {
         progress_bar(0, "exporting")

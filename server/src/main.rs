@@ -38,6 +38,16 @@ pub enum Command {
     Preview(commands::PreviewArgs),
     /// Rewrite date partitions made of many small files into one sorted file each.
     Compact(CompactArgs),
+    /// Show each table's current version, files and rows.
+    Tables(TablesArgs),
+}
+
+/// `evidex tables`.
+#[derive(Debug, Args)]
+pub struct TablesArgs {
+    /// Also list the location of every active data file.
+    #[arg(long)]
+    pub files: bool,
 }
 
 /// `evidex compact`.

@@ -11,9 +11,9 @@ use deltalake::datafusion::prelude::{SessionContext, col};
 
 use crate::error::{EngineError, Result};
 use crate::lake::table::{session_context, sort_exprs};
-use crate::lake::{Lake, LakeTable, TableSnapshot};
+use crate::lake::{DataFile, Lake, LakeTable, TableSnapshot};
 use crate::model::Dataset;
-use crate::scope::ExportScope;
+use crate::scope::{ExportScope, Filters};
 
 /// Memory one export's queries may use before they spill to disk.
 pub const QUERY_MEMORY_LIMIT: usize = 192 << 20;
@@ -67,13 +67,48 @@ pub struct PinnedTables {
 }
 
 impl PinnedTables {
-    /// Pins the latest versions, or the given ones.
+    /// Pins the latest versions, or the given ones, of every table.
     pub async fn pin(
         lake: &Lake,
         versions: Option<&BTreeMap<Dataset, Option<u64>>>,
     ) -> Result<PinnedTables> {
+        Self::pin_tables(lake, versions, &Dataset::ALL).await
+    }
+
+    /// Pins only the tables an export with `include` reads; the others are recorded
+    /// as not read (`None`). Each Delta log load costs milliseconds, and the preview
+    /// has a 100 ms budget.
+    pub async fn pin_for(
+        lake: &Lake,
+        include: &[Include],
+        versions: Option<&BTreeMap<Dataset, Option<u64>>>,
+    ) -> Result<PinnedTables> {
+        let mut needed = vec![Dataset::Events];
+        if include.contains(&Include::Escalations) {
+            needed.push(Dataset::Escalations);
+        }
+        if include.contains(&Include::ConfigHistory) {
+            needed.push(Dataset::ConfigVersions);
+        }
+        Self::pin_tables(lake, versions, &needed).await
+    }
+
+    async fn pin_tables(
+        lake: &Lake,
+        versions: Option<&BTreeMap<Dataset, Option<u64>>>,
+        needed: &[Dataset],
+    ) -> Result<PinnedTables> {
         let mut snapshots = BTreeMap::new();
         for ds in Dataset::ALL {
+            if !needed.contains(&ds) {
+                let empty = TableSnapshot {
+                    dataset: ds,
+                    version: None,
+                    files: Vec::new(),
+                };
+                snapshots.insert(ds, empty);
+                continue;
+            }
             let version = versions.and_then(|v| v.get(&ds).copied().flatten());
             let pinned_absent = versions.is_some_and(|v| matches!(v.get(&ds), Some(None)));
             let snap = if pinned_absent {
@@ -123,9 +158,26 @@ impl ScopedQueries {
         &self.ctx
     }
 
-    fn table(&self, dataset: Dataset, ordered: bool) -> Result<DataFrame> {
+    /// The files of `dataset` the scope can touch: the window's date partitions, and
+    /// for events only the files of the filtered decisions (each file holds one).
+    fn scope_files(&self, dataset: Dataset) -> Vec<DataFile> {
         let (first, last) = self.scope.window.utc_dates();
-        let files = self.pinned.snapshots[&dataset].files_between(first, last);
+        let mut files = self.pinned.snapshots[&dataset].files_between(first, last);
+        if dataset == Dataset::Events && !self.scope.filters.decision.is_empty() {
+            let wanted: Vec<&str> = self
+                .scope
+                .filters
+                .decision
+                .iter()
+                .map(|d| d.as_str())
+                .collect();
+            files.retain(|f| f.cluster.as_deref().is_none_or(|c| wanted.contains(&c)));
+        }
+        files
+    }
+
+    fn table(&self, dataset: Dataset, ordered: bool) -> Result<DataFrame> {
+        let files = self.scope_files(dataset);
         let table = LakeTable::new(dataset, files, self.lake.store_url().clone(), ordered);
         Ok(self.ctx.read_table(Arc::new(table))?)
     }
@@ -222,23 +274,50 @@ impl ScopedQueries {
     /// The number of scope events, reading as little as possible: whole UTC days
     /// inside the window with no filter are counted from the Delta log.
     pub async fn count_events(&self) -> Result<u64> {
-        let snapshot = &self.pinned.snapshots[&Dataset::Events];
-        let (first, last) = self.scope.window.utc_dates();
-        let files = snapshot.files_between(first, last);
-        if !self.scope.filters.is_empty() {
+        let filters = &self.scope.filters;
+        // Decision and severity filters can be answered from the per-file counts in
+        // the Delta log; any other filter needs the data.
+        let metadata_only = Filters {
+            decision: Vec::new(),
+            min_severity: None,
+            ..filters.clone()
+        }
+        .is_empty();
+        if !metadata_only {
             return Self::count(self.events()?).await;
         }
-        let (whole, partial): (Vec<_>, Vec<_>) = files
-            .into_iter()
-            .partition(|f| self.scope.window.covers_day(f.date) && f.rows > 0);
-        let mut n: u64 = whole.iter().map(|f| f.rows).sum();
-        if !partial.is_empty() {
-            let table = LakeTable::new(
-                Dataset::Events,
-                partial,
-                self.lake.store_url().clone(),
-                false,
-            );
+        let severities: Option<Vec<&str>> = filters
+            .min_severity
+            .map(|m| m.at_or_above().map(|s| s.as_str()).collect());
+        let mut n = 0u64;
+        let mut scan = Vec::new();
+        for f in self.scope_files(Dataset::Events) {
+            let whole_day = self.scope.window.covers_day(f.date);
+            let known = match (&severities, &f.counts) {
+                (None, _) if f.rows > 0 && (filters.decision.is_empty() || f.cluster.is_some()) => {
+                    Some(f.rows)
+                }
+                (Some(wanted), Some(counts))
+                    if f.cluster.is_some() || filters.decision.is_empty() =>
+                {
+                    Some(
+                        wanted
+                            .iter()
+                            .map(|s| counts.get(*s).copied().unwrap_or(0))
+                            .sum(),
+                    )
+                }
+                _ => None,
+            };
+            match known {
+                Some(k) if whole_day => n += k,
+                // Nothing in this file can match: no need to read it.
+                Some(0) => {}
+                _ => scan.push(f),
+            }
+        }
+        if !scan.is_empty() {
+            let table = LakeTable::new(Dataset::Events, scan, self.lake.store_url().clone(), false);
             let df = self
                 .ctx
                 .read_table(Arc::new(table))?

@@ -41,6 +41,12 @@ use crate::rows::{Row, rows_to_batch, utc_date};
 
 pub use table::LakeTable;
 
+/// Delta `add` tags evidex writes on each data file.
+const TAG_MIN: &str = "evidex.min";
+const TAG_MAX: &str = "evidex.max";
+const TAG_CLUSTER: &str = "evidex.cluster";
+const TAG_COUNTS: &str = "evidex.counts";
+
 /// Rows per Parquet row group: small enough that one open file decodes in a few
 /// tens of MB, large enough that narrow columns compress well.
 pub const ROW_GROUP_ROWS: usize = 32 * 1024;
@@ -70,6 +76,10 @@ pub struct DataFile {
     pub rows: u64,
     /// First and last sort key (time, key columns) of the file, as JSON arrays.
     pub bounds: Option<(Vec<Value>, Vec<Value>)>,
+    /// The value of the dataset's cluster column shared by every row of the file.
+    pub cluster: Option<String>,
+    /// Rows per value of the dataset's counted column.
+    pub counts: Option<BTreeMap<String, u64>>,
 }
 
 /// The files of one table version.
@@ -167,6 +177,16 @@ impl Lake {
     /// The object store holding the data root.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// A data file's full location (`file:///...` or `s3://bucket/...`), for tools
+    /// that read the Parquet files directly.
+    pub fn file_location(&self, file: &DataFile) -> String {
+        format!(
+            "{}/{}",
+            self.store_url.as_str().trim_end_matches('/'),
+            file.path
+        )
     }
 
     /// Registers the lake's object store with a DataFusion context.
@@ -290,10 +310,12 @@ impl Lake {
                 })?;
             #[allow(deprecated, reason = "add_action is the only public way to read tags")]
             let tags = view.add_action().tags.unwrap_or_default();
-            let bounds = match (tag_json(&tags, "evidex.min"), tag_json(&tags, "evidex.max")) {
+            let bounds = match (tag_json(&tags, TAG_MIN), tag_json(&tags, TAG_MAX)) {
                 (Some(Value::Array(a)), Some(Value::Array(b))) => Some((a, b)),
                 _ => None,
             };
+            let cluster = tags.get(TAG_CLUSTER).cloned().flatten();
+            let counts = tag_json(&tags, TAG_COUNTS).and_then(|v| serde_json::from_value(v).ok());
             files.push(DataFile {
                 path: paths::in_store(&table_root, &relative),
                 relative,
@@ -301,6 +323,8 @@ impl Lake {
                 size: view.size() as u64,
                 rows: view.num_records().unwrap_or(0) as u64,
                 bounds,
+                cluster,
+                counts,
             });
         }
         files.sort_by(|a, b| {
@@ -344,23 +368,28 @@ impl Lake {
 
         // Drop repeats within the input, keeping the first occurrence.
         let mut seen = HashSet::with_capacity(rows.len());
-        let mut by_date: BTreeMap<NaiveDate, Vec<(String, Row)>> = BTreeMap::new();
+        let cluster_idx = dataset
+            .cluster_column()
+            .and_then(|c| dataset.column_index(c));
+        let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<(String, Row)>> =
+            BTreeMap::new();
         for row in rows {
             let key = row.key(dataset);
             if seen.insert(key.clone()) {
                 let date = utc_date(row.ts(time_idx).expect("validated rows have a time"));
-                by_date.entry(date).or_default().push((key, row));
+                let cluster = cluster_idx.and_then(|i| row.str(i)).map(str::to_string);
+                by_date.entry((date, cluster)).or_default().push((key, row));
             }
         }
         drop(seen);
 
         // Drop keys already stored in the same dates.
         let snapshot = self.files_of(dataset, &table)?;
-        let first = *by_date.keys().next().expect("non-empty");
-        let last = *by_date.keys().next_back().expect("non-empty");
+        let first = by_date.keys().next().expect("non-empty").0;
+        let last = by_date.keys().next_back().expect("non-empty").0;
         let candidates = snapshot.files_between(first, last);
         if !candidates.is_empty() {
-            let dates: HashSet<NaiveDate> = by_date.keys().copied().collect();
+            let dates: HashSet<NaiveDate> = by_date.keys().map(|k| k.0).collect();
             let relevant: Vec<DataFile> = candidates
                 .into_iter()
                 .filter(|f| dates.contains(&f.date))
@@ -375,7 +404,7 @@ impl Lake {
 
         let mut actions = Vec::new();
         let mut written = 0;
-        for (date, rows) in &by_date {
+        for ((date, cluster), rows) in &by_date {
             if rows.is_empty() {
                 continue;
             }
@@ -383,7 +412,12 @@ impl Lake {
             let batch = sort_batch(dataset, &rows_to_batch(dataset, &refs))?;
             written += batch.num_rows();
             let add = self
-                .write_file(dataset, *date, futures::stream::iter([Ok(batch)]))
+                .write_file(
+                    dataset,
+                    *date,
+                    cluster.as_deref(),
+                    futures::stream::iter([Ok(batch)]),
+                )
                 .await?;
             actions.push(Action::Add(add));
         }
@@ -439,6 +473,7 @@ impl Lake {
         &self,
         dataset: Dataset,
         date: NaiveDate,
+        cluster: Option<&str>,
         batches: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
     ) -> Result<Add> {
         let relative = paths::new_data_file(date);
@@ -450,6 +485,7 @@ impl Lake {
             Some(writer_properties(dataset)),
         )?;
         let mut rows = 0usize;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut first: Option<Vec<Value>> = None;
         let mut last: Option<Vec<Value>> = None;
         let mut batches = batches;
@@ -461,21 +497,24 @@ impl Lake {
                 first = Some(sort_key_json(dataset, &batch, 0));
             }
             last = Some(sort_key_json(dataset, &batch, batch.num_rows() - 1));
+            if let Some(name) = dataset.counted_column() {
+                count_values(&batch, name, &mut counts);
+            }
             rows += batch.num_rows();
             parquet.write(&batch).await?;
         }
         parquet.close().await?;
         let size = self.store.head(&path).await?.size;
         let mut tags = HashMap::new();
+        if let Some(c) = cluster {
+            tags.insert(TAG_CLUSTER.to_string(), Some(c.to_string()));
+        }
+        if dataset.counted_column().is_some() {
+            tags.insert(TAG_COUNTS.to_string(), Some(json!(counts).to_string()));
+        }
         if let (Some(first), Some(last)) = (first, last) {
-            tags.insert(
-                "evidex.min".to_string(),
-                Some(Value::Array(first).to_string()),
-            );
-            tags.insert(
-                "evidex.max".to_string(),
-                Some(Value::Array(last).to_string()),
-            );
+            tags.insert(TAG_MIN.to_string(), Some(Value::Array(first).to_string()));
+            tags.insert(TAG_MAX.to_string(), Some(Value::Array(last).to_string()));
         }
         Ok(Add {
             path: relative,
@@ -503,13 +542,16 @@ impl Lake {
             return Ok(CompactOutcome::default());
         };
         let snapshot = self.files_of(dataset, &table)?;
-        let mut by_date: BTreeMap<NaiveDate, Vec<DataFile>> = BTreeMap::new();
+        let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<DataFile>> = BTreeMap::new();
         for f in snapshot.files {
-            by_date.entry(f.date).or_default().push(f);
+            by_date
+                .entry((f.date, f.cluster.clone()))
+                .or_default()
+                .push(f);
         }
         let mut outcome = CompactOutcome::default();
         let mut table = table;
-        for (date, files) in by_date {
+        for ((date, cluster), files) in by_date {
             if files.len() < min_files.max(2) {
                 continue;
             }
@@ -519,7 +561,12 @@ impl Lake {
             let df = df.sort(table::sort_exprs(dataset))?;
             let stream = df.execute_stream().await?;
             let add = self
-                .write_file(dataset, date, stream.map_err(EngineError::from))
+                .write_file(
+                    dataset,
+                    date,
+                    cluster.as_deref(),
+                    stream.map_err(EngineError::from),
+                )
                 .await?;
             let now = self.clock.now().timestamp_millis();
             let mut actions: Vec<Action> = files
@@ -569,6 +616,18 @@ impl Lake {
             table.update_state().await?;
         }
         Ok(outcome)
+    }
+}
+
+/// Adds the per-value row counts of a string column of `batch` to `counts`.
+fn count_values(batch: &RecordBatch, column: &str, counts: &mut BTreeMap<String, u64>) {
+    let Some(col) = batch.column_by_name(column) else {
+        return;
+    };
+    for i in 0..col.len() {
+        if let Value::String(v) = scalar_json(col.as_ref(), i) {
+            *counts.entry(v).or_default() += 1;
+        }
     }
 }
 

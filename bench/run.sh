@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Engine benchmark: builds evidex in release, installs DuckDB and Polars from PyPI
+# into bench/.venv, generates the data set (once per row count) and measures.
+# Usage: bench/run.sh [ROWS]   (default 10000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/evidex-target}"
+cargo build --release -p evidex
+if [ ! -x bench/.venv/bin/python ]; then
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install --quiet duckdb polars
+fi
+exec bench/.venv/bin/python bench/bench.py "$@"
