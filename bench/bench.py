@@ -51,7 +51,8 @@ def run(cmd, env=None, stdout=subprocess.DEVNULL):
     _, status, usage = os.wait4(p.pid, 0)
     secs = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"command failed: {cmd}\n{err.decode(errors='replace')}")
+        shown = " ".join(str(c) for c in cmd)[:300]
+        raise SystemExit(f"command failed: {shown}\n{err.decode(errors='replace')[-3000:]}")
     return secs, usage.ru_maxrss / 1024, out
 
 
@@ -79,15 +80,18 @@ def parquet_files():
             current = line.split(":")[0]
         elif current == "events":
             files.append(line.strip().removeprefix("file://"))
+    if not files:
+        raise SystemExit("no event files found")
     return files
 
 
 DUCK = r"""
 import duckdb, json, sys
-files, sql = json.loads(sys.argv[1]), sys.argv[2]
+files, sql = json.load(open(sys.argv[1])), sys.argv[2]
 con = duckdb.connect()
 con.execute("SET threads TO 2")
-con.execute("CREATE VIEW events AS SELECT * FROM read_parquet(?)", [files])
+listing = "[" + ",".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet({listing})")
 r = con.execute(sql).fetchall()
 if r and len(r) == 1 and len(r[0]) == 1: print(r[0][0])
 """
@@ -95,7 +99,7 @@ if r and len(r) == 1 and len(r[0]) == 1: print(r[0][0])
 POLARS = r"""
 import polars as pl, json, sys
 from datetime import datetime, timezone
-files, what, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+files, what, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
 cols = json.loads(sys.argv[4])
 lf = pl.scan_parquet(files)
 start = datetime(2026, 3, 1, tzinfo=timezone.utc); end = datetime(2026, 3, 31, tzinfo=timezone.utc)
@@ -123,7 +127,8 @@ def duck_sql(kind, out):
 def main():
     info = setup()
     files = parquet_files()
-    fj = json.dumps(files)
+    fj = str(OUT / "files.json")
+    Path(fj).write_text(json.dumps(files))
     filt = []
     for d in DECISIONS:
         filt += ["--decision", d]

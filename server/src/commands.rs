@@ -377,6 +377,10 @@ async fn generate_into_lake(lake: &Lake, spec: &GenerateSpec) -> Result<[u64; 3]
                 b.inc(n);
             }
         }
+        if escalations.len() >= CHUNK {
+            lake.append(Dataset::Escalations, std::mem::take(&mut escalations))
+                .await?;
+        }
     }
     if let Some(prev) = pending {
         absorb(
@@ -393,9 +397,7 @@ async fn generate_into_lake(lake: &Lake, spec: &GenerateSpec) -> Result<[u64; 3]
         b.inc(n);
         b.finish_and_clear();
     }
-    for chunk in escalations.chunks(CHUNK) {
-        lake.append(Dataset::Escalations, chunk.to_vec()).await?;
-    }
+    lake.append(Dataset::Escalations, escalations).await?;
     lake.append(Dataset::ConfigVersions, configs).await?;
     Ok(counts)
 }

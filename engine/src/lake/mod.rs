@@ -182,11 +182,7 @@ impl Lake {
     /// A data file's full location (`file:///...` or `s3://bucket/...`), for tools
     /// that read the Parquet files directly.
     pub fn file_location(&self, file: &DataFile) -> String {
-        format!(
-            "{}/{}",
-            self.store_url.as_str().trim_end_matches('/'),
-            file.path
-        )
+        format!("{}{}", self.store_url.as_str(), file.path)
     }
 
     /// Registers the lake's object store with a DataFusion context.
