@@ -418,7 +418,7 @@ fn absorb(
 }
 
 fn generate_to_files(spec: &GenerateSpec, path: &std::path::Path) -> Result<[u64; 3]> {
-    use evidex_engine::export::encode::{Encoder, JsonEncoder, JsonLayout};
+    use evidex_engine::export::encode::{EncodedBatch, Encoder, JsonEncoder, JsonLayout};
     use std::io::Write;
     let stem = path
         .file_stem()
@@ -455,7 +455,7 @@ fn generate_to_files(spec: &GenerateSpec, path: &std::path::Path) -> Result<[u64
             let refs: Vec<&Row> = rows.iter().collect();
             let batch = evidex_engine::rows::rows_to_batch(Dataset::ALL[k], &refs);
             buf.clear();
-            encoders[k].batch(&batch, &mut buf)?;
+            encoders[k].batch(&EncodedBatch::new(batch)?, &mut buf)?;
             writers[k].write_all(&buf)?;
         }
     }
@@ -559,10 +559,10 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
         if output == "-" {
             ArtifactTarget::Stdout
         } else {
-            ArtifactTarget::File(export::resolve_output(
-                std::path::Path::new(&output),
-                file_name,
-            ))
+            ArtifactTarget::File {
+                path: export::resolve_output(std::path::Path::new(&output), file_name),
+                sync: false,
+            }
         }
     };
     let outcome = export::run_export(lake, &pinned, &request, target, &control).await?;
@@ -665,7 +665,10 @@ async fn run_demo(
         lake,
         &pinned,
         &request,
-        move |name: &str| ArtifactTarget::File(dir.join(name)),
+        move |name: &str| ArtifactTarget::File {
+            path: dir.join(name),
+            sync: false,
+        },
         &ExportControl::default(),
     )
     .await?;

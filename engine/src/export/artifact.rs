@@ -7,19 +7,31 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
 use tokio::sync::mpsc;
 use zip::CompressionMethod;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
 use super::encode::Encoder;
+use super::merge::SortedMerge;
 use crate::error::{EngineError, Result};
 use deltalake::arrow::record_batch::RecordBatch;
 
 /// Where the artifact goes.
 #[derive(Debug, Clone)]
 pub enum ArtifactTarget {
-    /// This exact file path (created atomically).
-    File(PathBuf),
+    /// This exact file path, created atomically (written under a temporary name,
+    /// renamed when complete).
+    File {
+        /// Final path.
+        path: PathBuf,
+        /// fsync before the rename, so the artifact survives a crash once published.
+        /// A service publishing artifacts needs it; a user's own output file, like
+        /// `cp`, does not pay for it.
+        sync: bool,
+    },
     /// Standard output.
     Stdout,
 }
@@ -46,23 +58,26 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// Messages from the export stream to the writer thread.
-pub enum WriterMsg {
-    /// Start a file named `name` encoded by `encoder`.
-    Begin {
-        /// Entry name.
-        name: String,
-        /// Its encoder.
-        encoder: Box<dyn Encoder>,
-    },
-    /// Records for the current file.
-    Batch(RecordBatch),
-    /// Close the current file.
-    End,
-    /// Everything was written: publish the artifact.
-    Commit,
-    /// The export failed: remove what was written.
-    Abort,
+/// One dataset to write: sorted inputs, how to encode them, how to name the files.
+pub(crate) struct DatasetJob {
+    /// Sorted batch streams; more than one are merged by (time, key).
+    pub inputs: Vec<mpsc::Receiver<Result<RecordBatch>>>,
+    /// Column indexes of the merge key (time, key) in the batches.
+    pub merge_key: (usize, usize),
+    /// Makes the encoder of each file.
+    pub make_encoder: Box<dyn FnMut() -> Result<Box<dyn Encoder>> + Send>,
+    /// `Some("events")` cuts parts named `events-00001.EXT` of at most `split` rows.
+    pub part_prefix: Option<String>,
+    /// The file name when not cut into parts.
+    pub single_name: String,
+    /// File extension of parts.
+    pub ext: &'static str,
+    /// Rows per part.
+    pub split: u64,
+    /// Stops the export when set.
+    pub cancel: Arc<AtomicBool>,
+    /// Told the rows written so far.
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
 
 enum Sink {
@@ -71,12 +86,13 @@ enum Sink {
     Stdout(io::Stdout),
 }
 
-/// Writes one artifact on a blocking thread.
+/// Writes one artifact; its methods block and run on a blocking thread.
 pub struct ArtifactWriter {
     target: ArtifactTarget,
     temp: Option<PathBuf>,
     sink: Option<Sink>,
     stored_entries: bool,
+    files: Vec<ArtifactFile>,
 }
 
 /// A file under construction that counts and hashes what goes through it.
@@ -86,6 +102,9 @@ struct Current {
     hasher: Sha256,
     bytes: u64,
 }
+
+/// Output is handed to the sink in pieces of about this size.
+const FLUSH_BYTES: usize = 1 << 20;
 
 impl ArtifactWriter {
     /// Opens the temporary file (or stdout). `zipped` makes a ZIP; `stored_entries`
@@ -97,7 +116,7 @@ impl ArtifactWriter {
     ) -> Result<ArtifactWriter> {
         let (temp, sink) = match (&target, zipped) {
             (ArtifactTarget::Stdout, false) => (None, Sink::Stdout(io::stdout())),
-            (ArtifactTarget::File(path), _) => {
+            (ArtifactTarget::File { path, .. }, _) => {
                 let temp = temp_path(path);
                 let file = File::create(&temp)?;
                 let sink = if zipped {
@@ -122,80 +141,107 @@ impl ArtifactWriter {
             temp,
             sink: Some(sink),
             stored_entries,
+            files: Vec::new(),
         })
     }
 
-    /// Consumes messages until `Commit` or `Abort` (or the sender goes away, which
-    /// aborts).
-    pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) -> Result<Written> {
-        let outcome = self.consume(&mut rx);
-        match outcome {
-            Ok(files) => self.publish(files),
-            Err(e) => {
-                self.discard();
-                Err(e)
+    /// Writes one dataset (one file, or parts) and returns its row count.
+    pub(crate) fn write_dataset(&mut self, mut job: DatasetJob) -> Result<u64> {
+        let inputs = std::mem::take(&mut job.inputs);
+        let mut merge = SortedMerge::new(inputs, job.merge_key.0, job.merge_key.1)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(2 * FLUSH_BYTES);
+        let mut part = 1u32;
+        let name_of = |part: u32| match &job.part_prefix {
+            Some(p) => format!("{p}-{part:05}.{}", job.ext),
+            None => job.single_name.clone(),
+        };
+        let mut current = self.start_file(name_of(part), (job.make_encoder)()?, &mut buf)?;
+        let (mut in_part, mut total, mut reported) = (0u64, 0u64, 0u64);
+        let cut = job.part_prefix.is_some();
+        loop {
+            if cut && in_part == job.split {
+                if !merge.has_more()? {
+                    break;
+                }
+                // The part is full and more rows follow: start the next one.
+                self.end_file(current, &mut buf)?;
+                part += 1;
+                in_part = 0;
+                current = self.start_file(name_of(part), (job.make_encoder)()?, &mut buf)?;
+            }
+            let room = if cut {
+                (job.split - in_part).min(8192) as usize
+            } else {
+                8192
+            };
+            let Some((input, rows)) = merge.next_run(room)? else {
+                break;
+            };
+            if job.cancel.load(AtomicOrdering::Relaxed) {
+                return Err(EngineError::Cancelled);
+            }
+            let n = rows.len() as u64;
+            current.encoder.rows(merge.batch(input), rows, &mut buf)?;
+            in_part += n;
+            total += n;
+            if buf.len() >= FLUSH_BYTES {
+                self.emit(&mut current, &mut buf)?;
+            }
+            if total - reported >= 65_536 {
+                reported = total;
+                if let Some(p) = &job.progress {
+                    p(total);
+                }
             }
         }
+        self.end_file(current, &mut buf)?;
+        if let Some(p) = &job.progress {
+            p(total);
+        }
+        Ok(total)
     }
 
-    fn consume(&mut self, rx: &mut mpsc::Receiver<WriterMsg>) -> Result<Vec<ArtifactFile>> {
-        let mut files = Vec::new();
-        let mut current: Option<Current> = None;
-        let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
-        while let Some(msg) = rx.blocking_recv() {
-            match msg {
-                WriterMsg::Begin { name, mut encoder } => {
-                    if let Some(Sink::Zip(z)) = self.sink.as_mut() {
-                        let method = if self.stored_entries {
-                            CompressionMethod::Stored
-                        } else {
-                            CompressionMethod::Deflated
-                        };
-                        // A fixed timestamp keeps re-runs byte-identical.
-                        let options = SimpleFileOptions::default()
-                            .compression_method(method)
-                            .last_modified_time(zip::DateTime::default())
-                            .large_file(true)
-                            .unix_permissions(0o644);
-                        z.start_file(name.as_str(), options).map_err(zip_err)?;
-                    }
-                    buf.clear();
-                    encoder.begin(&mut buf)?;
-                    let mut cur = Current {
-                        name,
-                        encoder,
-                        hasher: Sha256::new(),
-                        bytes: 0,
-                    };
-                    self.emit(&mut cur, &mut buf)?;
-                    current = Some(cur);
-                }
-                WriterMsg::Batch(batch) => {
-                    let cur = current
-                        .as_mut()
-                        .ok_or_else(|| EngineError::Io(io::Error::other("batch before begin")))?;
-                    cur.encoder.batch(&batch, &mut buf)?;
-                    self.emit(cur, &mut buf)?;
-                }
-                WriterMsg::End => {
-                    let mut cur = current
-                        .take()
-                        .ok_or_else(|| EngineError::Io(io::Error::other("end before begin")))?;
-                    cur.encoder.finish(&mut buf)?;
-                    self.emit(&mut cur, &mut buf)?;
-                    files.push(ArtifactFile {
-                        path: cur.name,
-                        bytes: cur.bytes,
-                        sha256: hex::encode(cur.hasher.finalize()),
-                    });
-                }
-                WriterMsg::Commit => return Ok(files),
-                WriterMsg::Abort => return Err(EngineError::Cancelled),
-            }
+    fn start_file(
+        &mut self,
+        name: String,
+        mut encoder: Box<dyn Encoder>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Current> {
+        if let Some(Sink::Zip(z)) = self.sink.as_mut() {
+            let method = if self.stored_entries {
+                CompressionMethod::Stored
+            } else {
+                CompressionMethod::Deflated
+            };
+            // A fixed timestamp keeps re-runs byte-identical.
+            let options = SimpleFileOptions::default()
+                .compression_method(method)
+                .last_modified_time(zip::DateTime::default())
+                .large_file(true)
+                .unix_permissions(0o644);
+            z.start_file(name.as_str(), options).map_err(zip_err)?;
         }
-        Err(EngineError::Io(io::Error::other(
-            "export stopped before it finished",
-        )))
+        buf.clear();
+        encoder.begin(buf)?;
+        let mut cur = Current {
+            name,
+            encoder,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        self.emit(&mut cur, buf)?;
+        Ok(cur)
+    }
+
+    fn end_file(&mut self, mut cur: Current, buf: &mut Vec<u8>) -> Result<()> {
+        cur.encoder.finish(buf)?;
+        self.emit(&mut cur, buf)?;
+        self.files.push(ArtifactFile {
+            path: cur.name,
+            bytes: cur.bytes,
+            sha256: hex::encode(cur.hasher.finalize()),
+        });
+        Ok(())
     }
 
     fn emit(&mut self, cur: &mut Current, buf: &mut Vec<u8>) -> Result<()> {
@@ -213,20 +259,27 @@ impl ArtifactWriter {
         Ok(())
     }
 
-    fn publish(mut self, files: Vec<ArtifactFile>) -> Result<Written> {
+    /// Finishes the artifact and makes it visible under its final name.
+    pub fn publish(mut self) -> Result<Written> {
+        let files = std::mem::take(&mut self.files);
+        let sync = matches!(self.target, ArtifactTarget::File { sync: true, .. });
         match self.sink.take().expect("sink open") {
             Sink::Plain(w) => {
                 let file = w
                     .into_inner()
                     .map_err(|e| EngineError::Io(e.into_error()))?;
-                file.sync_all()?;
+                if sync {
+                    file.sync_all()?;
+                }
             }
             Sink::Zip(z) => {
                 let w = z.finish().map_err(zip_err)?;
                 let file = w
                     .into_inner()
                     .map_err(|e| EngineError::Io(e.into_error()))?;
-                file.sync_all()?;
+                if sync {
+                    file.sync_all()?;
+                }
             }
             Sink::Stdout(mut s) => {
                 s.flush()?;
@@ -241,7 +294,7 @@ impl ArtifactWriter {
         let temp = self.temp.take().expect("file targets have a temp path");
         let (bytes, sha256) = hash_file(&temp)?;
         match &self.target {
-            ArtifactTarget::File(path) => std::fs::rename(&temp, path)?,
+            ArtifactTarget::File { path, .. } => std::fs::rename(&temp, path)?,
             ArtifactTarget::Stdout => {
                 let mut f = File::open(&temp)?;
                 io::copy(&mut f, &mut io::stdout().lock())?;
@@ -255,7 +308,8 @@ impl ArtifactWriter {
         })
     }
 
-    fn discard(&mut self) {
+    /// Removes everything written so far.
+    pub fn discard(mut self) {
         self.sink = None;
         if let Some(temp) = self.temp.take() {
             let _ = std::fs::remove_file(temp);

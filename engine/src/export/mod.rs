@@ -7,15 +7,19 @@
 
 pub mod artifact;
 pub mod encode;
+mod merge;
 pub mod scoped;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::dataframe::DataFrame;
+use deltalake::datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use deltalake::datafusion::physical_plan::{ExecutionPlanProperties, execute_stream};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -25,7 +29,7 @@ use crate::lake::Lake;
 use crate::model::{ColumnKind, Dataset};
 use crate::scope::ExportScope;
 pub use artifact::{ArtifactFile, ArtifactTarget};
-use artifact::{ArtifactWriter, WriterMsg};
+use artifact::{ArtifactWriter, DatasetJob};
 pub use encode::{EncodeOptions, Format};
 pub use scoped::{Include, PinnedTables, ScopedQueries};
 
@@ -187,25 +191,24 @@ pub async fn run_export(
 
     let target = target(&file_name);
     let path = match &target {
-        ArtifactTarget::File(p) => Some(p.clone()),
+        ArtifactTarget::File { path, .. } => Some(path.clone()),
         ArtifactTarget::Stdout => None,
     };
-    let writer = ArtifactWriter::create(target, zipped, request.format == encode::Format::Parquet)?;
-    let (tx, rx) = mpsc::channel::<WriterMsg>(4);
-    let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
-
+    let writer = ArtifactWriter::create(target, zipped, request.format == Format::Parquet)?;
+    let mut writer = Some(writer);
     let result = async {
         let mut rows = BTreeMap::new();
         let columns = event_columns(request.include_payloads);
         let events = q.events_ordered(&columns)?;
         let single_name = format!("{base}.{ext}");
-        let n = stream_dataset(
-            &tx,
+        let part_prefix = zipped.then(|| "events".to_string());
+        let n = write_dataset(
+            &mut writer,
             events,
             Dataset::Events,
             request,
-            zipped.then_some("events"),
-            &single_name,
+            part_prefix,
+            single_name,
             split,
             control,
         )
@@ -219,41 +222,29 @@ pub async fn run_export(
                 Include::AuditLog => return Err(audit_log_unavailable()),
             };
             let name = format!("{}.{ext}", inc.name());
-            let n = stream_dataset(
-                &tx,
-                df,
-                ds,
-                request,
-                None,
-                &name,
-                u64::MAX,
-                &ExportControl {
-                    cancel: control.cancel.clone(),
-                    progress: None,
-                },
-            )
-            .await?;
+            let quiet = ExportControl {
+                cancel: control.cancel.clone(),
+                progress: None,
+            };
+            let n =
+                write_dataset(&mut writer, df, ds, request, None, name, u64::MAX, &quiet).await?;
             rows.insert(inc.name().to_string(), n);
         }
         Ok::<_, EngineError>(rows)
     }
     .await;
-    let result = match result {
-        Ok(rows) => {
-            let _ = tx.send(WriterMsg::Commit).await;
-            Ok(rows)
-        }
+    let writer = writer
+        .ok_or_else(|| EngineError::Io(std::io::Error::other("the artifact writer panicked")))?;
+    let rows = match result {
+        Ok(rows) => rows,
         Err(e) => {
-            let _ = tx.send(WriterMsg::Abort).await;
-            Err(e)
+            writer.discard();
+            return Err(e);
         }
     };
-    drop(tx);
-    let written = writer_task
+    let written = tokio::task::spawn_blocking(move || writer.publish())
         .await
-        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
-    let rows = result?;
-    let written = written?;
+        .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
     Ok(ExportOutcome {
         file_name,
         path,
@@ -266,68 +257,95 @@ pub async fn run_export(
     })
 }
 
-/// Streams one dataset into the writer, cutting parts of `split` rows when `part_prefix`
-/// is set (`events-00001.csv`), else as one file named `single_name`.
+/// Runs `df` and writes its rows through `writer` on a blocking thread. For events
+/// the plan's sorted partitions are merged by the writer itself (see `merge.rs`);
+/// other datasets arrive as one sorted stream.
 #[allow(
     clippy::too_many_arguments,
     reason = "internal helper; the arguments are distinct roles"
 )]
-async fn stream_dataset(
-    tx: &mpsc::Sender<WriterMsg>,
+async fn write_dataset(
+    writer: &mut Option<ArtifactWriter>,
     df: DataFrame,
     dataset: Dataset,
     request: &ExportRequest,
-    part_prefix: Option<&str>,
-    single_name: &str,
+    part_prefix: Option<String>,
+    single_name: String,
     split: u64,
     control: &ExportControl,
 ) -> Result<u64> {
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await?;
-    let ext = request.format.extension();
-    let mut part = 0u32;
-    let mut in_part = 0u64;
-    let mut total = 0u64;
-    let send = |msg| async {
-        tx.send(msg)
-            .await
-            .map_err(|_| EngineError::Io(std::io::Error::other("artifact writer stopped")))
-    };
-    let open = |part: u32| {
-        let name = match part_prefix {
-            Some(p) => format!("{p}-{part:05}.{ext}"),
-            None => single_name.to_string(),
-        };
-        encode::encoder(request.format, dataset, schema.clone(), request.encode)
-            .map(|enc| WriterMsg::Begin { name, encoder: enc })
-    };
-    part += 1;
-    send(open(part)?).await?;
-    while let Some(batch) = stream.next().await {
-        if control.cancel.load(Ordering::Relaxed) {
-            return Err(EngineError::Cancelled);
-        }
-        let mut batch: RecordBatch = batch?;
-        while batch.num_rows() > 0 {
-            if part_prefix.is_some() && in_part == split {
-                send(WriterMsg::End).await?;
-                part += 1;
-                in_part = 0;
-                send(open(part)?).await?;
-            }
-            let room = (split - in_part).min(batch.num_rows() as u64) as usize;
-            let head = batch.slice(0, room);
-            batch = batch.slice(room, batch.num_rows() - room);
-            in_part += room as u64;
-            total += room as u64;
-            send(WriterMsg::Batch(head)).await?;
-        }
-        if let Some(p) = &control.progress {
-            p(total);
-        }
+    let (inputs, schema) = sorted_inputs(df, dataset == Dataset::Events).await?;
+    let merge_key = (
+        schema.index_of(dataset.time_column()).unwrap_or(0),
+        schema.index_of(dataset.key_columns()[0]).unwrap_or(0),
+    );
+    if inputs.len() > 1
+        && (schema.index_of(dataset.time_column()).is_err() || schema.index_of("id").is_err())
+    {
+        return Err(EngineError::invalid(
+            "a merged export must contain its time and id columns",
+        ));
     }
-    send(WriterMsg::End).await?;
-    Ok(total)
+    let (format, encode) = (request.format, request.encode);
+    let job = DatasetJob {
+        inputs,
+        merge_key,
+        make_encoder: Box::new(move || encode::encoder(format, dataset, schema.clone(), encode)),
+        part_prefix,
+        single_name,
+        ext: request.format.extension(),
+        split,
+        cancel: control.cancel.clone(),
+        progress: control.progress.clone(),
+    };
+    let mut w = writer.take().expect("writer present between datasets");
+    let (w, result) = tokio::task::spawn_blocking(move || {
+        let r = w.write_dataset(job);
+        (w, r)
+    })
+    .await
+    .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    *writer = Some(w);
+    result
+}
+
+/// Executes `df` into sorted streams, each forwarded by its own task into a channel of
+/// two batches (so partitions decode in parallel while memory stays bounded). With
+/// `split`, a plan that ends in a sort-preserving merge is executed below the merge,
+/// one stream per sorted partition; DataFusion's planner guarantees each is sorted.
+async fn sorted_inputs(
+    df: DataFrame,
+    split: bool,
+) -> Result<(Vec<mpsc::Receiver<Result<RecordBatch>>>, SchemaRef)> {
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let schema = plan.schema();
+    let mut streams = Vec::new();
+    let merge = plan
+        .downcast_ref::<SortPreservingMergeExec>()
+        .filter(|m| m.fetch().is_none());
+    match merge {
+        Some(spm) if split => {
+            let child = spm.input();
+            for p in 0..child.output_partitioning().partition_count() {
+                streams.push(child.execute(p, task_ctx.clone())?);
+            }
+        }
+        _ => streams.push(execute_stream(plan, task_ctx)?),
+    }
+    let mut receivers = Vec::new();
+    for mut stream in streams {
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                if tx.send(batch.map_err(EngineError::from)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        receivers.push(rx);
+    }
+    Ok((receivers, schema))
 }
 
 /// Where a CLI `--output` goes: a directory receives `file_name`, anything else is the

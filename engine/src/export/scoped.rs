@@ -194,9 +194,11 @@ impl ScopedQueries {
         let df = self
             .table(Dataset::Events, true)?
             .filter(self.scope.event_predicate())?;
+        // Project before sorting, so the plan ends in the merge and its sorted
+        // partitions can be handed to the export writer (see `export::sorted_inputs`).
         Ok(df
-            .sort(sort_exprs(Dataset::Events))?
-            .select_columns(columns)?)
+            .select_columns(columns)?
+            .sort(sort_exprs(Dataset::Events))?)
     }
 
     /// Escalation updates inside the window whose event is in scope, by time.

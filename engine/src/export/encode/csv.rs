@@ -2,9 +2,9 @@
 //! quote, CR or LF; nested values as JSON text; optional spreadsheet formula guard.
 
 use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::arrow::record_batch::RecordBatch;
+use std::ops::Range;
 
-use super::{ColumnData, Encoder, push_float, push_timestamp};
+use super::{ColumnData, EncodedBatch, Encoder, push_float, push_timestamp};
 use crate::error::Result;
 use crate::model::ColumnKind;
 
@@ -73,14 +73,9 @@ impl Encoder for CsvEncoder {
         Ok(())
     }
 
-    fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let columns: Vec<ColumnData> = batch
-            .columns()
-            .iter()
-            .map(ColumnData::new)
-            .collect::<Result<_>>()?;
-        out.reserve(batch.get_array_memory_size() / 2);
-        for row in 0..batch.num_rows() {
+    fn rows(&mut self, batch: &EncodedBatch, rows: Range<usize>, out: &mut Vec<u8>) -> Result<()> {
+        let columns = &batch.cols;
+        for row in rows {
             for (c, data) in columns.iter().enumerate() {
                 if c > 0 {
                     out.push(b',');

@@ -2,10 +2,10 @@
 //! nested values, never as escaped strings, so `metadata` stays an object.
 
 use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::arrow::record_batch::RecordBatch;
+use std::ops::Range;
 
 use super::csv::itoa_lite;
-use super::{ColumnData, Encoder, push_float, push_timestamp};
+use super::{ColumnData, EncodedBatch, Encoder, push_float, push_timestamp};
 use crate::error::Result;
 use crate::model::ColumnKind;
 
@@ -93,14 +93,9 @@ impl Encoder for JsonEncoder {
         Ok(())
     }
 
-    fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let columns: Vec<ColumnData> = batch
-            .columns()
-            .iter()
-            .map(ColumnData::new)
-            .collect::<Result<_>>()?;
-        out.reserve(batch.get_array_memory_size() / 2);
-        for row in 0..batch.num_rows() {
+    fn rows(&mut self, batch: &EncodedBatch, rows: Range<usize>, out: &mut Vec<u8>) -> Result<()> {
+        let columns = &batch.cols;
+        for row in rows {
             if self.layout == JsonLayout::Array {
                 out.extend_from_slice(if self.first { b"\n" } else { b",\n" });
             }

@@ -6,6 +6,8 @@ mod csv;
 mod json;
 mod parquet;
 
+use std::ops::Range;
+
 use deltalake::arrow::array::{Array, ArrayRef, AsArray};
 use deltalake::arrow::datatypes::{
     DataType, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType,
@@ -95,14 +97,58 @@ impl Default for EncodeOptions {
     }
 }
 
+/// A record batch with its columns normalised once for encoding, so encoders can
+/// write any range of its rows cheaply (the merge hands them short runs).
+pub struct EncodedBatch {
+    /// The batch.
+    pub batch: RecordBatch,
+    pub(crate) cols: Vec<ColumnData>,
+}
+
+impl EncodedBatch {
+    /// Prepares `batch`.
+    pub fn new(batch: RecordBatch) -> Result<EncodedBatch> {
+        let cols = batch
+            .columns()
+            .iter()
+            .map(ColumnData::new)
+            .collect::<Result<_>>()?;
+        Ok(EncodedBatch { batch, cols })
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Timestamp (UTC microseconds) of `row` in column `col`.
+    pub(crate) fn ts(&self, col: usize, row: usize) -> i64 {
+        self.cols[col].ts(row)
+    }
+
+    /// String of `row` in column `col` (empty for null).
+    pub(crate) fn str(&self, col: usize, row: usize) -> &str {
+        if self.cols[col].is_null(row) {
+            ""
+        } else {
+            self.cols[col].str(row)
+        }
+    }
+}
+
 /// Turns record batches into bytes of one format.
 pub trait Encoder: Send {
     /// Bytes before the first record (CSV header, `[`).
     fn begin(&mut self, out: &mut Vec<u8>) -> Result<()>;
-    /// One batch of records.
-    fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+    /// Rows `rows` of `batch`, in order.
+    fn rows(&mut self, batch: &EncodedBatch, rows: Range<usize>, out: &mut Vec<u8>) -> Result<()>;
     /// Bytes after the last record; the encoder is done afterwards.
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Every row of `batch`.
+    fn batch(&mut self, batch: &EncodedBatch, out: &mut Vec<u8>) -> Result<()> {
+        self.rows(batch, 0..batch.num_rows(), out)
+    }
 }
 
 /// A new encoder for `format` over batches with `schema` holding `dataset`'s columns.

@@ -1,18 +1,28 @@
 //! Parquet for data teams: the export's columns with their Arrow types, row groups
 //! flushed as they fill so memory stays bounded.
 
+use std::ops::Range;
+
+use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 
-use super::Encoder;
+use super::{EncodedBatch, Encoder};
 use crate::error::Result;
 
-/// Parquet encoder; its writer's buffer is drained into the caller's after each batch.
+/// Rows per write: the merge hands over short runs, and the Parquet writer's per-call
+/// cost is high, so runs are gathered into batches of this size first.
+const WRITE_ROWS: usize = 8192;
+
+/// Parquet encoder; its writer's buffer is drained into the caller's after each write.
 pub struct ParquetEncoder {
+    schema: SchemaRef,
     writer: Option<ArrowWriter<Vec<u8>>>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
 }
 
 impl ParquetEncoder {
@@ -25,15 +35,27 @@ impl ParquetEncoder {
             // may enter the file.
             .set_created_by(format!("evidex {}", env!("CARGO_PKG_VERSION")))
             .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
         Ok(ParquetEncoder {
-            writer: Some(ArrowWriter::try_new(Vec::new(), schema, Some(props))?),
+            schema,
+            writer: Some(writer),
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
-    fn drain(&mut self, out: &mut Vec<u8>) {
+    fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = concat_batches(&self.schema, &self.pending)?;
+        self.pending.clear();
+        self.pending_rows = 0;
         if let Some(w) = self.writer.as_mut() {
+            w.write(&batch)?;
             out.append(w.inner_mut());
         }
+        Ok(())
     }
 }
 
@@ -42,15 +64,17 @@ impl Encoder for ParquetEncoder {
         Ok(())
     }
 
-    fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        if let Some(w) = self.writer.as_mut() {
-            w.write(batch)?;
+    fn rows(&mut self, batch: &EncodedBatch, rows: Range<usize>, out: &mut Vec<u8>) -> Result<()> {
+        self.pending_rows += rows.len();
+        self.pending.push(batch.batch.slice(rows.start, rows.len()));
+        if self.pending_rows >= WRITE_ROWS {
+            self.flush(out)?;
         }
-        self.drain(out);
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.flush(out)?;
         if let Some(w) = self.writer.take() {
             let bytes = w.into_inner()?;
             out.extend_from_slice(&bytes);
