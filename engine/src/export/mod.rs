@@ -310,7 +310,7 @@ async fn write_dataset(
 }
 
 /// Executes `df` into sorted streams, each forwarded by its own task into a channel of
-/// two batches (so partitions decode in parallel while memory stays bounded). With
+/// one batch (so partitions decode in parallel while memory stays bounded). With
 /// `split`, a plan that ends in a sort-preserving merge is executed below the merge,
 /// one stream per sorted partition; DataFusion's planner guarantees each is sorted.
 async fn sorted_inputs(
@@ -335,7 +335,7 @@ async fn sorted_inputs(
     }
     let mut receivers = Vec::new();
     for mut stream in streams {
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             while let Some(batch) = stream.next().await {
                 if tx.send(batch.map_err(EngineError::from)).await.is_err() {

@@ -37,10 +37,10 @@ fn is_formula_start(b: u8) -> bool {
 pub(crate) fn push_field(out: &mut Vec<u8>, s: &str, guard: bool) {
     let bytes = s.as_bytes();
     let guarded = guard && bytes.first().is_some_and(|&b| is_formula_start(b));
+    // memchr scans with SIMD; these fields are often kilobytes of prompt text.
     let needs_quotes = guarded
-        || bytes
-            .iter()
-            .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
+        || memchr::memchr3(b',', b'"', b'\n', bytes).is_some()
+        || memchr::memchr(b'\r', bytes).is_some();
     if !needs_quotes {
         out.extend_from_slice(bytes);
         return;
@@ -50,12 +50,10 @@ pub(crate) fn push_field(out: &mut Vec<u8>, s: &str, guard: bool) {
         out.push(b'\'');
     }
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'"' {
-            out.extend_from_slice(&bytes[start..=i]);
-            out.push(b'"');
-            start = i + 1;
-        }
+    for i in memchr::memchr_iter(b'"', bytes) {
+        out.extend_from_slice(&bytes[start..=i]);
+        out.push(b'"');
+        start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
