@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// glibc's allocator keeps freed multi-megabyte batch buffers in per-thread arenas
+/// (export peak RSS 470 MB against about 250 MB live); jemalloc returns them.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// evidex turns AI gateway decision events into compliance evidence.
 #[derive(Debug, Parser)]
 #[command(name = "evidex", version, about)]

@@ -49,7 +49,7 @@ const TAG_COUNTS: &str = "evidex.counts";
 
 /// Rows per Parquet row group: small enough that one open file decodes in a few
 /// tens of MB, large enough that narrow columns compress well.
-pub const ROW_GROUP_ROWS: usize = 32 * 1024;
+pub const ROW_GROUP_ROWS: usize = 16 * 1024;
 
 /// How to reach the data.
 #[derive(Debug, Clone, Default)]

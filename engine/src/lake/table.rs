@@ -38,7 +38,7 @@ use crate::model::{ColumnKind, Dataset};
 pub fn session_context(lake: &Lake, memory_limit: usize) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(2)
-        .with_batch_size(8192)
+        .with_batch_size(2048)
         .with_information_schema(false);
     let options = config.options_mut();
     options.execution.parquet.pushdown_filters = true;
@@ -47,8 +47,15 @@ pub fn session_context(lake: &Lake, memory_limit: usize) -> SessionContext {
     // Our files are the unit of ordering; splitting them by byte range would lose it.
     options.optimizer.repartition_file_scans = false;
     options.optimizer.prefer_existing_sort = true;
+    // Each partition reads exactly its own file group: groups are built so their
+    // files never overlap (ordered mode), and a partition that "steals" a sibling's
+    // files would also hold two files' buffers at once.
+    options.execution.enable_file_stream_work_stealing = false;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+        // Each context runs one export; caching every file's footer and page index
+        // (50 MB by default) only adds to its peak memory.
+        .with_metadata_cache_limit(0)
         .build_arc()
         .expect("runtime environment builds");
     let ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -234,6 +241,7 @@ impl TableProvider for LakeTable {
         };
         let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(groups)
+            .with_preserve_order(self.ordered)
             .with_limit(limit);
         if self.ordered
             && let Some(ordering) = self.ordering()
