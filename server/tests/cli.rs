@@ -801,3 +801,36 @@ fn many_small_appends_are_compacted_without_duplicates_or_gaps() {
     assert!(out.contains("events:"), "{out}");
     assert_eq!(got(&data), want);
 }
+
+#[test]
+fn reported_sizes_and_hashes_match_the_written_files() {
+    use sha2::{Digest, Sha256};
+    let f = fixture(2_000, 2, "2026-03-02");
+    let scope = Scope::days("2026-03-01", "2026-03-02");
+    for extra in [&[][..], &["--include", "config_history"][..]] {
+        let mut args: Vec<String> = vec![
+            "export".into(),
+            "--format".into(),
+            "csv".into(),
+            "--json".into(),
+        ];
+        args.extend(scope.args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--output".into(), f.out.to_str().unwrap().into()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = evidex(&f.data, &refs);
+        ok(&out);
+        let summary: Value = serde_json::from_slice(&out.stderr).unwrap();
+        let path = PathBuf::from(summary["path"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(summary["bytes"], bytes.len() as u64);
+        assert_eq!(summary["sha256"], hex::encode(Sha256::digest(&bytes)));
+        // No temporary file is left beside the artifact.
+        let leftovers: Vec<_> = std::fs::read_dir(&f.out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".partial-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use zip::CompressionMethod;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
+use super::direct::DirectWriter;
 use super::encode::Encoder;
 use super::merge::SortedMerge;
 use crate::error::{EngineError, Result};
@@ -87,6 +88,7 @@ pub(crate) struct DatasetJob {
 }
 
 enum Sink {
+    Direct(DirectWriter),
     Plain(BufWriter<File>),
     Zip(ZipWriter<BufWriter<File>>),
     Stdout(io::Stdout),
@@ -137,6 +139,7 @@ impl SinkThread {
                                 *bytes += buf.len() as u64;
                             }
                             match &mut sink {
+                                Sink::Direct(w) => w.write_all(&buf)?,
                                 Sink::Plain(w) => w.write_all(&buf)?,
                                 Sink::Zip(z) => z.write_all(&buf)?,
                                 Sink::Stdout(s) => s.write_all(&buf)?,
@@ -185,6 +188,9 @@ impl ArtifactWriter {
         stored_entries: bool,
     ) -> Result<ArtifactWriter> {
         let open = |path: &std::path::Path| -> Result<(Option<PathBuf>, Sink)> {
+            if !zipped && let Some(direct) = DirectWriter::open(path)? {
+                return Ok((Some(path.to_path_buf()), Sink::Direct(direct)));
+            }
             let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
             let sink = if zipped {
                 Sink::Zip(ZipWriter::new(file))
@@ -317,6 +323,13 @@ impl ArtifactWriter {
         let sync = matches!(self.target, ArtifactTarget::File { sync: true, .. });
         let single = files.first().cloned();
         let zipped = match sink {
+            Sink::Direct(w) => {
+                let file = w.finish()?;
+                if sync {
+                    file.sync_all()?;
+                }
+                false
+            }
             Sink::Plain(w) => {
                 let file = w
                     .into_inner()

@@ -6,6 +6,7 @@
 //! by a channel of a few batches: two cores busy, memory bounded by the channel.
 
 pub mod artifact;
+mod direct;
 pub mod encode;
 mod merge;
 pub mod scoped;
