@@ -563,7 +563,7 @@ pub fn generate_day(
         }
     }
     // A configuration change every few days, always at 09:00 UTC.
-    if day_index % 3 == 0 {
+    if day_index.is_multiple_of(3) {
         let version = 1 + (day_index as i64 / 3);
         let touched: Vec<&str> = (0..1 + rng.below(3))
             .map(|_| POLICIES[rng.below(POLICIES.len() as u64) as usize].0)

@@ -90,7 +90,8 @@ pub(crate) struct DatasetJob {
 enum Sink {
     Direct(DirectWriter),
     Plain(BufWriter<File>),
-    Zip(ZipWriter<BufWriter<File>>),
+    // Boxed: the ZIP writer's state is large and there is one sink per artifact.
+    Zip(Box<ZipWriter<BufWriter<File>>>),
     Stdout(io::Stdout),
 }
 
@@ -193,7 +194,7 @@ impl ArtifactWriter {
             }
             let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
             let sink = if zipped {
-                Sink::Zip(ZipWriter::new(file))
+                Sink::Zip(Box::new(ZipWriter::new(file)))
             } else {
                 Sink::Plain(file)
             };

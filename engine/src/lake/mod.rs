@@ -41,6 +41,10 @@ use crate::rows::{Row, rows_to_batch, utc_date};
 
 pub use table::LakeTable;
 
+/// What separates data files: the date partition and the cluster value (events:
+/// the decision).
+type FileKey = (NaiveDate, Option<String>);
+
 /// Delta `add` tags evidex writes on each data file.
 const TAG_MIN: &str = "evidex.min";
 const TAG_MAX: &str = "evidex.max";
@@ -367,8 +371,7 @@ impl Lake {
         let cluster_idx = dataset
             .cluster_column()
             .and_then(|c| dataset.column_index(c));
-        let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<(String, Row)>> =
-            BTreeMap::new();
+        let mut by_date: BTreeMap<FileKey, Vec<(String, Row)>> = BTreeMap::new();
         for row in rows {
             let key = row.key(dataset);
             if seen.insert(key.clone()) {
