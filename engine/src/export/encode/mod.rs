@@ -163,7 +163,7 @@ pub fn encoder(
         Format::Csv => Box::new(CsvEncoder::new(schema, kinds, options.csv_formula_guard)),
         Format::Json => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Array)),
         Format::Ndjson => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Lines)),
-        Format::Parquet => Box::new(ParquetEncoder::new(schema)?),
+        Format::Parquet => Box::new(ParquetEncoder::new(schema, &kinds)?),
     })
 }
 

@@ -9,6 +9,9 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
+
+use crate::model::ColumnKind;
 
 use super::{EncodedBatch, Encoder};
 use crate::error::Result;
@@ -16,6 +19,9 @@ use crate::error::Result;
 /// Rows per write: the merge hands over short runs, and the Parquet writer's per-call
 /// cost is high, so runs are gathered into batches of this size first.
 const WRITE_ROWS: usize = 8192;
+
+/// Most bytes a row group may buffer before it is written out.
+const MAX_BUFFERED_BYTES: usize = 16 << 20;
 
 /// Parquet encoder; its writer's buffer is drained into the caller's after each write.
 pub struct ParquetEncoder {
@@ -27,14 +33,24 @@ pub struct ParquetEncoder {
 
 impl ParquetEncoder {
     /// An encoder for batches of `schema`.
-    pub fn new(schema: SchemaRef) -> Result<Self> {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_row_count(Some(64 * 1024))
+    pub fn new(schema: SchemaRef, kinds: &[ColumnKind]) -> Result<Self> {
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_max_row_group_row_count(Some(16 * 1024))
+            // Min/max of kilobyte prompts in every page index help nobody.
+            .set_statistics_truncate_length(Some(64))
             // Exports must be byte-identical when re-run; no wall clock or random ids
             // may enter the file.
-            .set_created_by(format!("evidex {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("evidex {}", env!("CARGO_PKG_VERSION")));
+        for (field, kind) in schema.fields().iter().zip(kinds) {
+            if matches!(kind, ColumnKind::Text | ColumnKind::Json) {
+                // Free text rarely repeats: a dictionary only costs memory and time
+                // before the writer gives up on it.
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
         Ok(ParquetEncoder {
             schema,
@@ -53,6 +69,11 @@ impl ParquetEncoder {
         self.pending_rows = 0;
         if let Some(w) = self.writer.as_mut() {
             w.write(&batch)?;
+            // Close the row group early when its buffered pages grow large (wide
+            // text rows), so the encoder's memory stays bounded.
+            if w.memory_size() > MAX_BUFFERED_BYTES {
+                w.flush()?;
+            }
             out.append(w.inner_mut());
         }
         Ok(())
