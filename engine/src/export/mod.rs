@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, Result};
 use crate::lake::Lake;
+use crate::lake::table::DEFAULT_BATCH_ROWS;
 use crate::model::{ColumnKind, Dataset};
 use crate::scope::ExportScope;
 pub use artifact::{ArtifactFile, ArtifactTarget};
@@ -173,7 +174,14 @@ pub async fn run_export(
     if request.include.contains(&Include::AuditLog) {
         return Err(audit_log_unavailable());
     }
-    let q = ScopedQueries::new(lake, pinned, &request.scope);
+    // The Parquet encoder is the slowest stage and buffers row groups of its own;
+    // smaller decode batches keep the partitions' batches in flight from adding up.
+    let batch_rows = if request.format == Format::Parquet {
+        1024
+    } else {
+        DEFAULT_BATCH_ROWS
+    };
+    let q = ScopedQueries::with_batch_rows(lake, pinned, &request.scope, batch_rows);
     let event_rows = q.count_events().await?;
     let split = request.split_rows.max(1);
     let zipped = !request.include.is_empty() || event_rows > split;

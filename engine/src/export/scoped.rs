@@ -10,7 +10,7 @@ use deltalake::datafusion::logical_expr::{Expr, lit};
 use deltalake::datafusion::prelude::{SessionContext, col};
 
 use crate::error::{EngineError, Result};
-use crate::lake::table::{session_context, sort_exprs};
+use crate::lake::table::{DEFAULT_BATCH_ROWS, session_context_with_batch, sort_exprs};
 use crate::lake::{DataFile, Lake, LakeTable, TableSnapshot};
 use crate::model::Dataset;
 use crate::scope::{ExportScope, Filters};
@@ -145,8 +145,18 @@ pub struct ScopedQueries {
 impl ScopedQueries {
     /// Queries over `pinned` restricted to `scope`.
     pub fn new(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope) -> Self {
+        Self::with_batch_rows(lake, pinned, scope, DEFAULT_BATCH_ROWS)
+    }
+
+    /// Like [`ScopedQueries::new`], decoding `batch_rows` rows per batch.
+    pub fn with_batch_rows(
+        lake: &Lake,
+        pinned: &PinnedTables,
+        scope: &ExportScope,
+        batch_rows: usize,
+    ) -> Self {
         ScopedQueries {
-            ctx: session_context(lake, QUERY_MEMORY_LIMIT),
+            ctx: session_context_with_batch(lake, QUERY_MEMORY_LIMIT, batch_rows),
             lake: lake.clone(),
             scope: scope.clone(),
             pinned: pinned.clone(),

@@ -36,9 +36,22 @@ use crate::model::{ColumnKind, Dataset};
 /// Builds a query context over the lake's object store whose queries spill to disk
 /// rather than exceed `memory_limit` bytes.
 pub fn session_context(lake: &Lake, memory_limit: usize) -> SessionContext {
+    session_context_with_batch(lake, memory_limit, DEFAULT_BATCH_ROWS)
+}
+
+/// Rows per record batch of export scans: small, because text rows are wide and every
+/// sorted partition holds a few batches in flight.
+pub const DEFAULT_BATCH_ROWS: usize = 2048;
+
+/// Like [`session_context`], with `batch_size` rows per batch.
+pub fn session_context_with_batch(
+    lake: &Lake,
+    memory_limit: usize,
+    batch_size: usize,
+) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(2)
-        .with_batch_size(2048)
+        .with_batch_size(batch_size)
         .with_information_schema(false);
     let options = config.options_mut();
     options.execution.parquet.pushdown_filters = true;
