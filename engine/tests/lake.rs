@@ -44,6 +44,18 @@ fn events(rows: u64, days: u32) -> Vec<Row> {
     out
 }
 
+/// The distinct (UTC date, decision) pairs of `rows`: one data file each per append.
+fn date_decision_pairs(rows: &[Row]) -> std::collections::HashSet<(NaiveDate, String)> {
+    rows.iter()
+        .map(|r| {
+            (
+                evidex_engine::rows::utc_date(r.ts(1).unwrap()),
+                r.str(2).unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 async fn ids(lake: &Lake, pinned: &PinnedTables, scope: &ExportScope) -> Vec<String> {
     let q = ScopedQueries::new(lake, pinned, scope);
     let df = q.events_ordered(&["id", "timestamp"]).unwrap();
@@ -79,15 +91,7 @@ async fn ordered_exports_merge_sorted_files_instead_of_sorting() {
     let snap = lake.snapshot(Dataset::Events, None).await.unwrap();
     // One file per (date, decision) per append, each knowing its decision and its
     // rows per severity.
-    let combos: std::collections::HashSet<_> = all
-        .iter()
-        .map(|r| {
-            (
-                evidex_engine::rows::utc_date(r.ts(1).unwrap()),
-                r.str(2).unwrap().to_string(),
-            )
-        })
-        .collect();
+    let combos = date_decision_pairs(&all);
     assert_eq!(snap.files.len(), 3 * combos.len());
     for f in &snap.files {
         assert!(f.bounds.is_some() && f.rows > 0);
@@ -142,15 +146,7 @@ async fn compaction_keeps_old_versions_readable_and_rows_exactly_once() {
     assert_eq!(ids_before.len(), 3_000);
 
     let outcome = lake.compact(Dataset::Events, 2).await.unwrap();
-    let combos: std::collections::HashSet<_> = all
-        .iter()
-        .map(|r| {
-            (
-                evidex_engine::rows::utc_date(r.ts(1).unwrap()),
-                r.str(2).unwrap().to_string(),
-            )
-        })
-        .collect();
+    let combos = date_decision_pairs(&all);
     assert_eq!(outcome.partitions, combos.len());
     let after = PinnedTables::pin(&lake, None).await.unwrap();
     assert_eq!(after.snapshots[&Dataset::Events].files.len(), combos.len());

@@ -65,6 +65,19 @@ fn read_ndjson(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The `id` of every line of an NDJSON export, in order.
+fn ndjson_ids(ndjson: &str) -> Vec<String> {
+    ndjson
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 fn micros(v: &Value) -> i64 {
     DateTime::parse_from_rfc3339(v.as_str().unwrap())
         .unwrap()
@@ -502,14 +515,7 @@ fn day_boundaries_are_inclusive_whole_days() {
                 "-",
             ],
         ));
-        out.lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
+        ndjson_ids(&out)
     };
     // UTC: berlin-first is 2026-02-28T23:00Z (out); berlin-after is 2026-03-03T23:00Z (in).
     assert_eq!(ids("UTC"), ["first", "berlin-last", "berlin-after", "last"]);
@@ -773,7 +779,7 @@ fn many_small_appends_are_compacted_without_duplicates_or_gaps() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     let got = |data: &Path| -> Vec<String> {
-        ok(&evidex(
+        let out = ok(&evidex(
             data,
             &[
                 "export",
@@ -786,15 +792,8 @@ fn many_small_appends_are_compacted_without_duplicates_or_gaps() {
                 "--output",
                 "-",
             ],
-        ))
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
+        ));
+        ndjson_ids(&out)
     };
     assert_eq!(got(&data), want);
     let out = ok(&evidex(&data, &["compact", "--min-files", "2"]));
