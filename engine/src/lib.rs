@@ -3,15 +3,20 @@
 //! The engine knows nothing about HTTP, command lines or environment variables, and
 //! never reads the wall clock: callers pass a [`clock::Clock`]. See ARCHITECTURE.md.
 
+pub mod audit;
 pub mod clock;
+pub mod definition;
 pub mod error;
 pub mod export;
+pub mod integrity;
 pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod model;
+pub mod redact;
 pub mod rows;
 pub mod scope;
+pub mod verify;
 
 pub use error::{EngineError, Result};
 

@@ -1,6 +1,6 @@
 //! The CLI subcommands: parse flags into engine requests, run them, print results.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,10 +11,13 @@ use anyhow::{Context, Result, bail};
 use chrono::{Duration, NaiveDate};
 use clap::Args;
 use evidex_engine::clock::{Clock, SystemClock};
+use evidex_engine::definition::{self, Definition};
 use evidex_engine::export::{
-    self, ArtifactTarget, EncodeOptions, ExportControl, ExportRequest, Format, Include,
+    self, ArtifactTarget, EncodeOptions, Evidence, ExportControl, ExportRequest, Format, Include,
     PinnedTables,
 };
+use evidex_engine::integrity::{Manifest, Signer};
+use evidex_engine::verify;
 use evidex_engine::generate::{self, GenerateSpec};
 use evidex_engine::ingest::{self, IngestOptions};
 use evidex_engine::lake::{Lake, LakeOptions};
@@ -96,9 +99,17 @@ pub struct ScopeArgs {
     /// Only events at or above this severity.
     #[arg(long)]
     pub min_severity: Option<String>,
-    /// Datasets besides events: escalations, config_history, summary (repeatable).
+    /// Datasets besides events: escalations, config_history, summary, audit_log
+    /// (repeatable).
     #[arg(long)]
     pub include: Vec<String>,
+    /// Run a preset definition (see `evidex presets`) instead of the event export.
+    #[arg(long, conflicts_with = "sql")]
+    pub preset: Option<String>,
+    /// Run the SQL definition in this file (one SELECT / WITH query over events,
+    /// escalations, config_versions, audit_log).
+    #[arg(long)]
+    pub sql: Option<PathBuf>,
 }
 
 /// `evidex export`.
@@ -106,9 +117,9 @@ pub struct ScopeArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     pub scope: ScopeArgs,
-    /// csv, json, ndjson or parquet.
+    /// csv, json, ndjson or parquet [default: the preset's format, else csv].
     #[arg(long)]
-    pub format: String,
+    pub format: Option<String>,
     /// Export name; becomes the file name.
     #[arg(long)]
     pub name: Option<String>,
@@ -127,6 +138,21 @@ pub struct ExportArgs {
     /// Print a JSON summary on standard error.
     #[arg(long)]
     pub json: bool,
+    /// Read the table versions recorded in this manifest, so the data files come out
+    /// byte-identical to that export's.
+    #[arg(long)]
+    pub as_of_manifest: Option<PathBuf>,
+}
+
+/// `evidex verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A ZIP artifact, a single data file (its NAME.manifest.json and
+    /// NAME.manifest.sig beside it), or such a manifest.
+    pub artifact: PathBuf,
+    /// The public key (hex, or a file holding it) [default: this installation's key].
+    #[arg(long)]
+    pub key: Option<String>,
 }
 
 /// `evidex preview`.
@@ -154,6 +180,18 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         config.data = data;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Commands that do not read the lake.
+    match &cli.command {
+        Command::Verify(args) => return run_verify(&config, args),
+        Command::Presets => return run_presets(&config),
+        Command::SigningKey => {
+            let signer = Signer::load_or_create(&config.state_dir()?)?;
+            println!("{}", signer.public_hex());
+            eprintln!("(Ed25519 public key; the private half is {})", signer.path().display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let lake = Lake::open(
         &LakeOptions {
             data_url: config.data.clone(),
@@ -165,8 +203,9 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => run_ingest(&lake, &config, args).await,
         Command::Generate(args) => run_generate(&lake, &config, clock.as_ref(), args).await,
-        Command::Export(args) => run_export(&lake, &config, args).await,
-        Command::Preview(args) => run_preview(&lake, args).await,
+        Command::Export(args) => run_export(&lake, &config, clock.as_ref(), &env, args).await,
+        Command::Preview(args) => run_preview(&lake, &config, args).await,
+        Command::Verify(_) | Command::Presets | Command::SigningKey => unreachable!("handled above"),
         Command::Compact(args) => {
             for ds in Dataset::ALL {
                 let out = lake.compact(ds, args.min_files).await?;
@@ -496,10 +535,14 @@ fn scope_from_args(args: &ScopeArgs) -> Result<(ExportScope, Vec<Include>)> {
     Ok((scope, include))
 }
 
-async fn run_preview(lake: &Lake, args: PreviewArgs) -> Result<ExitCode> {
+async fn run_preview(lake: &Lake, config: &Config, args: PreviewArgs) -> Result<ExitCode> {
     let (scope, include) = scope_from_args(&args.scope)?;
-    let pinned = PinnedTables::pin_for(lake, &include, None).await?;
-    let preview = export::preview(lake, &pinned, &scope, &include).await?;
+    let definition = definition_from_args(config, &args.scope)?;
+    let mut request = ExportRequest::new("preview", scope, Format::Csv);
+    request.include = include;
+    request.definition = definition;
+    let pinned = PinnedTables::pin_datasets(lake, &request.tables(), None).await?;
+    let preview = export::preview(lake, &pinned, &request).await?;
     if args.json {
         println!("{}", serde_json::to_string(&preview)?);
     } else {
@@ -508,23 +551,179 @@ async fn run_preview(lake: &Lake, args: PreviewArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<ExitCode> {
-    let (scope, include) = scope_from_args(&args.scope)?;
-    let format = Format::parse(&args.format)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("evidex-{}-{}", args.scope.from, args.scope.to));
-    let request = ExportRequest {
-        name,
-        scope,
-        format,
-        include,
-        include_payloads: !args.no_payloads,
-        encode: EncodeOptions {
-            csv_formula_guard: config.export.csv_formula_guard && !args.no_formula_guard,
+/// All definitions: the built-in presets, then those of `presets_dir`.
+fn all_presets(config: &Config) -> Result<Vec<Definition>> {
+    let mut all = definition::builtin_presets();
+    if let Some(dir) = &config.presets_dir {
+        for d in definition::load_dir(dir)? {
+            if all.iter().any(|b| b.name == d.name) {
+                bail!(
+                    "{}: preset name {:?} is already a built-in preset",
+                    d.source,
+                    d.name
+                );
+            }
+            all.push(d);
+        }
+    }
+    Ok(all)
+}
+
+fn run_presets(config: &Config) -> Result<ExitCode> {
+    for d in all_presets(config)? {
+        println!("{:<20} {:<8} {}", d.name, d.format.as_str(), d.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The definition `--preset` or `--sql` names.
+fn definition_from_args(config: &Config, args: &ScopeArgs) -> Result<Option<Definition>> {
+    if let Some(name) = &args.preset {
+        let all = all_presets(config)?;
+        return match all.into_iter().find(|d| &d.name == name) {
+            Some(d) => Ok(Some(d)),
+            None => {
+                let names: Vec<String> = all_presets(config)?.into_iter().map(|d| d.name).collect();
+                bail!("--preset: unknown preset {name:?}; available: {}", names.join(", "))
+            }
+        };
+    }
+    let Some(path) = &args.sql else {
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("--sql: cannot read {}", path.display()))?;
+    if meta.len() > definition::MAX_SQL_BYTES as u64 {
+        bail!(
+            "--sql: {} is {} bytes; a definition is at most {}",
+            path.display(),
+            meta.len(),
+            definition::MAX_SQL_BYTES
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--sql: cannot read {} as UTF-8 text", path.display()))?;
+    let label = path.display().to_string();
+    if text.trim_start().starts_with("-- name:") {
+        return Ok(Some(definition::parse_definition(&label, &text)?));
+    }
+    definition::check_sql(&text).with_context(|| format!("--sql {label}"))?;
+    let stem: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .take(64)
+        .collect();
+    Ok(Some(Definition {
+        name: if stem.is_empty() { "query".into() } else { stem },
+        description: format!("SQL definition from {label}"),
+        format: Format::Csv,
+        sql: text,
+        source: label,
+    }))
+}
+
+/// Table versions recorded in a manifest.
+fn versions_from_manifest(path: &std::path::Path) -> Result<BTreeMap<Dataset, Option<u64>>> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("--as-of-manifest: cannot read {}", path.display()))?;
+    let manifest: Manifest = serde_json::from_slice(&text).with_context(|| {
+        format!("--as-of-manifest: {} is not an evidex manifest", path.display())
+    })?;
+    let mut versions = BTreeMap::new();
+    for (table, v) in manifest.table_versions {
+        let Some(ds) = Dataset::parse(&table) else {
+            bail!("--as-of-manifest: {} names an unknown table {table:?}", path.display());
+        };
+        versions.insert(ds, v);
+    }
+    Ok(versions)
+}
+
+fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
+    let key = match &args.key {
+        Some(k) if std::path::Path::new(k).is_file() => std::fs::read_to_string(k)
+            .with_context(|| format!("--key: cannot read {k}"))?
+            .trim()
+            .to_string(),
+        Some(k) => k.trim().to_string(),
+        None => match config.state_dir().ok().map(|d| Signer::load(&d)) {
+            Some(Ok(Some(s))) => s.public_hex(),
+            Some(Err(e)) => return Err(e.into()),
+            _ => bail!("no public key: pass --key (`evidex signing-key` prints it where the artifact was made)"),
         },
-        split_rows: args.split_rows.unwrap_or(config.export.split_rows),
+    };
+    let report = verify::verify(&args.artifact, &key)?;
+    for line in &report.checked {
+        println!("ok       {line}");
+    }
+    for line in &report.problems {
+        println!("MISMATCH {line}");
+    }
+    if report.ok() {
+        if let Some(m) = &report.manifest {
+            println!(
+                "verified: export {} ({}), {}, window [{}, {}), tables {}",
+                m.export_id,
+                m.name,
+                m.statement,
+                m.window.from,
+                m.window.to,
+                serde_json::to_string(&m.table_versions)?
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verification FAILED: {} problem(s)", report.problems.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn run_export(
+    lake: &Lake,
+    config: &Config,
+    clock: &dyn Clock,
+    env: &HashMap<String, String>,
+    args: ExportArgs,
+) -> Result<ExitCode> {
+    let (scope, include) = scope_from_args(&args.scope)?;
+    let definition = definition_from_args(config, &args.scope)?;
+    let format = match (&args.format, &definition) {
+        (Some(f), _) => Format::parse(f)?,
+        (None, Some(d)) => d.format,
+        (None, None) => Format::Csv,
+    };
+    let name = args.name.clone().unwrap_or_else(|| match &definition {
+        Some(d) => format!("{}-{}-{}", d.name, args.scope.from, args.scope.to),
+        None => format!("evidex-{}-{}", args.scope.from, args.scope.to),
+    });
+    let mut request = ExportRequest::new(name, scope, format);
+    request.include = include;
+    request.include_payloads = !args.no_payloads;
+    request.encode = EncodeOptions {
+        csv_formula_guard: config.export.csv_formula_guard && !args.no_formula_guard,
+    };
+    request.split_rows = args.split_rows.unwrap_or(config.export.split_rows);
+    request.definition = definition;
+    request.redaction = config.redaction.clone();
+    let versions = args
+        .as_of_manifest
+        .as_deref()
+        .map(versions_from_manifest)
+        .transpose()?;
+    let signer = Arc::new(Signer::load_or_create(&config.state_dir()?)?);
+    let now = clock.now();
+    let evidence = Evidence {
+        export_id: export::new_export_id(now),
+        requested_by: format!(
+            "cli:{}",
+            env.get("USER").map(String::as_str).unwrap_or("unknown")
+        ),
+        created_at: now,
+        previous_manifest_sha256: None,
+        signer,
     };
     if request.split_rows == 0 {
         bail!("--split-rows must be at least 1");
@@ -542,7 +741,7 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
             }
         }
     }
-    let pinned = PinnedTables::pin_for(lake, &request.include, None).await?;
+    let pinned = PinnedTables::pin_datasets(lake, &request.tables(), versions.as_ref()).await?;
     let started = Instant::now();
     let bar = if output != "-" {
         progress_bar(0, "exporting")
@@ -565,7 +764,7 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
             }
         }
     };
-    let outcome = export::run_export(lake, &pinned, &request, target, &control).await?;
+    let outcome = export::run_export(lake, &pinned, &request, &evidence, target, &control).await?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -578,7 +777,7 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
         let files: Vec<_> = outcome
             .files
             .iter()
-            .map(|f| serde_json::json!({"path": f.path, "bytes": f.bytes, "sha256": f.sha256}))
+            .map(|f| serde_json::json!({"path": f.path, "bytes": f.bytes, "rows": f.rows, "sha256": f.sha256}))
             .collect();
         eprintln!(
             "{}",
@@ -591,21 +790,38 @@ async fn run_export(lake: &Lake, config: &Config, args: ExportArgs) -> Result<Ex
                 "rows": outcome.rows,
                 "files": files,
                 "table_versions": versions,
+                "export_id": outcome.manifest.export_id,
+                "manifest_sha256": outcome.manifest_sha256,
             })
         );
     } else {
         eprintln!(
-            "wrote {} ({} bytes, {} event rows) in {:.2}s; table versions read: {}",
+            "wrote {} ({} bytes, {} records) in {:.2}s; table versions read: {}",
             outcome
                 .path
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "standard output".into()),
             outcome.bytes,
-            outcome.rows.get("events").copied().unwrap_or(0),
+            outcome.manifest.total_rows,
             started.elapsed().as_secs_f64(),
             serde_json::Value::Object(versions)
         );
+    }
+    match (&outcome.path, outcome.content_type == "application/zip") {
+        _ if args.json => {}
+        (Some(_), true) => eprintln!(
+            "manifest.json and manifest.sig are inside the ZIP (manifest sha256 {})",
+            outcome.manifest_sha256
+        ),
+        (Some(p), false) => eprintln!(
+            "manifest: {}.manifest.json, signature: {}.manifest.sig",
+            p.display(),
+            p.display()
+        ),
+        (None, _) => eprintln!(
+            "note: a single file written to standard output has no manifest beside it; write to a file (or a ZIP) to keep one"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -648,23 +864,26 @@ async fn run_demo(
         },
     )?;
     let pinned = PinnedTables::pin(lake, None).await?;
-    let preview = export::preview(lake, &pinned, &scope, &[]).await?;
+    let mut request = ExportRequest::new("Demo-Last-30-Days-High-Severity", scope, Format::Csv);
+    request.split_rows = config.export.split_rows;
+    request.redaction = config.redaction.clone();
+    let preview = export::preview(lake, &pinned, &request).await?;
     let out_dir = PathBuf::from("evidex-demo-exports");
     std::fs::create_dir_all(&out_dir)?;
-    let request = ExportRequest {
-        name: "Demo-Last-30-Days-High-Severity".to_string(),
-        scope,
-        format: Format::Csv,
-        include: vec![],
-        include_payloads: true,
-        encode: EncodeOptions::default(),
-        split_rows: config.export.split_rows,
+    let now = clock.now();
+    let evidence = Evidence {
+        export_id: export::new_export_id(now),
+        requested_by: "demo".to_string(),
+        created_at: now,
+        previous_manifest_sha256: None,
+        signer: Arc::new(Signer::load_or_create(&config.state_dir()?)?),
     };
     let dir = out_dir.clone();
     let outcome = export::run_export(
         lake,
         &pinned,
         &request,
+        &evidence,
         move |name: &str| ArtifactTarget::File {
             path: dir.join(name),
             sync: false,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use evidex_engine::redact::RedactionRules;
 use serde::Deserialize;
 
 /// Everything evidex can be configured with.
@@ -20,6 +21,11 @@ pub struct Config {
     pub export: ExportConfig,
     /// Ingest settings.
     pub ingest: IngestConfig,
+    /// Redaction rules applied to every export.
+    pub redaction: RedactionRules,
+    /// A directory of extra definition files (`*.sql` with a header), listed by
+    /// `evidex presets` beside the built-in ones.
+    pub presets_dir: Option<PathBuf>,
 }
 
 /// Export settings.
@@ -49,6 +55,8 @@ impl Default for Config {
             state_dir: None,
             export: ExportConfig::default(),
             ingest: IngestConfig::default(),
+            redaction: RedactionRules::default(),
+            presets_dir: None,
         }
     }
 }
@@ -128,7 +136,26 @@ impl Config {
         if self.ingest.max_record_bytes < 1024 {
             bail!("configuration: ingest.max_record_bytes must be at least 1024");
         }
+        self.redaction
+            .compile()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         Ok(())
+    }
+
+    /// The local directory for the signing key, metadata database and master key:
+    /// `state_dir`, or `_state` inside a local data directory.
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(dir.clone());
+        }
+        let data = self.data.strip_prefix("file://").unwrap_or(&self.data);
+        if data.contains("://") {
+            bail!(
+                "configuration: state_dir must be set when data is not a local directory ({})",
+                self.data
+            );
+        }
+        Ok(PathBuf::from(data).join("_state"))
     }
 }
 
@@ -151,6 +178,13 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 fn parse_env_value(s: &str) -> toml::Value {
     if let Ok(i) = s.parse::<i64>() {
         return toml::Value::Integer(i);
+    }
+    // Lists and tables in TOML syntax: EVIDEX_REDACTION__DETECTORS='["email"]'.
+    if s.trim_start().starts_with('[')
+        && let Ok(t) = format!("v = {s}").parse::<toml::Table>()
+        && let Some(v) = t.get("v")
+    {
+        return v.clone();
     }
     match s {
         "true" => toml::Value::Boolean(true),
@@ -183,6 +217,28 @@ mod tests {
         assert_eq!(c.data, "/tmp/x");
         assert_eq!(c.export.split_rows, 10);
         assert!(!c.export.csv_formula_guard);
+    }
+
+    #[test]
+    fn redaction_rules_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[redaction]\ndetectors = [\"email\"]\n[[redaction.custom]]\nname = \"ticket\"\npattern = \"TCK-[0-9]+\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &env(&[])).unwrap();
+        assert_eq!(c.redaction.detectors, vec!["email".to_string()]);
+        assert_eq!(c.redaction.custom[0].name, "ticket");
+        let c = Config::load(None, &env(&[("EVIDEX_REDACTION__DETECTORS", "[]")])).unwrap();
+        assert!(c.redaction.is_empty());
+        let e = Config::load(None, &env(&[("EVIDEX_REDACTION__DETECTORS", "[\"mail\"]")]))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("unknown detector \"mail\""), "{e:#}");
+        std::fs::write(&f, "[[redaction.custom]]\nname = \"x\"\npattern = \"(\"\n").unwrap();
+        let e = Config::load(Some(&f), &env(&[])).unwrap_err();
+        assert!(format!("{e:#}").contains("redaction.custom[0].pattern"), "{e:#}");
     }
 
     #[test]

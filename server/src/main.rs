@@ -45,6 +45,12 @@ pub enum Command {
     Compact(CompactArgs),
     /// Show each table's current version, files and rows.
     Tables(TablesArgs),
+    /// List the built-in and saved export definitions.
+    Presets,
+    /// Check an artifact against its signed manifest, offline.
+    Verify(commands::VerifyArgs),
+    /// Print the public half of the key that signs manifests (created on first use).
+    SigningKey,
 }
 
 /// `evidex tables`.

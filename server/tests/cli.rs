@@ -11,12 +11,15 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 
+/// Runs evidex without redaction rules: these tests compare exported values with the
+/// source byte for byte (redaction has its own tests in `evidence.rs`).
 fn evidex(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_evidex"))
         .arg("--data")
         .arg(data)
         .args(args)
         .env_remove("EVIDEX_DATA")
+        .env("EVIDEX_REDACTION__DETECTORS", "[]")
         .output()
         .expect("evidex runs")
 }
@@ -27,6 +30,7 @@ fn evidex_stdin(data: &Path, args: &[&str], input: &[u8]) -> Output {
         .arg("--data")
         .arg(data)
         .args(args)
+        .env("EVIDEX_REDACTION__DETECTORS", "[]")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -419,9 +423,11 @@ fn includes_and_split_rows_make_a_zip_of_parts() {
     let zip_path = export(&f, &scope, "ndjson", &["--split-rows", "1500"], "parts");
     let zip_path = zip_path.with_extension("zip");
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
-    let names: Vec<String> = (0..archive.len())
+    let mut names: Vec<String> = (0..archive.len())
         .map(|i| archive.by_index(i).unwrap().name().to_string())
         .collect();
+    // The signed manifest closes every ZIP.
+    assert_eq!(names.split_off(names.len() - 2), ["manifest.json", "manifest.sig"]);
     let parts = expected.len().div_ceil(1500);
     assert_eq!(names.len(), parts);
     let mut all = Vec::new();
@@ -452,7 +458,13 @@ fn includes_and_split_rows_make_a_zip_of_parts() {
     names.sort();
     assert_eq!(
         names,
-        ["config_history.csv", "escalations.csv", "events-00001.csv"]
+        [
+            "config_history.csv",
+            "escalations.csv",
+            "events-00001.csv",
+            "manifest.json",
+            "manifest.sig"
+        ]
     );
     let mut s = String::new();
     archive

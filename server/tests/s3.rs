@@ -77,6 +77,11 @@ fn s3_lake_exports_match_local_lake_exports() {
         ("AWS_ALLOW_HTTP", "true".to_string()),
         ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".to_string()),
         ("AWS_S3_ADDRESSING_STYLE", "path".to_string()),
+        // Keys and metadata stay local when the data is on S3.
+        (
+            "EVIDEX_STATE_DIR",
+            dir.path().join("state").display().to_string(),
+        ),
     ];
     let src = dir.path().join("src.ndjson");
     let local = dir.path().join("local");
@@ -131,6 +136,27 @@ fn s3_lake_exports_match_local_lake_exports() {
     };
     assert_eq!(count(local), count(s3));
     assert_ne!(count(local), "0");
+    // Without a state directory an S3-backed export has nowhere to keep its key.
+    let no_state: Vec<(&str, String)> = envs
+        .iter()
+        .filter(|(k, _)| *k != "EVIDEX_STATE_DIR")
+        .cloned()
+        .collect();
+    let mut args = vec!["export", "--format", "csv", "--output", "-"];
+    args.extend(scope);
+    let out = Command::new(env!("CARGO_BIN_EXE_evidex"))
+        .arg("--data")
+        .arg(s3)
+        .args(&args)
+        .envs(no_state.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("state_dir must be set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for format in ["csv", "ndjson", "parquet"] {
         let export = |data: &str| -> Vec<u8> {
             let mut args = vec!["export", "--format", format, "--output", "-"];

@@ -50,6 +50,8 @@ pub struct ArtifactFile {
     pub path: String,
     /// Size in bytes (uncompressed).
     pub bytes: u64,
+    /// Records written (0 for metadata files).
+    pub rows: u64,
     /// SHA-256 of the bytes, hex.
     pub sha256: String,
 }
@@ -98,22 +100,25 @@ enum Sink {
 enum SinkMsg {
     Start(String),
     Data(Vec<u8>),
-    End,
+    /// The file is complete with this many records.
+    End(u64),
 }
 
 /// The thread that owns the output: hashes every file and writes it.
 struct SinkThread {
     tx: std_mpsc::SyncSender<SinkMsg>,
-    handle: JoinHandle<Result<(Sink, Vec<ArtifactFile>)>>,
+    /// Each file, once the sink has written and hashed all of it.
+    done: std_mpsc::Receiver<ArtifactFile>,
+    handle: JoinHandle<Result<Sink>>,
 }
 
 impl SinkThread {
     fn spawn(mut sink: Sink, stored_entries: bool) -> Result<SinkThread> {
         let (tx, rx) = std_mpsc::sync_channel::<SinkMsg>(4);
+        let (done_tx, done) = std_mpsc::channel::<ArtifactFile>();
         let handle = std::thread::Builder::new()
             .name("evidex-artifact-sink".into())
             .spawn(move || {
-                let mut files = Vec::new();
                 let mut current: Option<(String, Sha256, u64)> = None;
                 for msg in rx {
                     match msg {
@@ -146,23 +151,24 @@ impl SinkThread {
                                 Sink::Stdout(s) => s.write_all(&buf)?,
                             }
                         }
-                        SinkMsg::End => {
+                        SinkMsg::End(rows) => {
                             if let Some((path, hasher, bytes)) = current.take() {
-                                files.push(ArtifactFile {
+                                let _ = done_tx.send(ArtifactFile {
                                     path,
                                     bytes,
+                                    rows,
                                     sha256: hex::encode(hasher.finalize()),
                                 });
                             }
                         }
                     }
                 }
-                Ok((sink, files))
+                Ok(sink)
             })?;
-        Ok(SinkThread { tx, handle })
+        Ok(SinkThread { tx, done, handle })
     }
 
-    fn finish(self) -> Result<(Sink, Vec<ArtifactFile>)> {
+    fn finish(self) -> Result<Sink> {
         drop(self.tx);
         self.handle
             .join()
@@ -175,6 +181,11 @@ pub struct ArtifactWriter {
     target: ArtifactTarget,
     temp: Option<PathBuf>,
     sink: Option<SinkThread>,
+    zipped: bool,
+    /// Every file completed so far.
+    files: Vec<ArtifactFile>,
+    /// Files published beside a single-file artifact: (suffix, bytes).
+    sidecars: Vec<(String, Vec<u8>)>,
 }
 
 /// Output is handed to the sink in pieces of about this size.
@@ -213,6 +224,9 @@ impl ArtifactWriter {
             target,
             temp,
             sink: Some(sink),
+            zipped,
+            files: Vec::new(),
+            sidecars: Vec::new(),
         })
     }
 
@@ -227,7 +241,7 @@ impl ArtifactWriter {
             return Ok(());
         }
         let stopped = self.sink.take().expect("checked above").finish();
-        Err(match stopped {
+        Err(match stopped.map(|_| ()) {
             Err(e) => e,
             Ok(_) => EngineError::Io(io::Error::other("the artifact sink stopped")),
         })
@@ -252,7 +266,7 @@ impl ArtifactWriter {
                     break;
                 }
                 // The part is full and more rows follow: start the next one.
-                self.end_file(encoder, &mut buf)?;
+                self.end_file(encoder, &mut buf, in_part)?;
                 part += 1;
                 in_part = 0;
                 encoder = self.start_file(name_of(part), (job.make_encoder)()?, &mut buf)?;
@@ -282,7 +296,7 @@ impl ArtifactWriter {
                 }
             }
         }
-        self.end_file(encoder, &mut buf)?;
+        self.end_file(encoder, &mut buf, in_part)?;
         if let Some(p) = &job.progress {
             p(total);
         }
@@ -308,10 +322,64 @@ impl ArtifactWriter {
         Ok(encoder)
     }
 
-    fn end_file(&mut self, mut encoder: Box<dyn Encoder>, buf: &mut Vec<u8>) -> Result<()> {
+    fn end_file(
+        &mut self,
+        mut encoder: Box<dyn Encoder>,
+        buf: &mut Vec<u8>,
+        rows: u64,
+    ) -> Result<()> {
         encoder.finish(buf)?;
         self.flush(buf)?;
-        self.send(SinkMsg::End)
+        self.send(SinkMsg::End(rows))?;
+        self.await_file()
+    }
+
+    /// Waits until the sink has written the file just ended and records it.
+    fn await_file(&mut self) -> Result<()> {
+        let done = self
+            .sink
+            .as_ref()
+            .ok_or_else(|| EngineError::Io(io::Error::other("the artifact sink stopped")))?
+            .done
+            .recv();
+        match done {
+            Ok(file) => {
+                self.files.push(file);
+                Ok(())
+            }
+            Err(_) => {
+                let stopped = self.sink.take().expect("checked above").finish();
+                Err(match stopped.map(|_| ()) {
+                    Err(e) => e,
+                    Ok(_) => EngineError::Io(io::Error::other("the artifact sink stopped")),
+                })
+            }
+        }
+    }
+
+    /// The files completed so far.
+    pub fn files(&self) -> &[ArtifactFile] {
+        &self.files
+    }
+
+    /// Whether the artifact is a ZIP.
+    pub fn is_zip(&self) -> bool {
+        self.zipped
+    }
+
+    /// Adds a metadata file (the manifest, its signature): a ZIP entry named `name`,
+    /// or, for a single file, a file beside it named after it plus `.{name}` with
+    /// `manifest` in place of the extension (`X.csv.manifest.json`).
+    pub fn add_metadata_file(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        if self.zipped {
+            self.send(SinkMsg::Start(name.to_string()))?;
+            self.send(SinkMsg::Data(bytes))?;
+            self.send(SinkMsg::End(0))?;
+            self.await_file()
+        } else {
+            self.sidecars.push((format!(".{name}"), bytes));
+            Ok(())
+        }
     }
 
     /// Finishes the artifact and makes it visible under its final name.
@@ -320,7 +388,8 @@ impl ArtifactWriter {
             .sink
             .take()
             .ok_or_else(|| EngineError::Io(io::Error::other("the artifact sink stopped")))?;
-        let (sink, files) = sink.finish()?;
+        let sink = sink.finish()?;
+        let files = std::mem::take(&mut self.files);
         let sync = matches!(self.target, ArtifactTarget::File { sync: true, .. });
         let single = files.first().cloned();
         let zipped = match sink {
@@ -364,7 +433,20 @@ impl ArtifactWriter {
         };
         if let Some(temp) = self.temp.take() {
             match &self.target {
-                ArtifactTarget::File { path, .. } => std::fs::rename(&temp, path)?,
+                ArtifactTarget::File { path, .. } => {
+                    // Sidecars first: once the artifact is visible, so is its manifest.
+                    for (suffix, bytes) in std::mem::take(&mut self.sidecars) {
+                        let side = sidecar_path(path, &suffix);
+                        let tmp = temp_path(&side);
+                        let mut f = File::create(&tmp)?;
+                        f.write_all(&bytes)?;
+                        if sync {
+                            f.sync_all()?;
+                        }
+                        std::fs::rename(&tmp, &side)?;
+                    }
+                    std::fs::rename(&temp, path)?
+                }
                 ArtifactTarget::Stdout => {
                     let mut f = File::open(&temp)?;
                     io::copy(&mut f, &mut io::stdout().lock())?;
@@ -388,6 +470,15 @@ impl ArtifactWriter {
             let _ = std::fs::remove_file(temp);
         }
     }
+}
+
+/// `X.csv` + `.manifest.json` → `X.csv.manifest.json`.
+pub fn sidecar_path(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{name}{suffix}"))
 }
 
 fn temp_path(path: &std::path::Path) -> PathBuf {

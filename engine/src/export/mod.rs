@@ -8,13 +8,16 @@
 pub mod artifact;
 mod direct;
 pub mod encode;
+mod local_date;
 mod merge;
 pub mod scoped;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
 
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
@@ -25,8 +28,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::definition::Definition;
 use crate::error::{EngineError, Result};
+use crate::integrity::{
+    DIGEST_METHOD, IdDigest, MANIFEST_NAME, Manifest, ManifestEscaping, ManifestFile,
+    ManifestRedaction, ManifestTool, ManifestWindow, SIGNATURE_NAME, Signer, sha256_hex,
+};
 use crate::lake::Lake;
+use crate::redact::RedactionRules;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
 use crate::model::{ColumnKind, Dataset};
 use crate::scope::ExportScope;
@@ -55,14 +64,137 @@ pub struct ExportRequest {
     pub encode: EncodeOptions,
     /// Rows per file before splitting into a ZIP of parts.
     pub split_rows: u64,
+    /// A SQL definition whose result takes the place of the events dataset.
+    pub definition: Option<Definition>,
+    /// Redaction applied to every free-text value.
+    pub redaction: RedactionRules,
+    /// Audit-log entries (kept by the server) the `audit_log` view reads.
+    pub audit_log: Vec<RecordBatch>,
+}
+
+impl ExportRequest {
+    /// A request with the defaults for everything but scope, format and name.
+    pub fn new(name: impl Into<String>, scope: ExportScope, format: Format) -> Self {
+        ExportRequest {
+            name: name.into(),
+            scope,
+            format,
+            include: Vec::new(),
+            include_payloads: true,
+            encode: EncodeOptions::default(),
+            split_rows: DEFAULT_SPLIT_ROWS,
+            definition: None,
+            redaction: RedactionRules::default(),
+            audit_log: Vec::new(),
+        }
+    }
+
+    /// The tables this request reads.
+    pub fn tables(&self) -> Vec<Dataset> {
+        if self.definition.is_some() {
+            return Dataset::ALL.to_vec();
+        }
+        let mut needed = vec![Dataset::Events];
+        if self.include.contains(&Include::Escalations) {
+            needed.push(Dataset::Escalations);
+        }
+        if self.include.contains(&Include::ConfigHistory) {
+            needed.push(Dataset::ConfigVersions);
+        }
+        needed
+    }
+
+    /// Name of the main dataset: `events`, or the definition's name.
+    pub fn main_dataset(&self) -> String {
+        match &self.definition {
+            Some(d) => d.name.clone(),
+            None => "events".to_string(),
+        }
+    }
+
+    /// The parameters as the manifest and API record them.
+    pub fn parameters(&self) -> serde_json::Value {
+        let f = &self.scope.filters;
+        let mut filters = serde_json::Map::new();
+        let lists = [
+            ("policy", &f.policy),
+            ("gateway", &f.gateway),
+            ("consumer_group", &f.consumer_group),
+            ("consumer", &f.consumer),
+            ("provider", &f.provider),
+            ("model", &f.model),
+            ("reason_code", &f.reason_code),
+        ];
+        for (k, v) in lists {
+            if !v.is_empty() {
+                filters.insert(k.into(), serde_json::json!(v));
+            }
+        }
+        if !f.decision.is_empty() {
+            let d: Vec<&str> = f.decision.iter().map(|d| d.as_str()).collect();
+            filters.insert("decision".into(), serde_json::json!(d));
+        }
+        if let Some(m) = f.min_severity {
+            filters.insert("min_severity".into(), serde_json::json!(m.as_str()));
+        }
+        let include: Vec<&str> = self.include.iter().map(|i| i.name()).collect();
+        serde_json::json!({
+            "from": self.scope.from,
+            "to": self.scope.to,
+            "timezone": self.scope.timezone.name(),
+            "format": self.format.as_str(),
+            "filters": filters,
+            "include": include,
+            "include_payloads": self.include_payloads,
+            "preset": self.definition.as_ref().map(|d| d.name.clone()),
+            "split_rows": self.split_rows,
+        })
+    }
+
+    fn queries(&self, lake: &Lake, pinned: &PinnedTables, batch_rows: usize) -> Result<ScopedQueries> {
+        Ok(
+            ScopedQueries::with_batch_rows(lake, pinned, &self.scope, batch_rows)
+                .with_redaction(Arc::new(self.redaction.compile()?), self.include_payloads)
+                .with_audit_log(self.audit_log.clone()),
+        )
+    }
+}
+
+/// Who made an export, when, and the key that signs its manifest.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// Export id (`exp_` + ULID).
+    pub export_id: String,
+    /// The requester.
+    pub requested_by: String,
+    /// When the export ran (also its `as_of`: the tables were pinned before).
+    pub created_at: DateTime<Utc>,
+    /// SHA-256 of the previous run's manifest, for scheduled runs.
+    pub previous_manifest_sha256: Option<String>,
+    /// Signs the manifest.
+    pub signer: Arc<Signer>,
+}
+
+/// A new export id: `exp_` + ULID.
+pub fn new_export_id(now: DateTime<Utc>) -> String {
+    let ms = now.timestamp_millis().max(0) as u64;
+    let ulid = ulid::Ulid::from_parts(ms, rand_u128());
+    format!("exp_{ulid}")
+}
+
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    // Without entropy the id is still unique enough from the time; never fail here.
+    let _ = getrandom::fill(&mut b);
+    u128::from_le_bytes(b)
 }
 
 /// Record counts of a scope, per dataset.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Preview {
-    /// Event records the export will contain.
+    /// Records of the main dataset (events, or a definition's rows).
     pub records: u64,
-    /// Rows per dataset (`events`, and each included one).
+    /// Rows per dataset (`events` or the definition's name, and each included one).
     pub by_dataset: BTreeMap<String, u64>,
 }
 
@@ -75,7 +207,7 @@ pub struct ExportOutcome {
     pub path: Option<PathBuf>,
     /// Artifact content type.
     pub content_type: &'static str,
-    /// The files written (one, or the ZIP's entries).
+    /// The data files written (one, or the ZIP's entries besides the manifest).
     pub files: Vec<ArtifactFile>,
     /// Artifact size in bytes.
     pub bytes: u64,
@@ -85,6 +217,10 @@ pub struct ExportOutcome {
     pub rows: BTreeMap<String, u64>,
     /// Delta versions read.
     pub versions: BTreeMap<Dataset, Option<u64>>,
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// SHA-256 of `manifest.json`, hex.
+    pub manifest_sha256: String,
 }
 
 /// Lets a caller follow and stop a running export.
@@ -132,23 +268,16 @@ pub fn event_columns(include_payloads: bool) -> Vec<&'static str> {
         .collect()
 }
 
-/// Counts what an export of `scope` would contain.
-pub async fn preview(
-    lake: &Lake,
-    pinned: &PinnedTables,
-    scope: &ExportScope,
-    include: &[Include],
-) -> Result<Preview> {
-    let q = ScopedQueries::new(lake, pinned, scope);
-    let records = q.count_events().await?;
-    let mut by_dataset = BTreeMap::from([("events".to_string(), records)]);
-    for inc in include {
-        let n = match inc {
-            Include::Escalations => ScopedQueries::count(q.escalations()?).await?,
-            Include::ConfigHistory => ScopedQueries::count(q.config_history()?).await?,
-            Include::Summary => ScopedQueries::count(q.summary().await?).await?,
-            Include::AuditLog => return Err(audit_log_unavailable()),
-        };
+/// Counts what an export of `request` would contain.
+pub async fn preview(lake: &Lake, pinned: &PinnedTables, request: &ExportRequest) -> Result<Preview> {
+    let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
+    let records = match &request.definition {
+        None => q.count_events().await?,
+        Some(d) => ScopedQueries::count(q.definition(&d.sql).await?).await?,
+    };
+    let mut by_dataset = BTreeMap::from([(request.main_dataset(), records)]);
+    for inc in &request.include {
+        let n = ScopedQueries::count(include_frame(&q, *inc).await?.0).await?;
         by_dataset.insert(inc.name().to_string(), n);
     }
     Ok(Preview {
@@ -157,23 +286,26 @@ pub async fn preview(
     })
 }
 
-fn audit_log_unavailable() -> EngineError {
-    EngineError::invalid(
-        "include: audit_log is kept by the server; it cannot be exported from a bare data directory",
-    )
+async fn include_frame(q: &ScopedQueries, inc: Include) -> Result<(DataFrame, Option<Dataset>)> {
+    Ok(match inc {
+        Include::Escalations => (q.escalations()?, Some(Dataset::Escalations)),
+        Include::ConfigHistory => (q.config_history()?, Some(Dataset::ConfigVersions)),
+        Include::Summary => (q.summary().await?, None),
+        Include::AuditLog => (q.audit_log()?, None),
+    })
 }
 
 /// Runs an export; `target` is told the artifact's file name and says where it goes.
+/// The artifact carries a manifest signed with `evidence.signer`: inside a ZIP, or
+/// beside a single file (`NAME.manifest.json`, `NAME.manifest.sig`).
 pub async fn run_export(
     lake: &Lake,
     pinned: &PinnedTables,
     request: &ExportRequest,
+    evidence: &Evidence,
     target: impl FnOnce(&str) -> ArtifactTarget,
     control: &ExportControl,
 ) -> Result<ExportOutcome> {
-    if request.include.contains(&Include::AuditLog) {
-        return Err(audit_log_unavailable());
-    }
     // The Parquet encoder is the slowest stage and buffers row groups of its own;
     // smaller decode batches keep the partitions' batches in flight from adding up.
     let batch_rows = if request.format == Format::Parquet {
@@ -181,10 +313,17 @@ pub async fn run_export(
     } else {
         DEFAULT_BATCH_ROWS
     };
-    let q = ScopedQueries::with_batch_rows(lake, pinned, &request.scope, batch_rows);
-    let event_rows = q.count_events().await?;
+    let q = request.queries(lake, pinned, batch_rows)?;
+    let main = match &request.definition {
+        None => None,
+        Some(d) => Some(q.definition(&d.sql).await?),
+    };
+    let main_rows = match &main {
+        None => q.count_events().await?,
+        Some(df) => ScopedQueries::count(df.clone()).await?,
+    };
     let split = request.split_rows.max(1);
-    let zipped = !request.include.is_empty() || event_rows > split;
+    let zipped = !request.include.is_empty() || main_rows > split;
     let base = sanitize_name(&request.name);
     let ext = request.format.extension();
     let file_name = if zipped {
@@ -203,107 +342,245 @@ pub async fn run_export(
         ArtifactTarget::File { path, .. } => Some(path.clone()),
         ArtifactTarget::Stdout => None,
     };
+    // A single file is recorded under the name it is published as.
+    let single_name = match (&path, zipped) {
+        (Some(p), false) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file_name.clone()),
+        _ => format!("{base}.{ext}"),
+    };
     let writer = ArtifactWriter::create(target, zipped, request.format == Format::Parquet)?;
     let mut writer = Some(writer);
+    let digest = Arc::new(Mutex::new(IdDigest::default()));
+    let main_name = request.main_dataset();
     let result = async {
         let mut rows = BTreeMap::new();
-        let columns = event_columns(request.include_payloads);
-        let events = q.events_ordered(&columns)?;
-        let single_name = format!("{base}.{ext}");
-        let part_prefix = zipped.then(|| "events".to_string());
+        let mut datasets: Vec<(usize, String)> = Vec::new();
+        let (frame, dataset, merge) = match main {
+            None => {
+                let columns = q.columns(Dataset::Events);
+                (q.events_ordered(&columns)?, Some(Dataset::Events), true)
+            }
+            Some(df) => (df, None, false),
+        };
+        let part_prefix = zipped.then(|| sanitize_name(&main_name));
         let n = write_dataset(
             &mut writer,
-            events,
-            Dataset::Events,
+            DatasetOutput {
+                df: frame,
+                dataset,
+                merge,
+                part_prefix,
+                single_name,
+                split,
+                digest: Some(digest.clone()),
+            },
             request,
-            part_prefix,
-            single_name,
-            split,
             control,
         )
         .await?;
-        rows.insert("events".to_string(), n);
+        rows.insert(main_name.clone(), n);
+        datasets.push((files_so_far(&writer), main_name.clone()));
         for inc in &request.include {
-            let (df, ds) = match inc {
-                Include::Escalations => (q.escalations()?, Dataset::Escalations),
-                Include::ConfigHistory => (q.config_history()?, Dataset::ConfigVersions),
-                Include::Summary => (q.summary().await?, Dataset::Events),
-                Include::AuditLog => return Err(audit_log_unavailable()),
-            };
-            let name = format!("{}.{ext}", inc.name());
+            let (df, ds) = include_frame(&q, *inc).await?;
             let quiet = ExportControl {
                 cancel: control.cancel.clone(),
                 progress: None,
             };
-            let n =
-                write_dataset(&mut writer, df, ds, request, None, name, u64::MAX, &quiet).await?;
+            let n = write_dataset(
+                &mut writer,
+                DatasetOutput {
+                    df,
+                    dataset: ds,
+                    merge: false,
+                    part_prefix: None,
+                    single_name: format!("{}.{ext}", inc.name()),
+                    split: u64::MAX,
+                    digest: None,
+                },
+                request,
+                &quiet,
+            )
+            .await?;
             rows.insert(inc.name().to_string(), n);
+            datasets.push((files_so_far(&writer), inc.name().to_string()));
         }
-        Ok::<_, EngineError>(rows)
+        Ok::<_, EngineError>((rows, datasets))
     }
     .await;
-    let writer = writer
+    let mut writer = writer
         .ok_or_else(|| EngineError::Io(std::io::Error::other("the artifact writer panicked")))?;
-    let rows = match result {
-        Ok(rows) => rows,
+    let (rows, datasets) = match result {
+        Ok(r) => r,
         Err(e) => {
             writer.discard();
             return Err(e);
         }
     };
-    let written = tokio::task::spawn_blocking(move || writer.publish())
-        .await
-        .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
+    let data_files = writer.files().to_vec();
+    let digest = digest.lock().map(|d| d.clone()).unwrap_or_default();
+    let manifest = build_manifest(
+        request,
+        evidence,
+        pinned,
+        &data_files,
+        &datasets,
+        rows.get(&main_name).copied().unwrap_or(0),
+        &digest,
+    );
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let manifest_sha256 = sha256_hex(&manifest_bytes);
+    let signature = evidence.signer.sign(&manifest_bytes);
+    let written = tokio::task::spawn_blocking(move || {
+        let r = writer
+            .add_metadata_file(MANIFEST_NAME, manifest_bytes)
+            .and_then(|()| writer.add_metadata_file(SIGNATURE_NAME, signature.into_bytes()));
+        match r {
+            Ok(()) => writer.publish(),
+            Err(e) => {
+                writer.discard();
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
     Ok(ExportOutcome {
         file_name,
         path,
         content_type,
-        files: written.files,
+        files: data_files,
         bytes: written.bytes,
         sha256: written.sha256,
         rows,
         versions: pinned.versions(),
+        manifest,
+        manifest_sha256,
     })
 }
 
-/// Runs `df` and writes its rows through `writer` on a blocking thread. For events
-/// the plan's sorted partitions are merged by the writer itself (see `merge.rs`);
-/// other datasets arrive as one sorted stream.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "internal helper; the arguments are distinct roles"
-)]
-async fn write_dataset(
-    writer: &mut Option<ArtifactWriter>,
-    df: DataFrame,
-    dataset: Dataset,
+fn files_so_far(writer: &Option<ArtifactWriter>) -> usize {
+    writer.as_ref().map_or(0, |w| w.files().len())
+}
+
+fn build_manifest(
     request: &ExportRequest,
+    evidence: &Evidence,
+    pinned: &PinnedTables,
+    files: &[ArtifactFile],
+    datasets: &[(usize, String)],
+    total_rows: u64,
+    digest: &IdDigest,
+) -> Manifest {
+    let mut manifest_files = Vec::new();
+    let mut start = 0;
+    for (end, name) in datasets {
+        for f in &files[start..*end] {
+            manifest_files.push(ManifestFile {
+                path: f.path.clone(),
+                dataset: name.clone(),
+                bytes: f.bytes,
+                rows: f.rows,
+                sha256: f.sha256.clone(),
+            });
+        }
+        start = *end;
+    }
+    let has_ids = request.definition.is_none() || digest.count > 0;
+    let at = |v: Option<i64>| v.map(crate::scope::format_micros);
+    Manifest {
+        manifest_version: 1,
+        export_id: evidence.export_id.clone(),
+        name: request.name.clone(),
+        requested_by: evidence.requested_by.clone(),
+        created_at: evidence.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        parameters: request.parameters(),
+        sql: request.definition.as_ref().map(|d| d.sql.clone()),
+        sql_sha256: request.definition.as_ref().map(|d| sha256_hex(d.sql.as_bytes())),
+        table_versions: pinned
+            .versions()
+            .into_iter()
+            .map(|(d, v)| (d.table_name().to_string(), v))
+            .collect(),
+        as_of: evidence.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        window: ManifestWindow {
+            from: request.scope.window.start_rfc3339(),
+            to: request.scope.window.end_rfc3339(),
+            timezone: request.scope.timezone.name().to_string(),
+        },
+        files: manifest_files,
+        total_rows,
+        statement: format!(
+            "{total_rows} record{}",
+            if total_rows == 1 { "" } else { "s" }
+        ),
+        first_event_at: at(digest.min_ts),
+        last_event_at: at(digest.max_ts),
+        event_ids_digest: has_ids.then(|| digest.hex()),
+        event_ids_digest_method: DIGEST_METHOD.to_string(),
+        redaction: ManifestRedaction {
+            rules: request.redaction.clone(),
+            include_payloads: request.include_payloads,
+            marker: "[REDACTED:KIND]".to_string(),
+        },
+        escaping: ManifestEscaping {
+            csv_formula_guard: request.format == Format::Csv && request.encode.csv_formula_guard,
+        },
+        previous_manifest_sha256: evidence.previous_manifest_sha256.clone(),
+        tool: ManifestTool {
+            name: "evidex".to_string(),
+            version: crate::VERSION.to_string(),
+        },
+        signing_key: evidence.signer.public_hex(),
+    }
+}
+
+/// One dataset's rows and where they go.
+struct DatasetOutput {
+    df: DataFrame,
+    /// The stored dataset the columns come from (`None`: derived columns).
+    dataset: Option<Dataset>,
+    /// Merge the plan's sorted partitions in the writer (events only).
+    merge: bool,
     part_prefix: Option<String>,
     single_name: String,
     split: u64,
+    /// Accumulates the ids and times of the rows written.
+    digest: Option<Arc<Mutex<IdDigest>>>,
+}
+
+/// Runs `out.df` and writes its rows through `writer` on a blocking thread. For
+/// events the plan's sorted partitions are merged by the writer itself (see
+/// `merge.rs`); other datasets arrive as one sorted stream.
+async fn write_dataset(
+    writer: &mut Option<ArtifactWriter>,
+    out: DatasetOutput,
+    request: &ExportRequest,
     control: &ExportControl,
 ) -> Result<u64> {
-    let (inputs, schema) = sorted_inputs(df, dataset == Dataset::Events).await?;
+    let (inputs, schema) = sorted_inputs(out.df, out.merge, out.digest).await?;
+    let time = out.dataset.map_or("timestamp", |d| d.time_column());
+    let key = out.dataset.map_or("id", |d| d.key_columns()[0]);
     let merge_key = (
-        schema.index_of(dataset.time_column()).unwrap_or(0),
-        schema.index_of(dataset.key_columns()[0]).unwrap_or(0),
+        schema.index_of(time).unwrap_or(0),
+        schema.index_of(key).unwrap_or(0),
     );
-    if inputs.len() > 1
-        && (schema.index_of(dataset.time_column()).is_err() || schema.index_of("id").is_err())
-    {
+    if inputs.len() > 1 && (schema.index_of(time).is_err() || schema.index_of(key).is_err()) {
         return Err(EngineError::invalid(
             "a merged export must contain its time and id columns",
         ));
     }
-    let (format, encode) = (request.format, request.encode);
+    let (format, encode, dataset) = (request.format, request.encode, out.dataset);
     let job = DatasetJob {
         inputs,
         merge_key,
         make_encoder: Box::new(move || encode::encoder(format, dataset, schema.clone(), encode)),
-        part_prefix,
-        single_name,
+        part_prefix: out.part_prefix,
+        single_name: out.single_name,
         ext: request.format.extension(),
-        split,
+        split: out.split,
         cancel: control.cancel.clone(),
         progress: control.progress.clone(),
     };
@@ -322,9 +599,12 @@ async fn write_dataset(
 /// one batch (so partitions decode in parallel while memory stays bounded). With
 /// `split`, a plan that ends in a sort-preserving merge is executed below the merge,
 /// one stream per sorted partition; DataFusion's planner guarantees each is sorted.
+/// With `digest`, each task also adds its batches' ids and times to it (before it
+/// closes its channel, so the digest is complete once every input has ended).
 async fn sorted_inputs(
     df: DataFrame,
     split: bool,
+    digest: Option<Arc<Mutex<IdDigest>>>,
 ) -> Result<(Vec<mpsc::Receiver<Result<RecordBatch>>>, SchemaRef)> {
     let task_ctx = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
@@ -345,12 +625,26 @@ async fn sorted_inputs(
     let mut receivers = Vec::new();
     for mut stream in streams {
         let (tx, rx) = mpsc::channel(1);
+        let digest = digest.clone();
         tokio::spawn(async move {
+            let mut local = IdDigest::default();
             while let Some(batch) = stream.next().await {
-                if tx.send(batch.map_err(EngineError::from)).await.is_err() {
-                    break;
+                let batch = batch.map_err(EngineError::from);
+                if digest.is_some()
+                    && let Ok(b) = &batch
+                {
+                    local.add_batch(b);
+                }
+                if tx.send(batch).await.is_err() {
+                    return;
                 }
             }
+            if let Some(d) = digest
+                && let Ok(mut d) = d.lock()
+            {
+                d.merge(&local);
+            }
+            drop(tx);
         });
         receivers.push(rx);
     }

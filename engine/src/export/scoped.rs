@@ -4,15 +4,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::dataframe::DataFrame;
 use deltalake::datafusion::functions_aggregate::expr_fn::count;
 use deltalake::datafusion::logical_expr::{Expr, lit};
 use deltalake::datafusion::prelude::{SessionContext, col};
 
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::execution::context::SQLOptions;
+
+use super::local_date;
+use crate::audit;
+use crate::definition::check_sql;
 use crate::error::{EngineError, Result};
 use crate::lake::table::{DEFAULT_BATCH_ROWS, session_context_with_batch, sort_exprs};
 use crate::lake::{DataFile, Lake, LakeTable, TableSnapshot};
-use crate::model::Dataset;
+use crate::model::{ColumnKind, Dataset};
+use crate::redact::{RedactUdf, RedactionRules, Redactor, TextShape};
 use crate::scope::{ExportScope, Filters};
 
 /// Memory one export's queries may use before they spill to disk.
@@ -93,6 +101,16 @@ impl PinnedTables {
         Self::pin_tables(lake, versions, &needed).await
     }
 
+    /// Pins `needed` (latest, or the given versions); other tables are recorded as
+    /// not read.
+    pub async fn pin_datasets(
+        lake: &Lake,
+        needed: &[Dataset],
+        versions: Option<&BTreeMap<Dataset, Option<u64>>>,
+    ) -> Result<PinnedTables> {
+        Self::pin_tables(lake, versions, needed).await
+    }
+
     async fn pin_tables(
         lake: &Lake,
         versions: Option<&BTreeMap<Dataset, Option<u64>>>,
@@ -140,6 +158,10 @@ pub struct ScopedQueries {
     lake: Lake,
     scope: ExportScope,
     pinned: PinnedTables,
+    redactor: Arc<Redactor>,
+    include_payloads: bool,
+    audit_log: Vec<RecordBatch>,
+    batch_rows: usize,
 }
 
 impl ScopedQueries {
@@ -160,7 +182,72 @@ impl ScopedQueries {
             lake: lake.clone(),
             scope: scope.clone(),
             pinned: pinned.clone(),
+            redactor: Arc::new(
+                RedactionRules::none()
+                    .compile()
+                    .expect("no rules always compile"),
+            ),
+            include_payloads: true,
+            audit_log: Vec::new(),
+            batch_rows,
         }
+    }
+
+    /// Applies `redactor` to every free-text value the queries return, and drops
+    /// `input` / `output` unless `include_payloads`.
+    pub fn with_redaction(mut self, redactor: Arc<Redactor>, include_payloads: bool) -> Self {
+        self.redactor = redactor;
+        self.include_payloads = include_payloads;
+        self
+    }
+
+    /// The audit-log entries the `audit_log` view and dataset read (kept by the
+    /// server; see [`crate::audit`]).
+    pub fn with_audit_log(mut self, batches: Vec<RecordBatch>) -> Self {
+        self.audit_log = batches;
+        self
+    }
+
+    /// The columns of `dataset` this scope exports.
+    pub fn columns(&self, dataset: Dataset) -> Vec<&'static str> {
+        dataset
+            .columns()
+            .iter()
+            .filter(|c| {
+                self.include_payloads
+                    || !(dataset == Dataset::Events && matches!(c.name, "input" | "output"))
+            })
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// `columns` of `dataset` as expressions, free text passed through redaction.
+    fn projection(&self, dataset: Dataset, columns: &[&str]) -> Vec<Expr> {
+        let text = RedactUdf::udf(self.redactor.clone(), TextShape::Plain);
+        let json = RedactUdf::udf(self.redactor.clone(), TextShape::Json);
+        let fields = &self.redactor.rules().fields;
+        columns
+            .iter()
+            .map(|name| {
+                let kind = dataset
+                    .column_index(name)
+                    .map(|i| dataset.columns()[i].kind);
+                match kind {
+                    // JSON columns always go through the function: it marks them as
+                    // JSON for the encoders (and costs nothing without rules).
+                    Some(ColumnKind::Json) => json.call(vec![col(*name)]).alias(*name),
+                    Some(ColumnKind::Text) if !self.redactor.is_noop() => {
+                        text.call(vec![col(*name)]).alias(*name)
+                    }
+                    Some(ColumnKind::Str)
+                        if !self.redactor.is_noop() && fields.iter().any(|f| f == name) =>
+                    {
+                        text.call(vec![col(*name)]).alias(*name)
+                    }
+                    _ => col(*name),
+                }
+            })
+            .collect()
     }
 
     /// The session the queries run in.
@@ -207,12 +294,21 @@ impl ScopedQueries {
         // Project before sorting, so the plan ends in the merge and its sorted
         // partitions can be handed to the export writer (see `export::sorted_inputs`).
         Ok(df
-            .select_columns(columns)?
+            .select(self.projection(Dataset::Events, columns))?
             .sort(sort_exprs(Dataset::Events))?)
     }
 
-    /// Escalation updates inside the window whose event is in scope, by time.
-    pub fn escalations(&self) -> Result<DataFrame> {
+    /// The `events` view: the scope's events, redacted, all exported columns.
+    fn events_view(&self) -> Result<DataFrame> {
+        let columns = self.columns(Dataset::Events);
+        Ok(self
+            .table(Dataset::Events, true)?
+            .filter(self.scope.event_predicate())?
+            .select(self.projection(Dataset::Events, &columns))?)
+    }
+
+    /// The `escalations` view: updates inside the window whose event is in scope.
+    fn escalations_view(&self) -> Result<DataFrame> {
         let updates = self
             .table(Dataset::Escalations, false)?
             .filter(self.scope.window.predicate("at"))?;
@@ -226,12 +322,20 @@ impl ScopedQueries {
             &["scoped_event_id"],
             None,
         )?;
-        Ok(joined.sort(sort_exprs(Dataset::Escalations))?)
+        let columns = self.columns(Dataset::Escalations);
+        Ok(joined.select(self.projection(Dataset::Escalations, &columns))?)
     }
 
-    /// Configuration versions changed inside the window; with a policy filter, those
-    /// that touch a filtered policy or name no policy (global changes).
-    pub fn config_history(&self) -> Result<DataFrame> {
+    /// Escalation updates inside the window whose event is in scope, by time.
+    pub fn escalations(&self) -> Result<DataFrame> {
+        Ok(self
+            .escalations_view()?
+            .sort(sort_exprs(Dataset::Escalations))?)
+    }
+
+    /// The `config_versions` view: versions changed inside the window; with a policy
+    /// filter, those that touch a filtered policy or name no policy (global changes).
+    fn config_view(&self) -> Result<DataFrame> {
         let mut df = self
             .table(Dataset::ConfigVersions, false)?
             .filter(self.scope.window.predicate("changed_at"))?;
@@ -247,7 +351,74 @@ impl ScopedQueries {
             }
             df = df.filter(touches)?;
         }
-        Ok(df.sort(sort_exprs(Dataset::ConfigVersions))?)
+        let columns = self.columns(Dataset::ConfigVersions);
+        Ok(df.select(self.projection(Dataset::ConfigVersions, &columns))?)
+    }
+
+    /// Configuration versions of the scope, by time.
+    pub fn config_history(&self) -> Result<DataFrame> {
+        Ok(self
+            .config_view()?
+            .sort(sort_exprs(Dataset::ConfigVersions))?)
+    }
+
+    /// The `audit_log` view: entries inside the window, details redacted.
+    fn audit_view(&self) -> Result<DataFrame> {
+        let schema = audit::schema();
+        let table = MemTable::try_new(schema.clone(), vec![self.audit_log.clone()])?;
+        let json = RedactUdf::udf(self.redactor.clone(), TextShape::Json);
+        let exprs: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == "details" {
+                    json.call(vec![col("details")]).alias("details")
+                } else {
+                    col(f.name().as_str())
+                }
+            })
+            .collect();
+        Ok(self
+            .ctx
+            .read_table(Arc::new(table))?
+            .filter(self.scope.window.predicate("at"))?
+            .select(exprs)?)
+    }
+
+    /// Audit-log entries of the window, in chain order.
+    pub fn audit_log(&self) -> Result<DataFrame> {
+        Ok(self.audit_view()?.sort(vec![col("seq").sort(true, false)])?)
+    }
+
+    /// Runs a SQL definition over the scope's views, in a session that holds nothing
+    /// else. Without a top-level `ORDER BY`, rows are ordered by every column so
+    /// re-runs give the same bytes.
+    pub async fn definition(&self, sql: &str) -> Result<DataFrame> {
+        let shape = check_sql(sql)?;
+        let ctx = session_context_with_batch(&self.lake, QUERY_MEMORY_LIMIT, self.batch_rows);
+        ctx.register_table("events", self.events_view()?.into_view())?;
+        ctx.register_table("escalations", self.escalations_view()?.into_view())?;
+        ctx.register_table("config_versions", self.config_view()?.into_view())?;
+        ctx.register_table("audit_log", self.audit_view()?.into_view())?;
+        ctx.register_udf(local_date::udf(self.scope.timezone));
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| EngineError::invalid(format!("sql: {}", first_line(&e.to_string()))))?;
+        if shape.ordered {
+            return Ok(df);
+        }
+        let order: Vec<_> = df
+            .schema()
+            .columns()
+            .into_iter()
+            .map(|c| Expr::Column(c).sort(true, true))
+            .collect();
+        Ok(df.sort(order)?)
     }
 
     /// Events per day (in the export's timezone), decision and severity.
@@ -338,4 +509,8 @@ impl ScopedQueries {
         }
         Ok(n)
     }
+}
+
+fn first_line(msg: &str) -> &str {
+    msg.lines().next().unwrap_or(msg)
 }

@@ -22,7 +22,8 @@ pub use self::json::{JsonEncoder, JsonLayout};
 pub use self::parquet::ParquetEncoder;
 
 /// An export file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// RFC 4180 CSV with a header row.
     Csv,
@@ -151,10 +152,11 @@ pub trait Encoder: Send {
     }
 }
 
-/// A new encoder for `format` over batches with `schema` holding `dataset`'s columns.
+/// A new encoder for `format` over batches with `schema` holding `dataset`'s columns
+/// (`None`: derived columns, typed by their Arrow type and metadata).
 pub fn encoder(
     format: Format,
-    dataset: Dataset,
+    dataset: Option<Dataset>,
     schema: SchemaRef,
     options: EncodeOptions,
 ) -> Result<Box<dyn Encoder>> {
@@ -167,16 +169,25 @@ pub fn encoder(
     })
 }
 
-/// The kind of each schema column: from the dataset when the name matches, else from
-/// the Arrow type (derived columns of SQL definitions).
-fn column_kinds(dataset: Dataset, schema: &SchemaRef) -> Vec<ColumnKind> {
+/// The kind of each schema column: JSON when its metadata says so (see
+/// [`crate::redact::KIND_METADATA`]), from the dataset when the name matches, else
+/// from the Arrow type (derived columns of SQL definitions).
+fn column_kinds(dataset: Option<Dataset>, schema: &SchemaRef) -> Vec<ColumnKind> {
     schema
         .fields()
         .iter()
         .map(|f| {
+            let marked_json = f
+                .metadata()
+                .get(crate::redact::KIND_METADATA)
+                .is_some_and(|k| k == "json")
+                && matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+            if marked_json {
+                return ColumnKind::Json;
+            }
             dataset
-                .column_index(f.name())
-                .map(|i| dataset.columns()[i].kind)
+                .and_then(|d| d.column_index(f.name()).map(|i| d.columns()[i].kind))
+                .filter(|k| *k != ColumnKind::Json)
                 .filter(|k| {
                     k.arrow_type() == *f.data_type()
                         || matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8)

@@ -1,0 +1,677 @@
+//! Redaction: detectors for personal data and secrets, applied to every free-text
+//! value before it leaves the engine.
+//!
+//! All rules are compiled into one alternation that the regex crate scans with its
+//! lazy DFA, so text without a match costs one pass and no allocation. A match is then
+//! attributed to the first rule that matches it exactly; payment-card candidates must
+//! also pass the Luhn check, or the span is searched again by the other rules.
+//! JSON values (metadata, policy results) are rewritten string by string, keeping
+//! every other byte, so their structure and key order survive.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StringViewBuilder};
+use deltalake::arrow::datatypes::{DataType, Field, FieldRef};
+use deltalake::datafusion::common::{DataFusionError, ScalarValue};
+use deltalake::datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// Field metadata key marking a text column that holds JSON documents.
+pub const KIND_METADATA: &str = "evidex.kind";
+
+/// The built-in detectors: `(kind, pattern)`. Digits are `[0-9]` and word boundaries
+/// ASCII (`(?-u:\b)`), which keeps the scan in the fast DFA on any input.
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "PRIVATE_KEY",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|.*)",
+    ),
+    (
+        "API_KEY",
+        r"(?-u:\b)(?:sk-(?:proj-|ant-(?:api[0-9]{2}-)?|svcacct-)?[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{20,}|glpat-[0-9A-Za-z_-]{20,}|hf_[A-Za-z0-9]{30,}|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})",
+    ),
+    (
+        "EMAIL",
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)",
+    ),
+    (
+        "CARD",
+        r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+    ),
+    ("SSN", r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)"),
+    (
+        "PHONE",
+        r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{3}\)|(?-u:\b)[0-9]{3})[ .-]?[0-9]{3}[ .-][0-9]{4}(?-u:\b)|\+[0-9]{1,3}(?:[ .-][0-9]{2,4}){2,5}(?-u:\b)|\+[0-9]{8,15}(?-u:\b)",
+    ),
+    (
+        "IPV4",
+        r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?-u:\b)",
+    ),
+];
+
+/// Names of the built-in detectors, as configured (`email`, `phone`, ...).
+pub const BUILTIN_DETECTORS: &[&str] = &[
+    "private_key",
+    "api_key",
+    "email",
+    "card",
+    "ssn",
+    "phone",
+    "ipv4",
+];
+
+/// A user-defined detector.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRule {
+    /// Kind written in the marker: `[REDACTED:NAME]` (upper-cased).
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax).
+    pub pattern: String,
+}
+
+/// Which redaction rules an export applies; recorded in its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionRules {
+    /// Built-in detectors, by name (see [`BUILTIN_DETECTORS`]); all by default.
+    pub detectors: Vec<String>,
+    /// Custom detectors.
+    pub custom: Vec<CustomRule>,
+    /// Identity columns (normally exported as they are) that the rules also apply
+    /// to, e.g. `user_id`.
+    pub fields: Vec<String>,
+}
+
+impl Default for RedactionRules {
+    fn default() -> Self {
+        RedactionRules {
+            detectors: BUILTIN_DETECTORS.iter().map(|s| s.to_string()).collect(),
+            custom: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl RedactionRules {
+    /// No rule at all: values leave as stored.
+    pub fn none() -> Self {
+        RedactionRules {
+            detectors: Vec::new(),
+            custom: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Whether any rule applies.
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty() && self.custom.is_empty()
+    }
+
+    /// Compiles the rules; errors name the rule at fault.
+    pub fn compile(&self) -> Result<Redactor> {
+        Redactor::new(self)
+    }
+}
+
+struct Rule {
+    kind: String,
+    exact: Regex,
+    is_card: bool,
+}
+
+/// Compiled redaction rules.
+pub struct Redactor {
+    rules: RedactionRules,
+    any: Option<Regex>,
+    /// Every rule except the card detector, for spans that failed the Luhn check.
+    no_card: Option<Regex>,
+    list: Vec<Rule>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+const MAX_PATTERN_BYTES: usize = 4096;
+
+impl Redactor {
+    fn new(rules: &RedactionRules) -> Result<Redactor> {
+        let mut parts: Vec<(String, String)> = Vec::new();
+        for name in &rules.detectors {
+            let key = name.trim().to_ascii_lowercase().replace('-', "_");
+            let Some(i) = BUILTIN_DETECTORS.iter().position(|d| *d == key) else {
+                return Err(EngineError::Config(format!(
+                    "redaction.detectors: unknown detector {name:?}; use {}",
+                    BUILTIN_DETECTORS.join(", ")
+                )));
+            };
+            let (kind, pattern) = BUILTIN[i];
+            if !parts.iter().any(|(k, _)| k == kind) {
+                parts.push((kind.to_string(), pattern.to_string()));
+            }
+        }
+        for (n, c) in rules.custom.iter().enumerate() {
+            let kind = c.name.trim().to_ascii_uppercase();
+            if kind.is_empty()
+                || !kind
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            {
+                return Err(EngineError::Config(format!(
+                    "redaction.custom[{n}].name: {:?} must be letters, digits or _",
+                    c.name
+                )));
+            }
+            if c.pattern.is_empty() || c.pattern.len() > MAX_PATTERN_BYTES {
+                return Err(EngineError::Config(format!(
+                    "redaction.custom[{n}].pattern ({kind}): must be 1 to {MAX_PATTERN_BYTES} bytes"
+                )));
+            }
+            let re = Regex::new(&c.pattern).map_err(|e| {
+                EngineError::Config(format!("redaction.custom[{n}].pattern ({kind}): {e}"))
+            })?;
+            if re.is_match("") {
+                return Err(EngineError::Config(format!(
+                    "redaction.custom[{n}].pattern ({kind}): matches the empty string"
+                )));
+            }
+            parts.push((kind, c.pattern.clone()));
+        }
+        let alternation = |skip_card: bool| -> Result<Option<Regex>> {
+            let alts: Vec<String> = parts
+                .iter()
+                .filter(|(k, _)| !(skip_card && k == "CARD"))
+                .map(|(_, p)| format!("(?:{p})"))
+                .collect();
+            if alts.is_empty() {
+                return Ok(None);
+            }
+            regex::RegexBuilder::new(&alts.join("|"))
+                .size_limit(64 << 20)
+                .dfa_size_limit(64 << 20)
+                .build()
+                .map(Some)
+                .map_err(|e| EngineError::Config(format!("redaction rules: {e}")))
+        };
+        let list = parts
+            .iter()
+            .map(|(kind, p)| {
+                Ok(Rule {
+                    kind: kind.clone(),
+                    exact: Regex::new(&format!("^(?:{p})$"))
+                        .map_err(|e| EngineError::Config(format!("redaction rule {kind}: {e}")))?,
+                    is_card: kind == "CARD",
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Redactor {
+            rules: rules.clone(),
+            any: alternation(false)?,
+            no_card: alternation(true)?,
+            list,
+        })
+    }
+
+    /// The rules this redactor applies.
+    pub fn rules(&self) -> &RedactionRules {
+        &self.rules
+    }
+
+    /// Whether no rule applies.
+    pub fn is_noop(&self) -> bool {
+        self.any.is_none()
+    }
+
+    /// `text` with every match replaced by `[REDACTED:KIND]`; borrowed when nothing
+    /// matched.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let Some(any) = &self.any else {
+            return Cow::Borrowed(text);
+        };
+        let mut out: Option<String> = None;
+        self.redact_into(any, text, &mut out, true);
+        match out {
+            // Spans that failed the Luhn check are copied back unchanged.
+            Some(s) if s != text => Cow::Owned(s),
+            _ => Cow::Borrowed(text),
+        }
+    }
+
+    /// Scans `text` with `re`; writes into `out` (created at the first change).
+    fn redact_into(&self, re: &Regex, text: &str, out: &mut Option<String>, cards: bool) {
+        let mut last = 0;
+        for m in re.find_iter(text) {
+            let span = m.as_str();
+            let kind = self
+                .list
+                .iter()
+                .filter(|r| cards || !r.is_card)
+                .find(|r| r.exact.is_match(span))
+                .map(|r| (r.kind.as_str(), r.is_card));
+            let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            buf.push_str(&text[last..m.start()]);
+            match kind {
+                Some((_, true)) if !luhn_ok(span) => {
+                    // Not a card number: the other rules may still find something.
+                    match &self.no_card {
+                        Some(nc) => {
+                            let mut inner = None;
+                            self.redact_into(nc, span, &mut inner, false);
+                            buf.push_str(inner.as_deref().unwrap_or(span));
+                        }
+                        None => buf.push_str(span),
+                    }
+                }
+                Some((kind, _)) => {
+                    buf.push_str("[REDACTED:");
+                    buf.push_str(kind);
+                    buf.push(']');
+                }
+                // Matched the alternation but no single rule exactly (a boundary
+                // that only holds in context): redact without a finer kind.
+                None => buf.push_str("[REDACTED:PII]"),
+            }
+            last = m.end();
+        }
+        if let Some(buf) = out.as_mut() {
+            buf.push_str(&text[last..]);
+        }
+    }
+
+    /// A JSON document with every string value redacted; keys, numbers and layout
+    /// are kept byte for byte. Text that is not JSON is redacted as plain text.
+    pub fn redact_json<'a>(&self, json: &'a str) -> Cow<'a, str> {
+        let Some(any) = &self.any else {
+            return Cow::Borrowed(json);
+        };
+        // Fast path: no escapes and no match in the raw text means no string value
+        // can match either (unescaped strings are their own raw bytes).
+        if memchr::memchr(b'\\', json.as_bytes()).is_none() && !any.is_match(json) {
+            return Cow::Borrowed(json);
+        }
+        let bytes = json.as_bytes();
+        let mut out = String::with_capacity(json.len());
+        let mut changed = false;
+        let mut i = 0;
+        let mut copied = 0;
+        while let Some(q) = memchr::memchr(b'"', &bytes[i..]) {
+            let start = i + q;
+            let Some(end) = string_end(bytes, start) else {
+                return self.redact(json);
+            };
+            let token = &json[start..=end];
+            i = end + 1;
+            let is_key = bytes[i..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|&b| b == b':');
+            if is_key {
+                continue;
+            }
+            let inner = &token[1..token.len() - 1];
+            let value: Cow<str> = if inner.contains('\\') {
+                match serde_json::from_str::<String>(token) {
+                    Ok(s) => Cow::Owned(s),
+                    Err(_) => return self.redact(json),
+                }
+            } else {
+                Cow::Borrowed(inner)
+            };
+            if let Cow::Owned(red) = self.redact(&value) {
+                out.push_str(&json[copied..start]);
+                out.push_str(&serde_json::to_string(&red).expect("strings serialise"));
+                copied = end + 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Cow::Borrowed(json);
+        }
+        out.push_str(&json[copied..]);
+        Cow::Owned(out)
+    }
+}
+
+/// Index of the quote closing the JSON string that opens at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut j = start + 1;
+    loop {
+        let k = j + memchr::memchr2(b'"', b'\\', &bytes[j..])?;
+        if bytes[k] == b'\\' {
+            j = k + 2;
+            if j > bytes.len() {
+                return None;
+            }
+        } else {
+            return Some(k);
+        }
+    }
+}
+
+/// Luhn check over the digits of `s` (separators ignored); 13–19 digits.
+fn luhn_ok(s: &str) -> bool {
+    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let mut sum = 0;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = *d;
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum % 10 == 0
+}
+
+/// How a redaction UDF reads its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextShape {
+    /// Free text.
+    Plain,
+    /// A JSON document whose string values are free text.
+    Json,
+}
+
+/// The redaction rules as a DataFusion scalar function over a string column, so
+/// redaction runs inside the scan's partitions, in parallel, before any operator or
+/// user SQL sees the values.
+#[derive(Debug)]
+pub struct RedactUdf {
+    redactor: Arc<Redactor>,
+    shape: TextShape,
+    signature: Signature,
+}
+
+impl RedactUdf {
+    /// The function for `shape` values.
+    pub fn udf(redactor: Arc<Redactor>, shape: TextShape) -> ScalarUDF {
+        ScalarUDF::new_from_impl(RedactUdf {
+            redactor,
+            shape,
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    }
+}
+
+impl PartialEq for RedactUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.redactor.rules == other.redactor.rules
+    }
+}
+
+impl Eq for RedactUdf {}
+
+impl Hash for RedactUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.shape.hash(state);
+        self.redactor.rules.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for RedactUdf {
+    fn name(&self) -> &str {
+        match self.shape {
+            TextShape::Plain => "evidex_redact_text",
+            TextShape::Json => "evidex_redact_json",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> deltalake::datafusion::common::Result<DataType> {
+        Ok(match arg_types.first() {
+            Some(DataType::Utf8View) => DataType::Utf8View,
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> deltalake::datafusion::common::Result<FieldRef> {
+        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let mut field = Field::new(self.name(), self.return_type(&types)?, true);
+        if self.shape == TextShape::Json {
+            // Tells the encoders this text is a JSON document to emit nested, even
+            // after SQL definitions rename or pass it through.
+            field = field.with_metadata(HashMap::from([(
+                KIND_METADATA.to_string(),
+                "json".to_string(),
+            )]));
+        }
+        Ok(Arc::new(field))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> deltalake::datafusion::common::Result<ColumnarValue> {
+        let redact = |s: &str| -> Option<String> {
+            let r = match self.shape {
+                TextShape::Plain => self.redactor.redact(s),
+                TextShape::Json => self.redactor.redact_json(s),
+            };
+            match r {
+                Cow::Owned(o) => Some(o),
+                Cow::Borrowed(_) => None,
+            }
+        };
+        let arg = args.args.into_iter().next().ok_or_else(|| {
+            DataFusionError::Plan("redaction takes one argument".to_string())
+        })?;
+        match arg {
+            ColumnarValue::Scalar(v) => {
+                let s = match &v {
+                    ScalarValue::Utf8(s) | ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s) => {
+                        s.clone()
+                    }
+                    ScalarValue::Null => None,
+                    other => Some(other.to_string()),
+                };
+                let out = s.map(|s| redact(&s).unwrap_or(s));
+                Ok(ColumnarValue::Scalar(match args.return_field.data_type() {
+                    DataType::Utf8View => ScalarValue::Utf8View(out),
+                    _ => ScalarValue::Utf8(out),
+                }))
+            }
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(redact_array(&a, redact)?)),
+        }
+    }
+}
+
+/// Applies `redact` to each value; returns `array` itself when nothing changed.
+fn redact_array(
+    array: &ArrayRef,
+    redact: impl Fn(&str) -> Option<String>,
+) -> deltalake::datafusion::common::Result<ArrayRef> {
+    let values: Vec<Option<&str>> = match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().collect(),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().collect(),
+        DataType::Utf8View => array.as_string_view().iter().collect(),
+        DataType::Null => return Ok(array.clone()),
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "redaction applies to text, not {other}"
+            )));
+        }
+    };
+    let mut changed: Vec<(usize, String)> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        if let Some(s) = v
+            && let Some(r) = redact(s)
+        {
+            changed.push((i, r));
+        }
+    }
+    if changed.is_empty() && array.data_type() != &DataType::LargeUtf8 {
+        return Ok(array.clone());
+    }
+    let mut next = changed.into_iter().peekable();
+    let mut pick = |i: usize, v: Option<&str>| -> Option<String> {
+        if next.peek().is_some_and(|(j, _)| *j == i) {
+            next.next().map(|(_, s)| s)
+        } else {
+            v.map(str::to_string)
+        }
+    };
+    if array.data_type() == &DataType::Utf8View {
+        let mut b = StringViewBuilder::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            b.append_option(pick(i, *v));
+        }
+        Ok(Arc::new(b.finish()))
+    } else {
+        let bytes: usize = values.iter().flatten().map(|s| s.len()).sum();
+        let mut b = StringBuilder::with_capacity(values.len(), bytes + 64);
+        for (i, v) in values.iter().enumerate() {
+            b.append_option(pick(i, *v));
+        }
+        Ok(Arc::new(b.finish()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn red(s: &str) -> String {
+        RedactionRules::default()
+            .compile()
+            .unwrap()
+            .redact(s)
+            .into_owned()
+    }
+
+    #[test]
+    fn builtin_detectors_find_their_kind() {
+        let cases = [
+            ("mail jane.doe@example.co.uk now", "mail [REDACTED:EMAIL] now"),
+            ("call +1 415-555-0134 today", "call [REDACTED:PHONE] today"),
+            ("call (415) 555-0134", "call [REDACTED:PHONE]"),
+            ("call +44 20 7946 0958", "call [REDACTED:PHONE]"),
+            ("ssn 123-45-6789.", "ssn [REDACTED:SSN]."),
+            ("card 4111111111111111", "card [REDACTED:CARD]"),
+            ("card 4111 1111 1111 1111 ok", "card [REDACTED:CARD] ok"),
+            ("card 4111-1111-1111-1111", "card [REDACTED:CARD]"),
+            ("amex 3400 000000 00009", "amex [REDACTED:CARD]"),
+            ("key sk-proj-abcdefghijklmnopqrstuvwxyz012345", "key [REDACTED:API_KEY]"),
+            ("aws AKIAIOSFODNN7EXAMPLE", "aws [REDACTED:API_KEY]"),
+            (
+                "gh ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                "gh [REDACTED:API_KEY]",
+            ),
+            ("slack xoxb-123456-abcdefghijkl", "slack [REDACTED:API_KEY]"),
+            ("host 10.20.30.40 up", "host [REDACTED:IPV4] up"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY----- tail",
+                "[REDACTED:PRIVATE_KEY] tail",
+            ),
+            (
+                "x -----BEGIN PRIVATE KEY-----\nMIIEow (truncated",
+                "x [REDACTED:PRIVATE_KEY]",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(red(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn near_misses_stay() {
+        for s in [
+            "order 4111111111111112 is not a card",
+            "version 1.2.3 and 999.1.1.1",
+            "ticket 12345",
+            "plain text, no secrets: café 東京 🚀",
+            "",
+        ] {
+            assert!(matches!(
+                RedactionRules::default().compile().unwrap().redact(s),
+                Cow::Borrowed(_)
+            ), "{s}");
+        }
+        // A failed Luhn check does not hide a phone number inside the span.
+        assert_eq!(red("4111111111111112"), "4111111111111112");
+    }
+
+    #[test]
+    fn json_strings_are_redacted_keys_and_layout_kept() {
+        let r = RedactionRules::default().compile().unwrap();
+        let doc = r#"{"note":"write to a.b@example.com","n":5551234567,"list":["10.0.0.1",{"k":"ok"}],"a.b@example.com":1}"#;
+        assert_eq!(
+            r.redact_json(doc),
+            r#"{"note":"write to [REDACTED:EMAIL]","n":5551234567,"list":["[REDACTED:IPV4]",{"k":"ok"}],"a.b@example.com":1}"#
+        );
+        // Escapes inside strings are decoded before matching.
+        let doc = r#"{"pem":"-----BEGIN EC PRIVATE KEY-----\nAAA\n-----END EC PRIVATE KEY-----","q":"\u0061@example.com"}"#;
+        assert_eq!(
+            r.redact_json(doc),
+            r#"{"pem":"[REDACTED:PRIVATE_KEY]","q":"[REDACTED:EMAIL]"}"#
+        );
+        assert!(matches!(r.redact_json(r#"{"a":"b"}"#), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn custom_rules_and_selection() {
+        let rules = RedactionRules {
+            detectors: vec!["email".into()],
+            custom: vec![CustomRule {
+                name: "employee_id".into(),
+                pattern: r"\bE[0-9]{6}\b".into(),
+            }],
+            fields: vec![],
+        };
+        let r = rules.compile().unwrap();
+        assert_eq!(
+            r.redact("E123456 wrote x@y.org from 10.0.0.1"),
+            "[REDACTED:EMPLOYEE_ID] wrote [REDACTED:EMAIL] from 10.0.0.1"
+        );
+        assert!(RedactionRules::none().compile().unwrap().is_noop());
+    }
+
+    #[test]
+    fn bad_rules_are_named() {
+        let bad = |rules: RedactionRules| rules.compile().unwrap_err().to_string();
+        let mut r = RedactionRules::none();
+        r.detectors = vec!["emali".into()];
+        assert!(bad(r).contains("\"emali\""));
+        let mut r = RedactionRules::none();
+        r.custom = vec![CustomRule {
+            name: "X".into(),
+            pattern: "(unclosed".into(),
+        }];
+        assert!(bad(r).contains("redaction.custom[0].pattern (X)"));
+        let mut r = RedactionRules::none();
+        r.custom = vec![CustomRule {
+            name: "X".into(),
+            pattern: "a*".into(),
+        }];
+        assert!(bad(r).contains("empty string"));
+        let mut r = RedactionRules::none();
+        r.custom = vec![CustomRule {
+            name: "bad name".into(),
+            pattern: "a".into(),
+        }];
+        assert!(bad(r).contains("redaction.custom[0].name"));
+    }
+}
