@@ -21,8 +21,12 @@ fn main() {
         println!("cargo:rerun-if-changed={}", f.display());
         let name = f.file_name().expect("a file").to_string_lossy();
         let path = f.canonicalize().expect("readable preset file");
-        writeln!(code, "    ({name:?}, include_str!({:?})),", path.display().to_string())
-            .expect("string write");
+        writeln!(
+            code,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("string write");
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("presets.rs");

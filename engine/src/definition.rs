@@ -115,7 +115,21 @@ pub fn check_sql(sql: &str) -> Result<SqlShape> {
             match &tokens[i].token {
                 Token::Word(w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH) => break,
                 Token::Word(w) if w.keyword != Keyword::NoKeyword || words.is_empty() => {
-                    words.push(w.value.to_ascii_uppercase())
+                    words.push(w.value.to_ascii_uppercase());
+                    // The object kind ends the name: `CREATE EXTERNAL TABLE`, `DELETE FROM`.
+                    if matches!(
+                        w.keyword,
+                        Keyword::TABLE
+                            | Keyword::VIEW
+                            | Keyword::INDEX
+                            | Keyword::FUNCTION
+                            | Keyword::SCHEMA
+                            | Keyword::DATABASE
+                            | Keyword::INTO
+                            | Keyword::FROM
+                    ) {
+                        break;
+                    }
                 }
                 _ => break,
             }
@@ -353,18 +367,16 @@ pub fn builtin_presets() -> Vec<Definition> {
 /// fails the load with its file name.
 pub fn load_dir(dir: &Path) -> Result<Vec<Definition>> {
     let mut out: Vec<Definition> = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        EngineError::Config(format!("presets directory {}: {e}", dir.display()))
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| EngineError::Config(format!("presets directory {}: {e}", dir.display())))?;
     let mut paths: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
     paths.sort();
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            EngineError::Config(format!("{}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
         let def = parse_definition(&path.display().to_string(), &text)
             .map_err(|e| EngineError::Config(e.to_string()))?;
         if let Some(prev) = out.iter().find(|d| d.name == def.name) {
@@ -398,28 +410,65 @@ mod tests {
             check_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         assert!(!check_sql("SELECT 1").unwrap().ordered);
-        assert!(check_sql("SELECT id FROM events ORDER BY id").unwrap().ordered);
+        assert!(
+            check_sql("SELECT id FROM events ORDER BY id")
+                .unwrap()
+                .ordered
+        );
     }
 
     #[test]
     fn everything_else_is_refused_with_what_and_where() {
         let cases = [
-            ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'", "CREATE EXTERNAL TABLE is not allowed at line 1, column 1"),
+            (
+                "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
+                "CREATE EXTERNAL TABLE is not allowed at line 1, column 1",
+            ),
             ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY is not allowed"),
-            ("SET datafusion.execution.batch_size = 1", "SET is not allowed"),
-            ("INSERT INTO events VALUES (1)", "INSERT INTO is not allowed"),
+            (
+                "SET datafusion.execution.batch_size = 1",
+                "SET is not allowed",
+            ),
+            (
+                "INSERT INTO events VALUES (1)",
+                "INSERT INTO is not allowed",
+            ),
             ("DROP TABLE events", "DROP TABLE is not allowed"),
-            ("  \n  DELETE FROM events", "DELETE FROM is not allowed at line 2, column 3"),
+            (
+                "  \n  DELETE FROM events",
+                "DELETE FROM is not allowed at line 2, column 3",
+            ),
             ("EXPLAIN SELECT 1", "EXPLAIN is not allowed"),
-            ("SELECT 1; DROP TABLE events", "second statement starts at line 1, column 11"),
-            ("SELECT 1;\nSELECT 2", "second statement starts at line 2, column 1"),
-            ("SELECT * FROM read_parquet('/etc/passwd')", "table function read_parquet is not allowed at line 1, column 15"),
+            (
+                "SELECT 1; DROP TABLE events",
+                "second statement starts at line 1, column 11",
+            ),
+            (
+                "SELECT 1;\nSELECT 2",
+                "second statement starts at line 2, column 1",
+            ),
+            (
+                "SELECT * FROM read_parquet('/etc/passwd')",
+                "table function read_parquet is not allowed at line 1, column 15",
+            ),
             ("SELECT * FROM '/etc/passwd'", "unknown table"),
-            ("SELECT * FROM lake_events", "unknown table lake_events at line 1, column 15"),
-            ("SELECT * FROM datafusion.public.events", "unknown table datafusion.public.events"),
-            ("SELECT * FROM events e JOIN information_schema.tables t ON true", "unknown table information_schema.tables"),
+            (
+                "SELECT * FROM lake_events",
+                "unknown table lake_events at line 1, column 15",
+            ),
+            (
+                "SELECT * FROM datafusion.public.events",
+                "unknown table datafusion.public.events",
+            ),
+            (
+                "SELECT * FROM events e JOIN information_schema.tables t ON true",
+                "unknown table information_schema.tables",
+            ),
             ("SELECT * INTO copy FROM events", "SELECT INTO"),
-            ("SELECT * FROM (SELECT * FROM secret)", "unknown table secret"),
+            (
+                "SELECT * FROM (SELECT * FROM secret)",
+                "unknown table secret",
+            ),
             ("", "empty"),
             ("-- only a comment", "only comments"),
             ("SELECT FROM WHERE (", "syntax error"),
@@ -445,15 +494,35 @@ mod tests {
         let d = parse_definition("queries/x.sql", ok).unwrap();
         assert_eq!((d.name.as_str(), d.format), ("x", Format::Csv));
         for (text, want) in [
-            ("-- description: d\n-- format: csv\nSELECT 1", "no `-- name:`"),
-            ("-- name: x\n-- format: csv\nSELECT 1", "no `-- description:`"),
+            (
+                "-- description: d\n-- format: csv\nSELECT 1",
+                "no `-- name:`",
+            ),
+            (
+                "-- name: x\n-- format: csv\nSELECT 1",
+                "no `-- description:`",
+            ),
             ("-- name: x\n-- description: d\nSELECT 1", "no `-- format:`"),
-            ("-- name: x\n-- description: d\n-- format: xlsx\nSELECT 1", "unknown format"),
-            ("-- name: X Y\n-- description: d\n-- format: csv\nSELECT 1", "lowercase"),
-            ("-- name: x\n-- description: d\n-- format: csv\n-- colour: red\nSELECT 1", "unknown header key"),
-            ("-- name: x\n-- description: d\n-- format: csv\nDROP TABLE events", "DROP TABLE"),
+            (
+                "-- name: x\n-- description: d\n-- format: xlsx\nSELECT 1",
+                "unknown format",
+            ),
+            (
+                "-- name: X Y\n-- description: d\n-- format: csv\nSELECT 1",
+                "lowercase",
+            ),
+            (
+                "-- name: x\n-- description: d\n-- format: csv\n-- colour: red\nSELECT 1",
+                "unknown header key",
+            ),
+            (
+                "-- name: x\n-- description: d\n-- format: csv\nDROP TABLE events",
+                "DROP TABLE",
+            ),
         ] {
-            let e = parse_definition("queries/bad.sql", text).unwrap_err().to_string();
+            let e = parse_definition("queries/bad.sql", text)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("queries/bad.sql: "), "{e}");
             assert!(e.contains(want), "{text}: {e}");
         }

@@ -148,9 +148,7 @@ pub fn verify_signature(public: &str, bytes: &[u8], signature: &str) -> Result<(
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        .ok_or_else(|| {
-            EngineError::invalid("public key: not a 32-byte hex Ed25519 public key")
-        })?;
+        .ok_or_else(|| EngineError::invalid("public key: not a 32-byte hex Ed25519 public key"))?;
     let sig = hex::decode(signature.trim())
         .ok()
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
@@ -313,9 +311,21 @@ impl IdDigest {
         if let Ok(i) = schema.index_of("id") {
             let a = batch.column(i);
             match a.data_type() {
-                DataType::Utf8 => a.as_string::<i32>().iter().flatten().for_each(|s| self.add_id(s)),
-                DataType::Utf8View => a.as_string_view().iter().flatten().for_each(|s| self.add_id(s)),
-                DataType::LargeUtf8 => a.as_string::<i64>().iter().flatten().for_each(|s| self.add_id(s)),
+                DataType::Utf8 => a
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .for_each(|s| self.add_id(s)),
+                DataType::Utf8View => a
+                    .as_string_view()
+                    .iter()
+                    .flatten()
+                    .for_each(|s| self.add_id(s)),
+                DataType::LargeUtf8 => a
+                    .as_string::<i64>()
+                    .iter()
+                    .flatten()
+                    .for_each(|s| self.add_id(s)),
                 _ => {}
             }
         }

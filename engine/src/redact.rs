@@ -17,7 +17,8 @@ use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StringVie
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef};
 use deltalake::datafusion::common::{DataFusionError, ScalarValue};
 use deltalake::datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -42,10 +43,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "EMAIL",
         r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)",
     ),
-    (
-        "CARD",
-        r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
-    ),
+    ("CARD", r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)"),
     ("SSN", r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)"),
     (
         "PHONE",
@@ -438,7 +436,10 @@ impl ScalarUDFImpl for RedactUdf {
         &self.signature
     }
 
-    fn return_type(&self, arg_types: &[DataType]) -> deltalake::datafusion::common::Result<DataType> {
+    fn return_type(
+        &self,
+        arg_types: &[DataType],
+    ) -> deltalake::datafusion::common::Result<DataType> {
         Ok(match arg_types.first() {
             Some(DataType::Utf8View) => DataType::Utf8View,
             _ => DataType::Utf8,
@@ -449,7 +450,11 @@ impl ScalarUDFImpl for RedactUdf {
         &self,
         args: ReturnFieldArgs,
     ) -> deltalake::datafusion::common::Result<FieldRef> {
-        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         let mut field = Field::new(self.name(), self.return_type(&types)?, true);
         if self.shape == TextShape::Json {
             // Tells the encoders this text is a JSON document to emit nested, even
@@ -476,9 +481,11 @@ impl ScalarUDFImpl for RedactUdf {
                 Cow::Borrowed(_) => None,
             }
         };
-        let arg = args.args.into_iter().next().ok_or_else(|| {
-            DataFusionError::Plan("redaction takes one argument".to_string())
-        })?;
+        let arg = args
+            .args
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Plan("redaction takes one argument".to_string()))?;
         match arg {
             ColumnarValue::Scalar(v) => {
                 let s = match &v {
@@ -565,7 +572,10 @@ mod tests {
     #[test]
     fn builtin_detectors_find_their_kind() {
         let cases = [
-            ("mail jane.doe@example.co.uk now", "mail [REDACTED:EMAIL] now"),
+            (
+                "mail jane.doe@example.co.uk now",
+                "mail [REDACTED:EMAIL] now",
+            ),
             ("call +1 415-555-0134 today", "call [REDACTED:PHONE] today"),
             ("call (415) 555-0134", "call [REDACTED:PHONE]"),
             ("call +44 20 7946 0958", "call [REDACTED:PHONE]"),
@@ -574,7 +584,10 @@ mod tests {
             ("card 4111 1111 1111 1111 ok", "card [REDACTED:CARD] ok"),
             ("card 4111-1111-1111-1111", "card [REDACTED:CARD]"),
             ("amex 3400 000000 00009", "amex [REDACTED:CARD]"),
-            ("key sk-proj-abcdefghijklmnopqrstuvwxyz012345", "key [REDACTED:API_KEY]"),
+            (
+                "key sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+                "key [REDACTED:API_KEY]",
+            ),
             ("aws AKIAIOSFODNN7EXAMPLE", "aws [REDACTED:API_KEY]"),
             (
                 "gh ghp_abcdefghijklmnopqrstuvwxyz0123456789",
@@ -605,10 +618,13 @@ mod tests {
             "plain text, no secrets: café 東京 🚀",
             "",
         ] {
-            assert!(matches!(
-                RedactionRules::default().compile().unwrap().redact(s),
-                Cow::Borrowed(_)
-            ), "{s}");
+            assert!(
+                matches!(
+                    RedactionRules::default().compile().unwrap().redact(s),
+                    Cow::Borrowed(_)
+                ),
+                "{s}"
+            );
         }
         // A failed Luhn check does not hide a phone number inside the span.
         assert_eq!(red("4111111111111112"), "4111111111111112");

@@ -132,7 +132,8 @@ fn verify_zip(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()> {
             .push(format!("{label}: {MANIFEST_NAME} is missing"));
         return Ok(());
     };
-    let signature = read_entry(&mut zip, SIGNATURE_NAME).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let signature =
+        read_entry(&mut zip, SIGNATURE_NAME).map(|b| String::from_utf8_lossy(&b).into_owned());
     let Some(manifest) = check_manifest(
         &format!("{label}/{MANIFEST_NAME}"),
         &manifest_bytes,
@@ -191,7 +192,8 @@ fn verify_single(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let sig_path = manifest_path.with_file_name(manifest_name.replace(".manifest.json", ".manifest.sig"));
+    let sig_path =
+        manifest_path.with_file_name(manifest_name.replace(".manifest.json", ".manifest.sig"));
     let manifest_bytes = match std::fs::read(&manifest_path) {
         Ok(b) => b,
         Err(_) => {
@@ -228,9 +230,10 @@ fn verify_single(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()
                         let (bytes, sha, rows) = measure(file, &f.path)?;
                         compare(&display(&data), f, bytes, &sha, rows, report);
                     }
-                    Err(_) => report
-                        .problems
-                        .push(format!("{}: listed in the manifest but missing", display(&data))),
+                    Err(_) => report.problems.push(format!(
+                        "{}: listed in the manifest but missing",
+                        display(&data)
+                    )),
                 }
             }
         }
@@ -269,7 +272,10 @@ fn check_totals(label: &str, manifest: &Manifest, report: &mut VerifyReport) {
 }
 
 fn main_dataset(m: &Manifest) -> &str {
-    m.files.first().map(|f| f.dataset.as_str()).unwrap_or("events")
+    m.files
+        .first()
+        .map(|f| f.dataset.as_str())
+        .unwrap_or("events")
 }
 
 fn compare(

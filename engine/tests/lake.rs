@@ -101,7 +101,14 @@ async fn ordered_exports_merge_sorted_files_instead_of_sorting() {
 
     let scope = ExportScope::new("2026-03-05", "2026-03-09", "UTC", Filters::default()).unwrap();
     let pinned = PinnedTables::pin(&lake, None).await.unwrap();
-    let q = ScopedQueries::new(&lake, &pinned, &scope);
+    // With every redaction rule on: redaction is a projection inside each sorted
+    // partition and must not cost the merge.
+    let redactor = std::sync::Arc::new(
+        evidex_engine::redact::RedactionRules::default()
+            .compile()
+            .unwrap(),
+    );
+    let q = ScopedQueries::new(&lake, &pinned, &scope).with_redaction(redactor, true);
     let df = q.events_ordered(&event_columns(true)).unwrap();
     let plan = df.create_physical_plan().await.unwrap();
     let text = displayable(plan.as_ref()).indent(true).to_string();
@@ -113,6 +120,7 @@ async fn ordered_exports_merge_sorted_files_instead_of_sorting() {
         "export plan sorts instead of merging:\n{text}"
     );
     assert!(text.contains("SortPreservingMergeExec"), "{text}");
+    assert!(text.contains("evidex_redact_text"), "{text}");
     assert!(
         text.contains("predicate="),
         "filters are not pushed into the scan:\n{text}"

@@ -16,14 +16,14 @@ use evidex_engine::export::{
     self, ArtifactTarget, EncodeOptions, Evidence, ExportControl, ExportRequest, Format, Include,
     PinnedTables,
 };
-use evidex_engine::integrity::{Manifest, Signer};
-use evidex_engine::verify;
 use evidex_engine::generate::{self, GenerateSpec};
 use evidex_engine::ingest::{self, IngestOptions};
+use evidex_engine::integrity::{Manifest, Signer};
 use evidex_engine::lake::{Lake, LakeOptions};
 use evidex_engine::model::Dataset;
 use evidex_engine::rows::Row;
 use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
+use evidex_engine::verify;
 
 use crate::config::Config;
 use crate::{Cli, Command};
@@ -187,7 +187,10 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::SigningKey => {
             let signer = Signer::load_or_create(&config.state_dir()?)?;
             println!("{}", signer.public_hex());
-            eprintln!("(Ed25519 public key; the private half is {})", signer.path().display());
+            eprintln!(
+                "(Ed25519 public key; the private half is {})",
+                signer.path().display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -205,7 +208,9 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::Generate(args) => run_generate(&lake, &config, clock.as_ref(), args).await,
         Command::Export(args) => run_export(&lake, &config, clock.as_ref(), &env, args).await,
         Command::Preview(args) => run_preview(&lake, &config, args).await,
-        Command::Verify(_) | Command::Presets | Command::SigningKey => unreachable!("handled above"),
+        Command::Verify(_) | Command::Presets | Command::SigningKey => {
+            unreachable!("handled above")
+        }
         Command::Compact(args) => {
             for ds in Dataset::ALL {
                 let out = lake.compact(ds, args.min_files).await?;
@@ -541,6 +546,7 @@ async fn run_preview(lake: &Lake, config: &Config, args: PreviewArgs) -> Result<
     let mut request = ExportRequest::new("preview", scope, Format::Csv);
     request.include = include;
     request.definition = definition;
+    request.memory_limit = config.export.query_memory_mb << 20;
     let pinned = PinnedTables::pin_datasets(lake, &request.tables(), None).await?;
     let preview = export::preview(lake, &pinned, &request).await?;
     if args.json {
@@ -584,7 +590,10 @@ fn definition_from_args(config: &Config, args: &ScopeArgs) -> Result<Option<Defi
             Some(d) => Ok(Some(d)),
             None => {
                 let names: Vec<String> = all_presets(config)?.into_iter().map(|d| d.name).collect();
-                bail!("--preset: unknown preset {name:?}; available: {}", names.join(", "))
+                bail!(
+                    "--preset: unknown preset {name:?}; available: {}",
+                    names.join(", ")
+                )
             }
         };
     }
@@ -613,11 +622,21 @@ fn definition_from_args(config: &Config, args: &ScopeArgs) -> Result<Option<Defi
         .map(|s| s.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     Ok(Some(Definition {
-        name: if stem.is_empty() { "query".into() } else { stem },
+        name: if stem.is_empty() {
+            "query".into()
+        } else {
+            stem
+        },
         description: format!("SQL definition from {label}"),
         format: Format::Csv,
         sql: text,
@@ -630,12 +649,18 @@ fn versions_from_manifest(path: &std::path::Path) -> Result<BTreeMap<Dataset, Op
     let text = std::fs::read(path)
         .with_context(|| format!("--as-of-manifest: cannot read {}", path.display()))?;
     let manifest: Manifest = serde_json::from_slice(&text).with_context(|| {
-        format!("--as-of-manifest: {} is not an evidex manifest", path.display())
+        format!(
+            "--as-of-manifest: {} is not an evidex manifest",
+            path.display()
+        )
     })?;
     let mut versions = BTreeMap::new();
     for (table, v) in manifest.table_versions {
         let Some(ds) = Dataset::parse(&table) else {
-            bail!("--as-of-manifest: {} names an unknown table {table:?}", path.display());
+            bail!(
+                "--as-of-manifest: {} names an unknown table {table:?}",
+                path.display()
+            );
         };
         versions.insert(ds, v);
     }
@@ -652,7 +677,9 @@ fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
         None => match config.state_dir().ok().map(|d| Signer::load(&d)) {
             Some(Ok(Some(s))) => s.public_hex(),
             Some(Err(e)) => return Err(e.into()),
-            _ => bail!("no public key: pass --key (`evidex signing-key` prints it where the artifact was made)"),
+            _ => bail!(
+                "no public key: pass --key (`evidex signing-key` prints it where the artifact was made)"
+            ),
         },
     };
     let report = verify::verify(&args.artifact, &key)?;
@@ -708,6 +735,7 @@ async fn run_export(
     request.split_rows = args.split_rows.unwrap_or(config.export.split_rows);
     request.definition = definition;
     request.redaction = config.redaction.clone();
+    request.memory_limit = config.export.query_memory_mb << 20;
     let versions = args
         .as_of_manifest
         .as_deref()

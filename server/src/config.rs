@@ -36,6 +36,9 @@ pub struct ExportConfig {
     pub split_rows: u64,
     /// Neutralise spreadsheet formulas in CSV cells (default on).
     pub csv_formula_guard: bool,
+    /// Memory (MiB) one export's queries may hold before sorts, aggregations and
+    /// joins spill to disk.
+    pub query_memory_mb: usize,
 }
 
 /// Ingest settings.
@@ -66,6 +69,7 @@ impl Default for ExportConfig {
         ExportConfig {
             split_rows: evidex_engine::export::DEFAULT_SPLIT_ROWS,
             csv_formula_guard: true,
+            query_memory_mb: evidex_engine::export::scoped::QUERY_MEMORY_LIMIT >> 20,
         }
     }
 }
@@ -132,6 +136,9 @@ impl Config {
         }
         if self.export.split_rows == 0 {
             bail!("configuration: export.split_rows must be at least 1");
+        }
+        if self.export.query_memory_mb == 0 {
+            bail!("configuration: export.query_memory_mb must be at least 1");
         }
         if self.ingest.max_record_bytes < 1024 {
             bail!("configuration: ingest.max_record_bytes must be at least 1024");
@@ -233,12 +240,18 @@ mod tests {
         assert_eq!(c.redaction.custom[0].name, "ticket");
         let c = Config::load(None, &env(&[("EVIDEX_REDACTION__DETECTORS", "[]")])).unwrap();
         assert!(c.redaction.is_empty());
-        let e = Config::load(None, &env(&[("EVIDEX_REDACTION__DETECTORS", "[\"mail\"]")]))
-            .unwrap_err();
-        assert!(format!("{e:#}").contains("unknown detector \"mail\""), "{e:#}");
+        let e =
+            Config::load(None, &env(&[("EVIDEX_REDACTION__DETECTORS", "[\"mail\"]")])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown detector \"mail\""),
+            "{e:#}"
+        );
         std::fs::write(&f, "[[redaction.custom]]\nname = \"x\"\npattern = \"(\"\n").unwrap();
         let e = Config::load(Some(&f), &env(&[])).unwrap_err();
-        assert!(format!("{e:#}").contains("redaction.custom[0].pattern"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("redaction.custom[0].pattern"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -427,7 +427,10 @@ fn includes_and_split_rows_make_a_zip_of_parts() {
         .map(|i| archive.by_index(i).unwrap().name().to_string())
         .collect();
     // The signed manifest closes every ZIP.
-    assert_eq!(names.split_off(names.len() - 2), ["manifest.json", "manifest.sig"]);
+    assert_eq!(
+        names.split_off(names.len() - 2),
+        ["manifest.json", "manifest.sig"]
+    );
     let parts = expected.len().div_ceil(1500);
     assert_eq!(names.len(), parts);
     let mut all = Vec::new();

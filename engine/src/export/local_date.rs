@@ -53,9 +53,10 @@ impl ScalarUDFImpl for LocalDate {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let target = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-        let arg = args.args.into_iter().next().ok_or_else(|| {
-            DataFusionError::Plan("local_date takes one argument".to_string())
-        })?;
+        let arg =
+            args.args.into_iter().next().ok_or_else(|| {
+                DataFusionError::Plan("local_date takes one argument".to_string())
+            })?;
         let array = arg.into_array(args.number_rows)?;
         let array = cast(&array, &target)?;
         let ts = array.as_primitive::<TimestampMicrosecondType>();

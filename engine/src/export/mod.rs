@@ -35,9 +35,9 @@ use crate::integrity::{
     ManifestRedaction, ManifestTool, ManifestWindow, SIGNATURE_NAME, Signer, sha256_hex,
 };
 use crate::lake::Lake;
-use crate::redact::RedactionRules;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
 use crate::model::{ColumnKind, Dataset};
+use crate::redact::RedactionRules;
 use crate::scope::ExportScope;
 pub use artifact::{ArtifactFile, ArtifactTarget};
 use artifact::{ArtifactWriter, DatasetJob};
@@ -70,6 +70,8 @@ pub struct ExportRequest {
     pub redaction: RedactionRules,
     /// Audit-log entries (kept by the server) the `audit_log` view reads.
     pub audit_log: Vec<RecordBatch>,
+    /// Memory the export's queries may hold before they spill to disk.
+    pub memory_limit: usize,
 }
 
 impl ExportRequest {
@@ -86,6 +88,7 @@ impl ExportRequest {
             definition: None,
             redaction: RedactionRules::default(),
             audit_log: Vec::new(),
+            memory_limit: scoped::QUERY_MEMORY_LIMIT,
         }
     }
 
@@ -151,9 +154,14 @@ impl ExportRequest {
         })
     }
 
-    fn queries(&self, lake: &Lake, pinned: &PinnedTables, batch_rows: usize) -> Result<ScopedQueries> {
+    fn queries(
+        &self,
+        lake: &Lake,
+        pinned: &PinnedTables,
+        batch_rows: usize,
+    ) -> Result<ScopedQueries> {
         Ok(
-            ScopedQueries::with_batch_rows(lake, pinned, &self.scope, batch_rows)
+            ScopedQueries::with_limits(lake, pinned, &self.scope, batch_rows, self.memory_limit)
                 .with_redaction(Arc::new(self.redaction.compile()?), self.include_payloads)
                 .with_audit_log(self.audit_log.clone()),
         )
@@ -269,7 +277,11 @@ pub fn event_columns(include_payloads: bool) -> Vec<&'static str> {
 }
 
 /// Counts what an export of `request` would contain.
-pub async fn preview(lake: &Lake, pinned: &PinnedTables, request: &ExportRequest) -> Result<Preview> {
+pub async fn preview(
+    lake: &Lake,
+    pinned: &PinnedTables,
+    request: &ExportRequest,
+) -> Result<Preview> {
     let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
     let records = match &request.definition {
         None => q.count_events().await?,
@@ -495,16 +507,25 @@ fn build_manifest(
         export_id: evidence.export_id.clone(),
         name: request.name.clone(),
         requested_by: evidence.requested_by.clone(),
-        created_at: evidence.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        created_at: evidence
+            .created_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
         parameters: request.parameters(),
         sql: request.definition.as_ref().map(|d| d.sql.clone()),
-        sql_sha256: request.definition.as_ref().map(|d| sha256_hex(d.sql.as_bytes())),
+        sql_sha256: request
+            .definition
+            .as_ref()
+            .map(|d| sha256_hex(d.sql.as_bytes())),
         table_versions: pinned
             .versions()
             .into_iter()
             .map(|(d, v)| (d.table_name().to_string(), v))
             .collect(),
-        as_of: evidence.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        as_of: evidence
+            .created_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
         window: ManifestWindow {
             from: request.scope.window.start_rfc3339(),
             to: request.scope.window.end_rfc3339(),

@@ -17,7 +17,9 @@ use super::local_date;
 use crate::audit;
 use crate::definition::check_sql;
 use crate::error::{EngineError, Result};
-use crate::lake::table::{DEFAULT_BATCH_ROWS, session_context_with_batch, sort_exprs};
+use crate::lake::table::{
+    DEFAULT_BATCH_ROWS, session_context_tuned, session_context_with_batch, sort_exprs,
+};
 use crate::lake::{DataFile, Lake, LakeTable, TableSnapshot};
 use crate::model::{ColumnKind, Dataset};
 use crate::redact::{RedactUdf, RedactionRules, Redactor, TextShape};
@@ -162,6 +164,7 @@ pub struct ScopedQueries {
     include_payloads: bool,
     audit_log: Vec<RecordBatch>,
     batch_rows: usize,
+    memory_limit: usize,
 }
 
 impl ScopedQueries {
@@ -177,8 +180,22 @@ impl ScopedQueries {
         scope: &ExportScope,
         batch_rows: usize,
     ) -> Self {
+        Self::with_limits(lake, pinned, scope, batch_rows, QUERY_MEMORY_LIMIT)
+    }
+
+    /// Like [`ScopedQueries::with_batch_rows`]; operators that need more than
+    /// `memory_limit` bytes (sorts, aggregations, joins of SQL definitions) spill to
+    /// disk.
+    pub fn with_limits(
+        lake: &Lake,
+        pinned: &PinnedTables,
+        scope: &ExportScope,
+        batch_rows: usize,
+        memory_limit: usize,
+    ) -> Self {
         ScopedQueries {
-            ctx: session_context_with_batch(lake, QUERY_MEMORY_LIMIT, batch_rows),
+            ctx: session_context_with_batch(lake, memory_limit, batch_rows),
+            memory_limit,
             lake: lake.clone(),
             scope: scope.clone(),
             pinned: pinned.clone(),
@@ -387,7 +404,9 @@ impl ScopedQueries {
 
     /// Audit-log entries of the window, in chain order.
     pub fn audit_log(&self) -> Result<DataFrame> {
-        Ok(self.audit_view()?.sort(vec![col("seq").sort(true, false)])?)
+        Ok(self
+            .audit_view()?
+            .sort(vec![col("seq").sort(true, false)])?)
     }
 
     /// Runs a SQL definition over the scope's views, in a session that holds nothing
@@ -395,7 +414,12 @@ impl ScopedQueries {
     /// re-runs give the same bytes.
     pub async fn definition(&self, sql: &str) -> Result<DataFrame> {
         let shape = check_sql(sql)?;
-        let ctx = session_context_with_batch(&self.lake, QUERY_MEMORY_LIMIT, self.batch_rows);
+        // One sort over the combined partitions instead of a sort per partition under
+        // a merge: the merge cannot spill, and under a tight limit it is what fails.
+        // Scans, filters and redaction still run in parallel below it.
+        let ctx = session_context_tuned(&self.lake, self.memory_limit, self.batch_rows, |o| {
+            o.optimizer.repartition_sorts = false;
+        });
         ctx.register_table("events", self.events_view()?.into_view())?;
         ctx.register_table("escalations", self.escalations_view()?.into_view())?;
         ctx.register_table("config_versions", self.config_view()?.into_view())?;

@@ -49,6 +49,16 @@ pub fn session_context_with_batch(
     memory_limit: usize,
     batch_size: usize,
 ) -> SessionContext {
+    session_context_tuned(lake, memory_limit, batch_size, |_| {})
+}
+
+/// Like [`session_context_with_batch`], with `tune` applied to the options last.
+pub fn session_context_tuned(
+    lake: &Lake,
+    memory_limit: usize,
+    batch_size: usize,
+    tune: impl FnOnce(&mut deltalake::datafusion::config::ConfigOptions),
+) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(2)
         .with_batch_size(batch_size)
@@ -64,6 +74,10 @@ pub fn session_context_with_batch(
     // files never overlap (ordered mode), and a partition that "steals" a sibling's
     // files would also hold two files' buffers at once.
     options.execution.enable_file_stream_work_stealing = false;
+    // Sorts keep this much back for merging their spill files; DataFusion's 10 MB
+    // default would not leave a small limit anything to sort with.
+    options.execution.sort_spill_reservation_bytes = (memory_limit / 8).clamp(256 << 10, 10 << 20);
+    tune(options);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
         // Each context runs one export; caching every file's footer and page index

@@ -181,7 +181,10 @@ fn column_kinds(dataset: Option<Dataset>, schema: &SchemaRef) -> Vec<ColumnKind>
                 .metadata()
                 .get(crate::redact::KIND_METADATA)
                 .is_some_and(|k| k == "json")
-                && matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+                && matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                );
             if marked_json {
                 return ColumnKind::Json;
             }
