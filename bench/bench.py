@@ -56,8 +56,13 @@ def run(cmd, env=None, stdout=subprocess.DEVNULL):
     return secs, usage.ru_maxrss / 1024, out
 
 
-def evidex(*args, stdout=subprocess.DEVNULL):
-    return run([EVIDEX, "--data", str(DATA), *args], stdout=stdout)
+# Peers do not redact: comparisons with them run evidex without redaction rules; the
+# redaction cost is measured separately, evidex against itself.
+NO_REDACTION = {**os.environ, "EVIDEX_REDACTION__DETECTORS": "[]"}
+
+
+def evidex(*args, stdout=subprocess.DEVNULL, env=NO_REDACTION):
+    return run([EVIDEX, "--data", str(DATA), *args], stdout=stdout, env=env)
 
 
 def setup():
@@ -154,6 +159,15 @@ def main():
         for f in (out, dout, pout):
             os.remove(f)
         rows.append((label, res))
+    # (d) redaction cost: the (a) CSV export with every built-in detector against
+    # the same export without rules, best of 3 each, alternating.
+    red_args = ["export", *scope, *filt, "--format", "csv", "--output", str(OUT / "red.csv"), *big]
+    plain, redacted = [], []
+    for _ in range(3):
+        plain.append(evidex(*red_args)[:2])
+        redacted.append(evidex(*red_args, env=dict(os.environ))[:2])
+    os.remove(OUT / "red.csv")
+    p_best, r_best = min(plain), min(redacted)
     # (c) the preview count, best of 5 (first run warms the page cache).
     pe = min((evidex("preview", *scope, *filt, stdout=None) for _ in range(5)), key=lambda r: r[0])
     pd = min((run([PY, "-c", DUCK, fj, duck_sql("count", "")], stdout=None) for _ in range(3)), key=lambda r: r[0])
@@ -181,6 +195,16 @@ def main():
         f"| (c) preview count ({pe[2].decode().strip()} records) | {pe[0]:.3f} | {pe[1]:.0f} | {pd[0]:.3f} | {pd[1]:.0f} "
         f"| {pp[0]:.3f} | {pp[1]:.0f} | {best / pe[0]:.1f}x |"
     )
+    lines += [
+        "",
+        "Redaction (all built-in detectors on input, output, metadata and policy results) on workload (a) CSV, best of 3:",
+        "",
+        "| export | evidex s | evidex MB |",
+        "|---|---|---|",
+        f"| without redaction rules | {p_best[0]:.2f} | {p_best[1]:.0f} |",
+        f"| with the default rules | {r_best[0]:.2f} | {r_best[1]:.0f} |",
+        f"| overhead | {r_best[0] / p_best[0]:.2f}x | |",
+    ]
     text = "\n".join(lines) + "\n"
     (OUT / "results.md").write_text(text)
     print(text)
