@@ -13,14 +13,20 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StringViewBuilder};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, ByteView, MAX_INLINE_VIEW_LEN, StringViewBuilder,
+};
+use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef};
 use deltalake::datafusion::common::{DataFusionError, ScalarValue};
 use deltalake::datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
-use regex::Regex;
+// Byte regexes: the built-in patterns are ASCII-only (`(?-u)`), which keeps the lazy
+// DFA small and fast; every match starts and ends at an ASCII byte, so spans are
+// always whole characters of the UTF-8 text.
+use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
@@ -33,7 +39,7 @@ pub const KIND_METADATA: &str = "evidex.kind";
 const BUILTIN: &[(&str, &str)] = &[
     (
         "PRIVATE_KEY",
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|.*)",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----(?s-u:.*?-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|.*)",
     ),
     (
         "API_KEY",
@@ -181,7 +187,7 @@ impl Redactor {
             let re = Regex::new(&c.pattern).map_err(|e| {
                 EngineError::Config(format!("redaction.custom[{n}].pattern ({kind}): {e}"))
             })?;
-            if re.is_match("") {
+            if re.is_match(b"") {
                 return Err(EngineError::Config(format!(
                     "redaction.custom[{n}].pattern ({kind}): matches the empty string"
                 )));
@@ -197,7 +203,7 @@ impl Redactor {
             if alts.is_empty() {
                 return Ok(None);
             }
-            regex::RegexBuilder::new(&alts.join("|"))
+            regex::bytes::RegexBuilder::new(&alts.join("|"))
                 .size_limit(64 << 20)
                 .dfa_size_limit(64 << 20)
                 .build()
@@ -251,16 +257,24 @@ impl Redactor {
     /// Scans `text` with `re`; writes into `out` (created at the first change).
     fn redact_into(&self, re: &Regex, text: &str, out: &mut Option<String>, cards: bool) {
         let mut last = 0;
-        for m in re.find_iter(text) {
-            let span = m.as_str();
+        for m in re.find_iter(text.as_bytes()) {
+            // A custom pattern may end inside a character: widen to whole ones.
+            let (start, end) = (
+                floor_boundary(text, m.start()),
+                ceil_boundary(text, m.end()),
+            );
+            if start < last {
+                continue;
+            }
+            let span = &text[start..end];
             let kind = self
                 .list
                 .iter()
                 .filter(|r| cards || !r.is_card)
-                .find(|r| r.exact.is_match(span))
+                .find(|r| r.exact.is_match(span.as_bytes()))
                 .map(|r| (r.kind.as_str(), r.is_card));
             let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
-            buf.push_str(&text[last..m.start()]);
+            buf.push_str(&text[last..start]);
             match kind {
                 Some((_, true)) if !luhn_ok(span) => {
                     // Not a card number: the other rules may still find something.
@@ -282,7 +296,7 @@ impl Redactor {
                 // that only holds in context): redact without a finer kind.
                 None => buf.push_str("[REDACTED:PII]"),
             }
-            last = m.end();
+            last = end;
         }
         if let Some(buf) = out.as_mut() {
             buf.push_str(&text[last..]);
@@ -297,7 +311,7 @@ impl Redactor {
         };
         // Fast path: no escapes and no match in the raw text means no string value
         // can match either (unescaped strings are their own raw bytes).
-        if memchr::memchr(b'\\', json.as_bytes()).is_none() && !any.is_match(json) {
+        if memchr::memchr(b'\\', json.as_bytes()).is_none() && !any.is_match(json.as_bytes()) {
             return Cow::Borrowed(json);
         }
         let bytes = json.as_bytes();
@@ -341,6 +355,20 @@ impl Redactor {
         out.push_str(&json[copied..]);
         Cow::Owned(out)
     }
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 /// Index of the quote closing the JSON string that opens at `start`.
@@ -440,10 +468,9 @@ impl ScalarUDFImpl for RedactUdf {
         &self,
         arg_types: &[DataType],
     ) -> deltalake::datafusion::common::Result<DataType> {
-        Ok(match arg_types.first() {
-            Some(DataType::Utf8View) => DataType::Utf8View,
-            _ => DataType::Utf8,
-        })
+        // Views: unchanged values are not copied (see `redact_array`).
+        let _ = arg_types;
+        Ok(DataType::Utf8View)
     }
 
     fn return_field_from_args(
@@ -496,65 +523,110 @@ impl ScalarUDFImpl for RedactUdf {
                     other => Some(other.to_string()),
                 };
                 let out = s.map(|s| redact(&s).unwrap_or(s));
-                Ok(ColumnarValue::Scalar(match args.return_field.data_type() {
-                    DataType::Utf8View => ScalarValue::Utf8View(out),
-                    _ => ScalarValue::Utf8(out),
-                }))
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8View(out)))
             }
             ColumnarValue::Array(a) => Ok(ColumnarValue::Array(redact_array(&a, redact)?)),
         }
     }
 }
 
-/// Applies `redact` to each value; returns `array` itself when nothing changed.
+/// Applies `redact` to each value. The result is a string-view array whose unchanged
+/// values are views into the input's own buffers: redaction copies only the values it
+/// changes (copying every batch of kilobyte texts cost more than the matching).
 fn redact_array(
     array: &ArrayRef,
     redact: impl Fn(&str) -> Option<String>,
 ) -> deltalake::datafusion::common::Result<ArrayRef> {
-    let values: Vec<Option<&str>> = match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().iter().collect(),
-        DataType::LargeUtf8 => array.as_string::<i64>().iter().collect(),
-        DataType::Utf8View => array.as_string_view().iter().collect(),
-        DataType::Null => return Ok(array.clone()),
-        other => {
-            return Err(DataFusionError::Plan(format!(
-                "redaction applies to text, not {other}"
-            )));
-        }
-    };
     let mut changed: Vec<(usize, String)> = Vec::new();
-    for (i, v) in values.iter().enumerate() {
+    let mut scan = |i: usize, v: Option<&str>| {
         if let Some(s) = v
             && let Some(r) = redact(s)
         {
             changed.push((i, r));
         }
-    }
-    if changed.is_empty() && array.data_type() != &DataType::LargeUtf8 {
-        return Ok(array.clone());
-    }
-    let mut next = changed.into_iter().peekable();
-    let mut pick = |i: usize, v: Option<&str>| -> Option<String> {
-        if next.peek().is_some_and(|(j, _)| *j == i) {
-            next.next().map(|(_, s)| s)
-        } else {
-            v.map(str::to_string)
-        }
     };
-    if array.data_type() == &DataType::Utf8View {
-        let mut b = StringViewBuilder::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            b.append_option(pick(i, *v));
+    match array.data_type() {
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| scan(i, v)),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| scan(i, v)),
+        DataType::Utf8View => array
+            .as_string_view()
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| scan(i, v)),
+        DataType::Null => return Ok(cast(array, &DataType::Utf8View)?),
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "redaction applies to text, not {other}"
+            )));
         }
-        Ok(Arc::new(b.finish()))
-    } else {
-        let bytes: usize = values.iter().flatten().map(|s| s.len()).sum();
-        let mut b = StringBuilder::with_capacity(values.len(), bytes + 64);
-        for (i, v) in values.iter().enumerate() {
-            b.append_option(pick(i, *v));
-        }
-        Ok(Arc::new(b.finish()))
     }
+    match array.data_type() {
+        // Nothing to replace: the cast builds views over the same buffers.
+        _ if changed.is_empty() => Ok(cast(array, &DataType::Utf8View)?),
+        DataType::Utf8 => {
+            let strings = array.as_string::<i32>();
+            let mut b = StringViewBuilder::with_capacity(strings.len());
+            let block = b.append_block(strings.values().clone());
+            let offsets = strings.value_offsets();
+            let mut next = changed.into_iter().peekable();
+            for i in 0..strings.len() {
+                if next.peek().is_some_and(|(j, _)| *j == i) {
+                    let (_, s) = next.next().expect("peeked");
+                    b.append_value(s);
+                } else if strings.is_null(i) {
+                    b.append_null();
+                } else {
+                    let (start, end) = (offsets[i] as u32, offsets[i + 1] as u32);
+                    b.try_append_view(block, start, end - start)?;
+                }
+            }
+            Ok(Arc::new(b.finish()))
+        }
+        DataType::Utf8View => rebuild_views(array, changed),
+        _ => rebuild_views(&cast(array, &DataType::Utf8View)?, changed),
+    }
+}
+
+/// A copy of the string-view array `array` with the `changed` rows replaced; the
+/// other rows keep viewing the original buffers.
+fn rebuild_views(
+    array: &ArrayRef,
+    changed: Vec<(usize, String)>,
+) -> deltalake::datafusion::common::Result<ArrayRef> {
+    let views = array.as_string_view();
+    let mut b = StringViewBuilder::with_capacity(views.len());
+    let blocks: Vec<u32> = views
+        .data_buffers()
+        .iter()
+        .map(|buf| b.append_block(buf.clone()))
+        .collect();
+    let mut next = changed.into_iter().peekable();
+    for i in 0..views.len() {
+        if next.peek().is_some_and(|(j, _)| *j == i) {
+            let (_, s) = next.next().expect("peeked");
+            b.append_value(s);
+        } else if views.is_null(i) {
+            b.append_null();
+        } else {
+            let raw = views.views()[i];
+            let len = raw as u32;
+            if len as usize <= MAX_INLINE_VIEW_LEN as usize {
+                b.append_value(views.value(i));
+            } else {
+                let view = ByteView::from(raw);
+                b.try_append_view(blocks[view.buffer_index as usize], view.offset, len)?;
+            }
+        }
+    }
+    Ok(Arc::new(b.finish()))
 }
 
 #[cfg(test)]
@@ -648,6 +720,47 @@ mod tests {
     }
 
     #[test]
+    fn arrays_keep_unchanged_values_and_nulls() {
+        use deltalake::arrow::array::{StringArray, StringViewArray};
+        let r = RedactionRules::default().compile().unwrap();
+        let long = "a long value that does not fit inline in a view";
+        let input: Vec<Option<&str>> = vec![
+            Some(long),
+            None,
+            Some("mail a.b@example.com please"),
+            Some("short"),
+            Some(""),
+            Some("ip 10.1.2.3"),
+        ];
+        let want: Vec<Option<&str>> = vec![
+            Some(long),
+            None,
+            Some("mail [REDACTED:EMAIL] please"),
+            Some("short"),
+            Some(""),
+            Some("ip [REDACTED:IPV4]"),
+        ];
+        let plain: ArrayRef = Arc::new(StringArray::from(input.clone()).slice(0, 6));
+        let views: ArrayRef = Arc::new(StringViewArray::from(input.clone()));
+        for a in [plain, views] {
+            let out = redact_array(&a, |s| match r.redact(s) {
+                Cow::Owned(o) => Some(o),
+                Cow::Borrowed(_) => None,
+            })
+            .unwrap();
+            let got: Vec<Option<&str>> = out.as_string_view().iter().collect();
+            assert_eq!(got, want);
+        }
+        // Nothing to change: the same values, as views.
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some(long), None]));
+        let out = redact_array(&a, |_| None).unwrap();
+        assert_eq!(
+            out.as_string_view().iter().collect::<Vec<_>>(),
+            vec![Some(long), None]
+        );
+    }
+
+    #[test]
     fn custom_rules_and_selection() {
         let rules = RedactionRules {
             detectors: vec!["email".into()],
@@ -663,6 +776,17 @@ mod tests {
             "[REDACTED:EMPLOYEE_ID] wrote [REDACTED:EMAIL] from 10.0.0.1"
         );
         assert!(RedactionRules::none().compile().unwrap().is_noop());
+        // Custom patterns keep Unicode semantics; spans are whole characters.
+        let rules = RedactionRules {
+            detectors: vec![],
+            custom: vec![CustomRule {
+                name: "name".into(),
+                pattern: r"\p{Lu}\w+é".into(),
+            }],
+            fields: vec![],
+        };
+        let r = rules.compile().unwrap();
+        assert_eq!(r.redact("hi Josué, 東京"), "hi [REDACTED:NAME], 東京");
     }
 
     #[test]

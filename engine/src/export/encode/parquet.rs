@@ -2,9 +2,10 @@
 //! flushed as they fill so memory stays bounded.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use deltalake::arrow::compute::concat_batches;
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::compute::{cast, concat_batches};
+use deltalake::arrow::datatypes::{DataType, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -25,6 +26,9 @@ const MAX_BUFFERED_BYTES: usize = 16 << 20;
 
 /// Parquet encoder; its writer's buffer is drained into the caller's after each write.
 pub struct ParquetEncoder {
+    /// Schema of incoming batches.
+    input: SchemaRef,
+    /// Schema written: string views become plain strings, the type data tools expect.
     schema: SchemaRef,
     writer: Option<ArrowWriter<Vec<u8>>>,
     pending: Vec<RecordBatch>,
@@ -33,7 +37,18 @@ pub struct ParquetEncoder {
 
 impl ParquetEncoder {
     /// An encoder for batches of `schema`.
-    pub fn new(schema: SchemaRef, kinds: &[ColumnKind]) -> Result<Self> {
+    pub fn new(input: SchemaRef, kinds: &[ColumnKind]) -> Result<Self> {
+        let fields: Vec<_> = input
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8View | DataType::LargeUtf8 => {
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8))
+                }
+                _ => f.clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
             .set_max_row_group_row_count(Some(16 * 1024))
@@ -53,6 +68,7 @@ impl ParquetEncoder {
         let props = props.build();
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
         Ok(ParquetEncoder {
+            input,
             schema,
             writer: Some(writer),
             pending: Vec::new(),
@@ -64,7 +80,20 @@ impl ParquetEncoder {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = concat_batches(&self.schema, &self.pending)?;
+        let batch = concat_batches(&self.input, &self.pending)?;
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    cast(c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         self.pending.clear();
         self.pending_rows = 0;
         if let Some(w) = self.writer.as_mut() {
