@@ -25,8 +25,9 @@ use evidex_engine::rows::Row;
 use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
 use evidex_engine::verify;
 
-use crate::config::Config;
-use crate::{Cli, Command};
+use evidex_server::config::Config;
+use evidex_server::store::{Role, Store};
+use crate::{Cli, Command, TokenCommand};
 
 /// `evidex ingest`.
 #[derive(Debug, Args)]
@@ -149,7 +150,11 @@ pub struct ExportArgs {
 pub struct VerifyArgs {
     /// A ZIP artifact, a single data file (its NAME.manifest.json and
     /// NAME.manifest.sig beside it), or such a manifest.
-    pub artifact: PathBuf,
+    #[arg(required_unless_present = "audit_log")]
+    pub artifact: Option<PathBuf>,
+    /// Check the audit log's hash chain in the metadata database instead.
+    #[arg(long)]
+    pub audit_log: bool,
     /// The public key (hex, or a file holding it) [default: this installation's key].
     #[arg(long)]
     pub key: Option<String>,
@@ -171,6 +176,31 @@ pub struct DemoArgs {
     /// Demo events to generate when the data directory is empty.
     #[arg(long, default_value_t = 200_000)]
     pub rows: u64,
+    /// Address to listen on [default: server.listen, 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// `evidex serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: server.listen, 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// In-process export workers (0 for none) [default: server.workers, 2].
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// `evidex token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// admin, compliance, viewer or ingest.
+    #[arg(long)]
+    pub role: String,
+    /// A name to recognise the token by.
+    #[arg(long, default_value = "cli")]
+    pub name: String,
 }
 
 /// Runs one command; the exit code follows the SPEC (ingest: 1 when lines were rejected).
@@ -184,6 +214,18 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
     match &cli.command {
         Command::Verify(args) => return run_verify(&config, args),
         Command::Presets => return run_presets(&config),
+        Command::Token(TokenCommand::Create(args)) => {
+            let Some(role) = Role::parse(&args.role) else {
+                bail!("--role: unknown role {:?}; use admin, compliance, viewer or ingest", args.role);
+            };
+            let store = Store::open(&config.state_dir()?)?;
+            let now = clock.now().timestamp_millis();
+            let (id, token) = store.create_token(&args.name, role, now)?;
+            store.audit(now, "cli", "token.created", Some(&id), Some(&serde_json::json!({"name": args.name, "role": role.as_str()})))?;
+            println!("{token}");
+            eprintln!("token {id} ({}, {}); it is shown only now and stored hashed", args.name, role.as_str());
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::SigningKey => {
             let signer = Signer::load_or_create(&config.state_dir()?)?;
             println!("{}", signer.public_hex());
@@ -208,7 +250,8 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::Generate(args) => run_generate(&lake, &config, clock.as_ref(), args).await,
         Command::Export(args) => run_export(&lake, &config, clock.as_ref(), &env, args).await,
         Command::Preview(args) => run_preview(&lake, &config, args).await,
-        Command::Verify(_) | Command::Presets | Command::SigningKey => {
+        Command::Serve(args) => run_serve(lake, config, clock, args).await,
+        Command::Verify(_) | Command::Presets | Command::SigningKey | Command::Token(_) => {
             unreachable!("handled above")
         }
         Command::Compact(args) => {
@@ -246,18 +289,11 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo(args) => run_demo(&lake, &config, clock.as_ref(), args).await,
+        Command::Demo(args) => run_demo(lake, config, clock, args).await,
     }
 }
 
-/// Object store options from the usual AWS variables (`AWS_ENDPOINT_URL`, keys,
-/// region, `AWS_ALLOW_HTTP`, ...), lower-cased as object_store expects.
-fn storage_options(env: &HashMap<String, String>) -> HashMap<String, String> {
-    env.iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect()
-}
+use evidex_server::storage_options;
 
 async fn run_ingest(lake: &Lake, config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let Some(dataset) = Dataset::parse(&args.dataset) else {
@@ -668,6 +704,20 @@ fn versions_from_manifest(path: &std::path::Path) -> Result<BTreeMap<Dataset, Op
 }
 
 fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
+    if args.audit_log {
+        let store = Store::open(&config.state_dir()?)?;
+        return Ok(match store.verify_audit_chain()? {
+            Ok(n) => {
+                println!("ok       audit log: {n} entries, every hash matches its entry and follows the previous one");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => {
+                println!("MISMATCH audit log: {problem}");
+                ExitCode::from(1)
+            }
+        });
+    }
+    let artifact = args.artifact.as_deref().expect("clap requires it");
     let key = match &args.key {
         Some(k) if std::path::Path::new(k).is_file() => std::fs::read_to_string(k)
             .with_context(|| format!("--key: cannot read {k}"))?
@@ -682,7 +732,7 @@ fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
             ),
         },
     };
-    let report = verify::verify(&args.artifact, &key)?;
+    let report = verify::verify(artifact, &key)?;
     for line in &report.checked {
         println!("ok       {line}");
     }
@@ -854,13 +904,30 @@ async fn run_export(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn run_serve(
+    lake: Lake,
+    mut config: Config,
+    clock: Arc<dyn Clock>,
+    args: ServeArgs,
+) -> Result<ExitCode> {
+    if let Some(l) = args.listen {
+        config.server.listen = l;
+    }
+    let workers = args.workers.unwrap_or(config.server.workers);
+    let (listener, addr) = evidex_server::bind(&config.server.listen).await?;
+    let service = evidex_server::build_service(config, lake, clock, true)?;
+    eprintln!("evidex listening on http://{addr}/ with {workers} export worker(s)");
+    evidex_server::serve(service, listener, workers).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run_demo(
-    lake: &Lake,
-    config: &Config,
-    clock: &dyn Clock,
+    lake: Lake,
+    mut config: Config,
+    clock: Arc<dyn Clock>,
     args: DemoArgs,
 ) -> Result<ExitCode> {
-    let end = today(clock) - Duration::days(1);
+    let end = today(clock.as_ref()) - Duration::days(1);
     let snapshot = lake.snapshot(Dataset::Events, None).await?;
     if snapshot.files.is_empty() {
         eprintln!(
@@ -873,67 +940,38 @@ async fn run_demo(
             end,
             seed: 42,
         };
-        generate_into_lake(lake, &spec).await?;
+        generate_into_lake(&lake, &spec).await?;
         for ds in Dataset::ALL {
             lake.compact(ds, config.ingest.compact_min_files).await?;
         }
     } else {
         eprintln!("the data directory already holds events; not generating more");
     }
+    if let Some(l) = args.listen {
+        config.server.listen = l;
+    }
+    let store = Store::open(&config.state_dir()?)?;
+    let now = clock.now().timestamp_millis();
+    let (id, token) = store.create_token("demo-admin", Role::Admin, now)?;
+    store.audit(
+        now,
+        "demo",
+        "token.created",
+        Some(&id),
+        Some(&serde_json::json!({"name": "demo-admin", "role": "admin"})),
+    )?;
+    let workers = config.server.workers;
+    let (listener, addr) = evidex_server::bind(&config.server.listen).await?;
+    let service = evidex_server::build_service(config, lake.clone(), clock, true)?;
     let from = (end - Duration::days(29)).format("%Y-%m-%d").to_string();
     let to = end.format("%Y-%m-%d").to_string();
-    let scope = ExportScope::new(
-        &from,
-        &to,
-        "UTC",
-        Filters {
-            min_severity: Some(evidex_engine::model::Severity::High),
-            ..Filters::default()
-        },
-    )?;
-    let pinned = PinnedTables::pin(lake, None).await?;
-    let mut request = ExportRequest::new("Demo-Last-30-Days-High-Severity", scope, Format::Csv);
-    request.split_rows = config.export.split_rows;
-    request.redaction = config.redaction.clone();
-    let preview = export::preview(lake, &pinned, &request).await?;
-    let out_dir = PathBuf::from("evidex-demo-exports");
-    std::fs::create_dir_all(&out_dir)?;
-    let now = clock.now();
-    let evidence = Evidence {
-        export_id: export::new_export_id(now),
-        requested_by: "demo".to_string(),
-        created_at: now,
-        previous_manifest_sha256: None,
-        signer: Arc::new(Signer::load_or_create(&config.state_dir()?)?),
-    };
-    let dir = out_dir.clone();
-    let outcome = export::run_export(
-        lake,
-        &pinned,
-        &request,
-        &evidence,
-        move |name: &str| ArtifactTarget::File {
-            path: dir.join(name),
-            sync: false,
-        },
-        &ExportControl::default(),
-    )
-    .await?;
-    println!("evidex demo: data in {}", lake.root());
+    println!("evidex demo: 90 days of decision events in {}", lake.root());
+    println!("  console and API: http://{addr}/   (API description: http://{addr}/openapi.json)");
+    println!("  admin token:     {token}");
     println!(
-        "  {} high/critical events between {from} and {to} (preview)",
-        preview.records
+        "  try: curl -H 'Authorization: Bearer {token}' -d '{{\"name\":\"Last 30 days\",\"from\":\"{from}\",\"to\":\"{to}\",\"format\":\"csv\"}}' http://{addr}/v1/exports"
     );
-    println!(
-        "  sample export: {} ({} bytes, sha256 {})",
-        outcome
-            .path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        outcome.bytes,
-        outcome.sha256
-    );
-    println!("  try: evidex preview --from {from} --to {to} --decision block --min-severity high");
+    println!("  stop with Ctrl-C");
+    evidex_server::serve(service, listener, workers).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,42 @@ pub struct Config {
     /// A directory of extra definition files (`*.sql` with a header), listed by
     /// `evidex presets` beside the built-in ones.
     pub presets_dir: Option<PathBuf>,
+    /// The HTTP service.
+    pub server: ServerConfig,
+}
+
+/// HTTP service settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// In-process export workers.
+    pub workers: usize,
+    /// Seconds an artifact (and its download links) is kept (default 7 days).
+    pub retention_secs: u64,
+    /// Seconds a download link is valid, at most the retention (default 7 days).
+    pub link_ttl_secs: u64,
+    /// Base URL links are made with (default `http://LISTEN`).
+    pub public_url: Option<String>,
+    /// Largest request body, bytes (ingest bodies after gzip decoding too).
+    pub max_body_bytes: usize,
+    /// How long the ingest batcher waits for more requests before committing, ms.
+    pub ingest_linger_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_string(),
+            workers: 2,
+            retention_secs: 7 * 86_400,
+            link_ttl_secs: 7 * 86_400,
+            public_url: None,
+            max_body_bytes: 64 << 20,
+            ingest_linger_ms: 50,
+        }
+    }
 }
 
 /// Export settings.
@@ -60,6 +96,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             redaction: RedactionRules::default(),
             presets_dir: None,
+            server: ServerConfig::default(),
         }
     }
 }
@@ -136,6 +173,12 @@ impl Config {
         }
         if self.export.split_rows == 0 {
             bail!("configuration: export.split_rows must be at least 1");
+        }
+        if self.server.retention_secs == 0 || self.server.link_ttl_secs == 0 {
+            bail!("configuration: server.retention_secs and server.link_ttl_secs must be at least 1");
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("configuration: server.max_body_bytes must be at least 1024");
         }
         if self.export.query_memory_mb == 0 {
             bail!("configuration: export.query_memory_mb must be at least 1");

@@ -1,7 +1,6 @@
 //! `evidex`: the command line over the engine (and, later, the server).
 
 mod commands;
-mod config;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,8 +30,14 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Fill the data directory with 90 days of demo data and write a sample export.
+    /// Fill a fresh data directory with 90 days of demo data, then serve it and print
+    /// the URL and an admin token.
     Demo(commands::DemoArgs),
+    /// Run the HTTP API, the ingest batcher and in-process export workers.
+    Serve(commands::ServeArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Store decision events, escalation updates or configuration versions.
     Ingest(commands::IngestArgs),
     /// Generate realistic synthetic data (ingested unless --output is given).
@@ -51,6 +56,13 @@ pub enum Command {
     Verify(commands::VerifyArgs),
     /// Print the public half of the key that signs manifests (created on first use).
     SigningKey,
+}
+
+/// `evidex token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once (it is stored hashed).
+    Create(commands::TokenCreateArgs),
 }
 
 /// `evidex tables`.

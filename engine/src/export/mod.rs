@@ -302,6 +302,20 @@ pub async fn preview(
     })
 }
 
+/// Plans `request`'s SQL definition (without running it), so a create request with
+/// a definition that names a missing column fails at once, not in a worker.
+pub async fn check_definition(
+    lake: &Lake,
+    pinned: &PinnedTables,
+    request: &ExportRequest,
+) -> Result<()> {
+    if let Some(d) = &request.definition {
+        let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
+        q.definition(&d.sql).await?;
+    }
+    Ok(())
+}
+
 async fn include_frame(q: &ScopedQueries, inc: Include) -> Result<(DataFrame, Option<Dataset>)> {
     Ok(match inc {
         Include::Escalations => (q.escalations()?, Some(Dataset::Escalations)),

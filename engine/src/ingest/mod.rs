@@ -169,3 +169,32 @@ fn read_chunks<R: BufRead>(
     let _ = tx.blocking_send(Chunk { rows, rejected });
     Ok(seen)
 }
+
+/// What a request body holds: the valid rows, the rejected lines, and the number of
+/// records seen. The body is already in memory (the HTTP API bounds its size); the
+/// rows are appended by the caller, who may batch several bodies into one commit.
+pub fn parse_body(
+    dataset: Dataset,
+    body: &[u8],
+    max_record_bytes: usize,
+) -> Result<(Vec<Row>, Vec<Rejection>, u64)> {
+    let mut reader = RecordReader::new(body, max_record_bytes);
+    let (mut rows, mut rejected, mut seen) = (Vec::new(), Vec::new(), 0u64);
+    while let Some(record) = reader.next_record()? {
+        seen += 1;
+        match record
+            .body
+            .and_then(|b| validate::validate_record(dataset, &b))
+        {
+            Ok(row) => rows.push(row),
+            Err(message) => rejected.push(Rejection {
+                line: record.line,
+                message,
+            }),
+        }
+    }
+    if seen == 0 {
+        return Err(EngineError::invalid("input is empty: it holds no records"));
+    }
+    Ok((rows, rejected, seen))
+}

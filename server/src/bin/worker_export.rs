@@ -1,7 +1,78 @@
-//! `worker_export`: a job worker only (arrives with the export service).
-fn main() {
-    eprintln!(
-        "worker_export: the background job worker is part of the export service (issue 4) and is not built yet"
-    );
-    std::process::exit(2);
+//! `worker_export`: an export worker only. It claims jobs from the same metadata
+//! database and data location as the server, runs them under a lease with
+//! heartbeats, and publishes their artifacts. Several can run at once, on this or
+//! other machines sharing the state directory.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use evidex_engine::clock::{Clock, SystemClock};
+use evidex_server::config::Config;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Runs export jobs queued through the evidex API.
+#[derive(Debug, Parser)]
+#[command(name = "worker_export", version)]
+struct Args {
+    /// Data location: a local directory or s3://bucket/prefix [default: ./evidex-data]
+    #[arg(long, env = "EVIDEX_DATA")]
+    data: Option<String>,
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Jobs run at once by this process.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EVIDEX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let mut config = Config::load(args.config.as_deref(), &env)?;
+        if let Some(d) = args.data {
+            config.data = d;
+        }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let lake = evidex_server::open_lake(&config, &env, clock.clone())?;
+        let service = evidex_server::build_service(config, lake, clock, false)?;
+        let stop = evidex_server::start_workers(&service, args.concurrency.max(1), "worker");
+        eprintln!(
+            "worker_export: running {} job(s) at a time; stop with SIGTERM",
+            args.concurrency.max(1)
+        );
+        evidex_server::shutdown_signal().await;
+        stop.store(true, Ordering::Relaxed);
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

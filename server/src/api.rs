@@ -1,0 +1,929 @@
+//! The HTTP API (axum): routes, bearer-token roles on every route, JSON errors
+//! `{"error": {"code", "message"}}`, downloads with `Range`, signed links, ingest.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use evidex_engine::EngineError;
+use evidex_engine::export::{self, PinnedTables};
+use evidex_engine::ingest;
+use evidex_engine::model::Dataset;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::service::{self, IngestItem, Service, dataset_index};
+use crate::store::{Principal, Role};
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if let Some(engine) = e.downcast_ref::<EngineError>() {
+            return ApiError::from_engine(engine);
+        }
+        tracing::error!("{e:#}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e:#}"),
+        )
+    }
+}
+
+impl ApiError {
+    fn from_engine(e: &EngineError) -> Self {
+        match e {
+            EngineError::InvalidRequest(m) => ApiError::bad_request(m.clone()),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::from_engine(&e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+type AppState = Arc<Service>;
+
+const READ: &[Role] = &[Role::Admin, Role::Compliance, Role::Viewer];
+const WRITE: &[Role] = &[Role::Admin, Role::Compliance];
+const INGEST: &[Role] = &[Role::Admin, Role::Ingest];
+const ANY: &[Role] = &[Role::Admin, Role::Compliance, Role::Viewer, Role::Ingest];
+const PUBLIC: &[Role] = &[];
+
+/// Every route: method, path, roles allowed (empty: no token needed), summary. The
+/// router, `/openapi.json` and the role tests are all driven by this list.
+pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
+    ("GET", "/", PUBLIC, "A start page linking the API description"),
+    ("GET", "/healthz", PUBLIC, "Liveness: the process answers"),
+    ("GET", "/readyz", PUBLIC, "Readiness: the metadata database and the lake answer"),
+    ("GET", "/metrics", PUBLIC, "Prometheus metrics: jobs by status, rows exported, ingest counts, request latencies"),
+    ("GET", "/openapi.json", PUBLIC, "This API description"),
+    ("GET", "/v1/signing-key", ANY, "The Ed25519 public key manifests are signed with"),
+    ("POST", "/v1/ingest/events", INGEST, "Store decision events (NDJSON or a JSON array; gzip accepted)"),
+    ("POST", "/v1/ingest/escalations", INGEST, "Store escalation updates"),
+    ("POST", "/v1/ingest/config-versions", INGEST, "Store configuration versions"),
+    ("POST", "/v1/exports/preview", READ, "Count the records an export would contain"),
+    ("POST", "/v1/exports", WRITE, "Create an export job (honours Idempotency-Key)"),
+    ("GET", "/v1/exports", READ, "List export jobs, newest first (status, limit, cursor)"),
+    ("GET", "/v1/exports/{id}", READ, "One export job"),
+    ("POST", "/v1/exports/{id}/cancel", WRITE, "Cancel a queued or running job"),
+    ("POST", "/v1/exports/{id}/rerun", WRITE, "A new job with the same parameters"),
+    ("GET", "/v1/exports/{id}/download", WRITE, "The artifact (supports Range)"),
+    ("GET", "/v1/exports/{id}/manifest", READ, "The artifact's signed manifest"),
+    ("POST", "/v1/exports/{id}/link", WRITE, "A signed download link that needs no token"),
+    ("GET", "/v1/links/{token}", PUBLIC, "Download through a signed link (410 once expired)"),
+    ("GET", "/v1/presets", READ, "Built-in and configured SQL definitions"),
+    ("GET", "/v1/audit-log", WRITE, "The hash-chained audit log (after, limit)"),
+];
+
+/// The router.
+pub fn router(service: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/signing-key", get(signing_key))
+        .route("/v1/ingest/{dataset}", post(ingest_handler))
+        .route("/v1/exports/preview", post(preview))
+        .route("/v1/exports", post(create_export).get(list_exports))
+        .route("/v1/exports/{id}", get(get_export))
+        .route("/v1/exports/{id}/cancel", post(cancel_export))
+        .route("/v1/exports/{id}/rerun", post(rerun_export))
+        .route("/v1/exports/{id}/download", get(download))
+        .route("/v1/exports/{id}/manifest", get(manifest))
+        .route("/v1/exports/{id}/link", post(create_link))
+        .route("/v1/links/{token}", get(follow_link))
+        .route("/v1/presets", get(list_presets))
+        .route("/v1/audit-log", get(audit_log))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .with_state(service)
+}
+
+/// Records each request's latency under its route.
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let key = format!("{} {route}", req.method());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    if let Ok(mut l) = s.metrics.latency.lock() {
+        l.entry(key)
+            .or_default()
+            .observe(started.elapsed().as_secs_f64());
+    }
+    response
+}
+
+/// Authenticates the bearer token and checks its role.
+fn auth(s: &Service, headers: &HeaderMap, allowed: &[Role]) -> ApiResult<Principal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer TOKEN)",
+        ));
+    };
+    let Some(p) = s.store.authenticate(token)? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the token is not valid",
+        ));
+    };
+    if !allowed.contains(&p.role) {
+        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the {} role may not do this; it needs {}",
+                p.role.as_str(),
+                names.join(" or ")
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+async fn root() -> Response {
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>evidex</title>\
+         <h1>evidex {}</h1><p>Compliance evidence exports. The API is described at \
+         <a href=\"/openapi.json\">/openapi.json</a>; every /v1 route takes \
+         <code>Authorization: Bearer TOKEN</code>.</p>",
+        evidex_engine::VERSION
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str> {
+    s.store.job_counts()?;
+    s.lake
+        .snapshot(Dataset::Events, None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok("ready")
+}
+
+async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP evidex_jobs Export jobs by status.");
+    let _ = writeln!(out, "# TYPE evidex_jobs gauge");
+    let counts = s.store.job_counts()?;
+    for status in ["queued", "processing", "completed", "failed", "cancelled", "expired"] {
+        let n = counts
+            .iter()
+            .find(|(st, _)| st == status)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "evidex_jobs{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP evidex_rows_exported_total Event rows written by completed exports of this process.");
+    let _ = writeln!(out, "# TYPE evidex_rows_exported_total counter");
+    let _ = writeln!(
+        out,
+        "evidex_rows_exported_total {}",
+        s.metrics.rows_exported.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP evidex_ingest_records_total Records received over HTTP, by dataset and outcome.");
+    let _ = writeln!(out, "# TYPE evidex_ingest_records_total counter");
+    for ds in Dataset::ALL {
+        let i = dataset_index(ds);
+        for (outcome, v) in [
+            ("accepted", &s.metrics.ingest_accepted[i]),
+            ("rejected", &s.metrics.ingest_rejected[i]),
+        ] {
+            let _ = writeln!(
+                out,
+                "evidex_ingest_records_total{{dataset=\"{}\",outcome=\"{outcome}\"}} {}",
+                ds.cli_name(),
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP evidex_ingest_commits_total Delta commits made by the ingest batchers.");
+    let _ = writeln!(out, "# TYPE evidex_ingest_commits_total counter");
+    let _ = writeln!(
+        out,
+        "evidex_ingest_commits_total {}",
+        s.metrics.ingest_commits.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP evidex_http_request_duration_seconds Request latency by route.");
+    let _ = writeln!(out, "# TYPE evidex_http_request_duration_seconds histogram");
+    let latency = s
+        .metrics
+        .latency
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    for (key, h) in latency {
+        let (method, route) = key.split_once(' ').unwrap_or(("", &key));
+        let labels = format!("method=\"{method}\",route=\"{route}\"");
+        for (i, b) in service::BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "evidex_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                h.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "evidex_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "evidex_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+        let _ = writeln!(out, "evidex_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response())
+}
+
+/// The OpenAPI 3.1 description, generated from [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, roles, summary) in ROUTES {
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}));
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let mut op = json!({
+            "summary": summary,
+            "x-roles": roles,
+            "responses": {
+                "200": {"description": "OK"},
+                "400": {"description": "Invalid request: {\"error\": {\"code\", \"message\"}} naming the field"},
+            },
+        });
+        if !roles.is_empty() {
+            op["security"] = json!([{"bearer": []}]);
+            op["responses"]["401"] = json!({"description": "No or unknown token"});
+            op["responses"]["403"] = json!({"description": "The token's role may not do this"});
+        }
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        entry[method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "evidex", "version": evidex_engine::VERSION,
+                 "description": "Compliance evidence exports from AI gateway decision events."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    })
+}
+
+async fn openapi() -> axum::Json<Value> {
+    axum::Json(openapi_document())
+}
+
+async fn signing_key(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, ANY)?;
+    Ok(axum::Json(json!({
+        "algorithm": "ed25519",
+        "public_key": s.signer.public_hex(),
+    })))
+}
+
+/// Reads at most `limit` bytes of `body`, decoding gzip when the header says so.
+fn decode_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> ApiResult<Vec<u8>> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body: larger than the limit of {limit} bytes"),
+        )
+    };
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body.as_ref())
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::bad_request(format!("body: not valid gzip: {e}")))?;
+    if out.len() > limit {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+async fn read_body(s: &Service, body: Body) -> ApiResult<Bytes> {
+    let limit = s.config.server.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body: larger than the limit of {limit} bytes"),
+        )
+    })
+}
+
+async fn ingest_handler(
+    State(s): State<AppState>,
+    UrlPath(dataset): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, INGEST)?;
+    let Some(ds) = Dataset::parse(&dataset).filter(|_| dataset != "config_versions") else {
+        return Err(ApiError::not_found("dataset"));
+    };
+    let raw = read_body(&s, body).await?;
+    let body = decode_body(&headers, &raw, s.config.server.max_body_bytes)?;
+    let max_line = s.config.ingest.max_record_bytes;
+    // A line over the limit refuses the whole request, naming the line.
+    let mut start = 0;
+    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.len() > max_line {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("line {}: longer than the limit of {max_line} bytes", n + 1),
+            ));
+        }
+        start += line.len() + 1;
+    }
+    let _ = start;
+    let (rows, rejected, _) =
+        tokio::task::spawn_blocking(move || ingest::parse_body(ds, &body, max_line))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let accepted = rows.len() as u64;
+    if !rows.is_empty() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let batcher = s
+            .ingest
+            .get(&ds)
+            .ok_or_else(|| anyhow::anyhow!("no ingest batcher in this process"))?;
+        batcher
+            .send(IngestItem { rows, reply: tx })
+            .await
+            .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?
+            .map_err(|e| anyhow::anyhow!("storing the records failed: {e}"))?;
+    }
+    let i = dataset_index(ds);
+    s.metrics.ingest_accepted[i].fetch_add(accepted, Ordering::Relaxed);
+    s.metrics.ingest_rejected[i].fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    let errors: Vec<Value> = rejected
+        .iter()
+        .take(100)
+        .map(|r| json!({"line": r.line, "message": r.message}))
+        .collect();
+    Ok(axum::Json(json!({
+        "accepted": accepted,
+        "rejected": rejected.len(),
+        "errors": errors,
+    })))
+}
+
+async fn preview(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    let body = read_body(&s, body).await?;
+    let mut valid = service::parse_export(&body, &s.config)?;
+    let pinned = s.prepare(&mut valid.request).await?;
+    let p = export::preview(&s.lake, &pinned, &valid.request).await?;
+    Ok(axum::Json(json!({"records": p.records, "by_dataset": p.by_dataset})))
+}
+
+async fn create_job_from(
+    s: &Service,
+    principal: &Principal,
+    valid: service::ValidExport,
+    idempotency_key: Option<&str>,
+    action: &str,
+) -> ApiResult<Response> {
+    if valid.request.definition.is_some() {
+        // Plan the SQL now: a missing column is the caller's error, not a worker's.
+        let pinned = PinnedTables::pin_datasets(&s.lake, &valid.request.tables(), None)
+            .await
+            .map_err(ApiError::from)?;
+        export::check_definition(&s.lake, &pinned, &valid.request).await?;
+    }
+    let now = s.clock.now();
+    let id = export::new_export_id(now);
+    let (job, created) = s.store.create_job(
+        &id,
+        &valid.request.name,
+        &valid.description,
+        &valid.params,
+        principal,
+        idempotency_key,
+        now.timestamp_millis(),
+    )?;
+    if created {
+        s.store.audit(
+            now.timestamp_millis(),
+            &principal.actor(),
+            action,
+            Some(&job.id),
+            Some(&json!({"name": job.name, "format": valid.params["format"],
+                         "from": valid.params["from"], "to": valid.params["to"]})),
+        )?;
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(job.to_json())).into_response())
+}
+
+async fn create_export(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = auth(&s, &headers, WRITE)?;
+    let body = read_body(&s, body).await?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key: use 1 to 200 visible characters")
+                })?;
+            Some(k.to_string())
+        }
+    };
+    let valid = service::parse_export(&body, &s.config)?;
+    create_job_from(&s, &p, valid, key.as_deref(), "export.created").await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list_exports(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    if let Some(st) = &q.status
+        && !["queued", "processing", "completed", "failed", "cancelled", "expired"]
+            .contains(&st.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status: unknown status {st:?}"
+        )));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit: use 1 to 500"));
+    }
+    let jobs = s
+        .store
+        .jobs(q.status.as_deref(), limit + 1, q.cursor.as_deref())?;
+    let more = jobs.len() as i64 > limit;
+    let items: Vec<Value> = jobs.iter().take(limit as usize).map(|j| j.to_json()).collect();
+    let next = if more {
+        jobs.get(limit as usize - 1).map(|j| j.id.clone())
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({"items": items, "next_cursor": next})))
+}
+
+fn job_or_404(s: &Service, id: &str) -> ApiResult<crate::store::Job> {
+    s.store.job(id)?.ok_or_else(|| ApiError::not_found("export"))
+}
+
+async fn get_export(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    Ok(axum::Json(job_or_404(&s, &id)?.to_json()))
+}
+
+async fn cancel_export(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    if !matches!(job.status.as_str(), "queued" | "processing") {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("the export is {}; only queued or processing exports can be cancelled", job.status),
+        ));
+    }
+    s.store.cancel(&id, s.now_ms())?;
+    s.store
+        .audit(s.now_ms(), &p.actor(), "export.cancelled", Some(&id), None)?;
+    Ok(axum::Json(job_or_404(&s, &id)?.to_json()))
+}
+
+async fn rerun_export(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    let valid = service::export_from_params(&job.params, &s.config)?;
+    create_job_from(&s, &p, valid, None, "export.rerun").await
+}
+
+/// The artifact file of a completed job.
+fn artifact_path(s: &Service, job: &crate::store::Job) -> ApiResult<(std::path::PathBuf, Value)> {
+    match job.status.as_str() {
+        "completed" => {}
+        "expired" => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "expired",
+                "the artifact was deleted after its retention period; export again with the same parameters (POST /v1/exports/{id}/rerun)",
+            ));
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("the export is {other}; there is no artifact to download"),
+            ));
+        }
+    }
+    let artifact = job
+        .artifact
+        .clone()
+        .ok_or_else(|| ApiError::not_found("artifact"))?;
+    let name = artifact["file_name"].as_str().unwrap_or_default();
+    let dir = s.job_dir(&job.id)?;
+    // The stored name came from `sanitize_name`; it is a plain file name.
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(ApiError::not_found("artifact"));
+    }
+    Ok((dir.join(name), artifact))
+}
+
+/// Parses a single `bytes=` range against a file of `len` bytes.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: send the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let r = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            if n == 0 || len == 0 {
+                return Some(Err(()));
+            }
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len.saturating_sub(1)),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.saturating_sub(1))),
+    };
+    if r.0 > r.1 || r.0 >= len {
+        return Some(Err(()));
+    }
+    Some(Ok(r))
+}
+
+async fn send_file(
+    path: &std::path::Path,
+    artifact: &Value,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|_| ApiError::not_found("artifact file"))?;
+    let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
+    let name = artifact["file_name"].as_str().unwrap_or("export");
+    let ctype = artifact["content_type"]
+        .as_str()
+        .unwrap_or("application/octet-stream");
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CONTENT_DISPOSITION, disposition)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Some(sha) = artifact["sha256"].as_str() {
+        builder = builder.header("x-evidex-sha256", sha);
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, len));
+    let (status, start, count) = match range {
+        Some(Ok((a, b))) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+        }
+        Some(Err(())) => {
+            return Ok(Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .body(Body::empty())
+                .map_err(anyhow::Error::from)?);
+        }
+        None => (StatusCode::OK, 0, len),
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 << 10);
+    Ok(builder
+        .status(status)
+        .header(header::CONTENT_LENGTH, count)
+        .body(Body::from_stream(stream))
+        .map_err(anyhow::Error::from)?)
+}
+
+async fn download(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    s.store
+        .audit(s.now_ms(), &p.actor(), "export.downloaded", Some(&id), None)?;
+    send_file(&path, &artifact, &headers).await
+}
+
+async fn manifest(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    auth(&s, &headers, READ)?;
+    let job = job_or_404(&s, &id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+        if artifact["content_type"] == "application/zip" {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
+            let mut e = z.by_name("manifest.json")?;
+            let mut b = Vec::new();
+            e.read_to_end(&mut b)?;
+            Ok(b)
+        } else {
+            let side = evidex_engine::export::artifact::sidecar_path(&path, ".manifest.json");
+            Ok(std::fs::read(side)?)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for i in 0..64 {
+        ipad[i] ^= k[i];
+        opad[i] ^= k[i];
+    }
+    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+fn link_signature(key: &[u8], id: &str, expires_ms: i64) -> String {
+    hex::encode(hmac_sha256(key, format!("{id}.{expires_ms}").as_bytes()))
+}
+
+fn base_url(s: &Service, headers: &HeaderMap) -> String {
+    if let Some(u) = &s.config.server.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&s.config.server.listen);
+    format!("http://{host}")
+}
+
+async fn create_link(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    let (_, artifact) = artifact_path(&s, &job)?;
+    let now = s.clock.now();
+    let mut expires = now + chrono::Duration::seconds(s.config.server.link_ttl_secs as i64);
+    if let Some(a) = artifact["expires_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
+        expires = expires.min(a.with_timezone(&chrono::Utc));
+    }
+    let ms = expires.timestamp_millis();
+    let token = format!("{id}.{ms}.{}", link_signature(&s.link_key, &id, ms));
+    s.store.audit(
+        now.timestamp_millis(),
+        &p.actor(),
+        "export.linked",
+        Some(&id),
+        Some(&json!({"expires_at": crate::store::rfc3339(ms)})),
+    )?;
+    Ok(axum::Json(json!({
+        "url": format!("{}/v1/links/{token}", base_url(&s, &headers)),
+        "expires_at": crate::store::rfc3339(ms),
+    })))
+}
+
+async fn follow_link(
+    State(s): State<AppState>,
+    UrlPath(token): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let forbidden = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_link",
+            "this link is not valid (it was altered or not made here); ask for a new link",
+        )
+    };
+    let mut parts = token.rsplitn(3, '.');
+    let (Some(sig), Some(ms), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(forbidden());
+    };
+    let ms: i64 = ms.parse().map_err(|_| forbidden())?;
+    let want = link_signature(&s.link_key, id, ms);
+    // Constant-time comparison of the signatures.
+    let same = want.len() == sig.len()
+        && want
+            .bytes()
+            .zip(sig.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(forbidden());
+    }
+    if s.now_ms() > ms {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "link_expired",
+            format!(
+                "this link expired at {}; export again with the same parameters (POST /v1/exports/{id}/rerun) and make a new link",
+                crate::store::rfc3339(ms)
+            ),
+        ));
+    }
+    let job = job_or_404(&s, id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    s.store
+        .audit(s.now_ms(), "link", "export.downloaded", Some(id), None)?;
+    send_file(&path, &artifact, &headers).await
+}
+
+async fn list_presets(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    let all = service::presets(&s.config)?;
+    let items: Vec<Value> = all
+        .iter()
+        .map(|d| json!({"name": d.name, "description": d.description, "format": d.format, "sql": d.sql, "source": d.source}))
+        .collect();
+    Ok(axum::Json(json!({"items": items})))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn audit_log(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, WRITE)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: use 1 to 1000"));
+    }
+    let entries = s.store.audit_entries(q.after.unwrap_or(0), limit)?;
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq, "at": crate::store::rfc3339(e.at), "actor": e.actor,
+                "action": e.action, "target": e.target,
+                "details": e.details.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+                "prev_hash": e.prev_hash, "hash": e.hash,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"items": items})))
+}
+
+/// Removes artifacts past their retention and marks their jobs expired.
+pub fn expire_artifacts(s: &Service) -> anyhow::Result<usize> {
+    let ids = s.store.expired_artifacts(s.now_ms())?;
+    for id in &ids {
+        let dir = s.job_dir(id)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        s.store.mark_expired(id)?;
+    }
+    Ok(ids.len())
+}

@@ -1,0 +1,165 @@
+//! evidex server: configuration, the metadata store, the HTTP API, export workers and
+//! the ingest batcher. The binaries (`evidex`, `worker_export`) are thin layers over it.
+
+pub mod api;
+pub mod config;
+pub mod service;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use evidex_engine::clock::Clock;
+use evidex_engine::integrity::Signer;
+use evidex_engine::lake::{Lake, LakeOptions};
+use evidex_engine::model::Dataset;
+
+use crate::config::Config;
+use crate::service::{Metrics, Service, spawn_batcher};
+use crate::store::Store;
+
+/// Object store options from the usual AWS variables (`AWS_ENDPOINT_URL`, keys,
+/// region, `AWS_ALLOW_HTTP`, ...), lower-cased as object_store expects.
+pub fn storage_options(env: &HashMap<String, String>) -> HashMap<String, String> {
+    env.iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+/// Opens the lake of `config`.
+pub fn open_lake(
+    config: &Config,
+    env: &HashMap<String, String>,
+    clock: Arc<dyn Clock>,
+) -> Result<Lake> {
+    Lake::open(
+        &LakeOptions {
+            data_url: config.data.clone(),
+            storage_options: storage_options(env),
+        },
+        clock,
+    )
+    .with_context(|| format!("cannot open the data location {}", config.data))
+}
+
+/// Builds the service. `ingest` starts the ingest batchers (the server process is
+/// the lake's only ingest writer; workers never ingest).
+pub fn build_service(
+    config: Config,
+    lake: Lake,
+    clock: Arc<dyn Clock>,
+    ingest: bool,
+) -> Result<Arc<Service>> {
+    let state = config.state_dir()?;
+    let store = Store::open(&state)?;
+    let signer = Arc::new(Signer::load_or_create(&state)?);
+    let link_key = store.secret("download-links")?;
+    let metrics = Metrics::default();
+    let mut batchers = HashMap::new();
+    if ingest {
+        for ds in Dataset::ALL {
+            batchers.insert(
+                ds,
+                spawn_batcher(
+                    lake.clone(),
+                    ds,
+                    Duration::from_millis(config.server.ingest_linger_ms),
+                    200_000,
+                    config.ingest.compact_min_files,
+                    Some(metrics.ingest_commits.clone()),
+                ),
+            );
+        }
+    }
+    Ok(Arc::new(Service {
+        store,
+        lake,
+        signer,
+        clock,
+        artifacts: state.join("artifacts"),
+        metrics,
+        ingest: batchers,
+        link_key,
+        config,
+    }))
+}
+
+/// Starts `n` worker loops; returns the flag that stops them.
+pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for i in 0..n {
+        let owner = format!("{name}-{}-{i}-{}", std::process::id(), ulid::Ulid::new());
+        tokio::spawn(service::worker_loop(service.clone(), owner, stop.clone()));
+    }
+    stop
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async move {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Serves the API on `listener` with `workers` in-process workers until a signal;
+/// deletes expired artifacts every minute (more often with a short retention).
+pub async fn serve(
+    service: Arc<Service>,
+    listener: tokio::net::TcpListener,
+    workers: usize,
+) -> Result<()> {
+    let stop = start_workers(&service, workers, "server");
+    let retention = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = api::expire_artifacts(&service) {
+                    tracing::warn!("expiring artifacts: {e:#}");
+                }
+                let every = (service.config.server.retention_secs / 4).clamp(1, 60);
+                tokio::time::sleep(Duration::from_secs(every)).await;
+            }
+        })
+    };
+    let app = api::router(service.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    stop.store(true, Ordering::Relaxed);
+    retention.abort();
+    Ok(())
+}
+
+/// Binds `listen`.
+pub async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}

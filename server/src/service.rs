@@ -1,0 +1,568 @@
+//! The export service's shared state, the validation of export requests, the worker
+//! loop (claim, lease, heartbeat, run, publish) and the ingest batcher.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use evidex_engine::EngineError;
+use evidex_engine::clock::Clock;
+use evidex_engine::definition::{self, Definition};
+use evidex_engine::export::{
+    self, ArtifactTarget, EncodeOptions, Evidence, ExportControl, ExportRequest, Format, Include,
+    PinnedTables,
+};
+use evidex_engine::integrity::Signer;
+use evidex_engine::lake::Lake;
+use evidex_engine::model::Dataset;
+use evidex_engine::rows::Row;
+use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::store::{AuditEntry, Store};
+
+/// Everything the API handlers and workers share.
+pub struct Service {
+    /// The metadata database.
+    pub store: Store,
+    /// The event lake.
+    pub lake: Lake,
+    /// Configuration.
+    pub config: Config,
+    /// Signs manifests.
+    pub signer: Arc<Signer>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Where artifacts are kept (`STATE/artifacts/JOB/`).
+    pub artifacts: PathBuf,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Per-dataset ingest batchers (server only).
+    pub ingest: HashMap<Dataset, mpsc::Sender<IngestItem>>,
+    /// Key of download links.
+    pub link_key: Vec<u8>,
+}
+
+/// Counters exposed at `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// Event rows written by completed exports of this process.
+    pub rows_exported: AtomicU64,
+    /// Records accepted per dataset.
+    pub ingest_accepted: [AtomicU64; 3],
+    /// Records rejected per dataset.
+    pub ingest_rejected: [AtomicU64; 3],
+    /// Ingest commits.
+    pub ingest_commits: Arc<AtomicU64>,
+    /// Request latencies: (method route) → histogram.
+    pub latency: std::sync::Mutex<std::collections::BTreeMap<String, Histogram>>,
+}
+
+/// Latency buckets in seconds.
+pub const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// A Prometheus histogram.
+#[derive(Default, Clone)]
+pub struct Histogram {
+    /// Cumulative counts per bucket.
+    pub buckets: [u64; 10],
+    /// Observations.
+    pub count: u64,
+    /// Sum of seconds.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+pub(crate) fn dataset_index(d: Dataset) -> usize {
+    match d {
+        Dataset::Events => 0,
+        Dataset::Escalations => 1,
+        Dataset::ConfigVersions => 2,
+    }
+}
+
+/// Longest export name.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Filters as the API spells them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterParams {
+    policy: Vec<String>,
+    decision: Vec<String>,
+    gateway: Vec<String>,
+    consumer_group: Vec<String>,
+    consumer: Vec<String>,
+    provider: Vec<String>,
+    model: Vec<String>,
+    reason_code: Vec<String>,
+    min_severity: Option<String>,
+}
+
+/// The body of `POST /v1/exports` and `/v1/exports/preview`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Name (file name after sanitising).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// First day or instant.
+    pub from: String,
+    /// Last day (inclusive) or instant (exclusive).
+    pub to: String,
+    /// IANA timezone.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// `csv|json|ndjson|parquet`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Filters.
+    #[serde(default)]
+    pub filters: FilterParams,
+    /// Datasets besides events.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// A preset name.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// A SQL definition.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// Export `input` / `output` (default true).
+    #[serde(default)]
+    pub include_payloads: Option<bool>,
+    /// Neutralise spreadsheet formulas in CSV (default from configuration).
+    #[serde(default)]
+    pub csv_formula_guard: Option<bool>,
+}
+
+/// A validated export: the engine request, and the parameters as stored.
+pub struct ValidExport {
+    /// What the engine runs.
+    pub request: ExportRequest,
+    /// Normalised parameters (stored with the job; a re-run validates them again).
+    pub params: Value,
+    /// Description.
+    pub description: String,
+}
+
+/// The built-in presets and those of `presets_dir`.
+pub fn presets(config: &Config) -> Result<Vec<Definition>, EngineError> {
+    let mut all = definition::builtin_presets();
+    if let Some(dir) = &config.presets_dir {
+        all.extend(definition::load_dir(dir)?);
+    }
+    Ok(all)
+}
+
+/// Parses and validates an export body; errors name the field.
+pub fn parse_export(body: &[u8], config: &Config) -> Result<ValidExport, EngineError> {
+    let params: ExportParams = serde_json::from_slice(body)
+        .map_err(|e| EngineError::invalid(format!("body: {e}")))?;
+    validate_export(params, config)
+}
+
+/// Validates export parameters; errors name the field.
+pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, EngineError> {
+    let name = p.name.clone().unwrap_or_default();
+    let name = name.trim().to_string();
+    if name.is_empty() {
+        return Err(EngineError::invalid("name: must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(EngineError::invalid(format!(
+            "name: is {} characters; the limit is {MAX_NAME_CHARS}",
+            name.chars().count()
+        )));
+    }
+    let description = p.description.clone().unwrap_or_default();
+    if description.len() > 4000 {
+        return Err(EngineError::invalid("description: the limit is 4000 bytes"));
+    }
+    let f = &p.filters;
+    let filters = Filters {
+        policy: f.policy.clone(),
+        decision: f
+            .decision
+            .iter()
+            .map(|d| parse_decision(d))
+            .collect::<Result<_, _>>()?,
+        gateway: f.gateway.clone(),
+        consumer_group: f.consumer_group.clone(),
+        consumer: f.consumer.clone(),
+        provider: f.provider.clone(),
+        model: f.model.clone(),
+        reason_code: f.reason_code.clone(),
+        min_severity: f.min_severity.as_deref().map(parse_severity).transpose()?,
+    };
+    let timezone = p.timezone.clone().unwrap_or_else(|| "UTC".to_string());
+    let scope = ExportScope::new(&p.from, &p.to, &timezone, filters)?;
+    let mut include = Vec::new();
+    for i in &p.include {
+        let inc = Include::parse(i)?;
+        if !include.contains(&inc) {
+            include.push(inc);
+        }
+    }
+    let definition = match (&p.preset, &p.sql) {
+        (Some(_), Some(_)) => {
+            return Err(EngineError::invalid(
+                "preset: give either preset or sql, not both",
+            ));
+        }
+        (Some(name), None) => {
+            let all = presets(config)?;
+            let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
+            Some(all.into_iter().find(|d| &d.name == name).ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "preset: unknown preset {name:?}; available: {}",
+                    names.join(", ")
+                ))
+            })?)
+        }
+        (None, Some(sql)) => {
+            definition::check_sql(sql)?;
+            Some(Definition {
+                name: "query".to_string(),
+                description: "SQL definition".to_string(),
+                format: Format::Csv,
+                sql: sql.clone(),
+                source: "request".to_string(),
+            })
+        }
+        (None, None) => None,
+    };
+    let format = match (&p.format, &definition) {
+        (Some(f), _) => Format::parse(f)?,
+        (None, Some(d)) => d.format,
+        (None, None) => Format::Csv,
+    };
+    let mut request = ExportRequest::new(name.clone(), scope, format);
+    request.include = include;
+    request.include_payloads = p.include_payloads.unwrap_or(true);
+    request.encode = EncodeOptions {
+        csv_formula_guard: p
+            .csv_formula_guard
+            .unwrap_or(config.export.csv_formula_guard),
+    };
+    request.split_rows = config.export.split_rows;
+    request.definition = definition;
+    request.redaction = config.redaction.clone();
+    request.memory_limit = config.export.query_memory_mb << 20;
+    let params = json!({
+        "name": name,
+        "description": description,
+        "from": p.from,
+        "to": p.to,
+        "timezone": timezone,
+        "format": format.as_str(),
+        "filters": request.parameters()["filters"],
+        "include": request.parameters()["include"],
+        "preset": p.preset,
+        "sql": p.sql,
+        "include_payloads": request.include_payloads,
+        "csv_formula_guard": request.encode.csv_formula_guard,
+    });
+    Ok(ValidExport {
+        request,
+        params,
+        description,
+    })
+}
+
+/// Re-validates stored parameters (a job's, for a worker or a re-run).
+pub fn export_from_params(params: &Value, config: &Config) -> Result<ValidExport, EngineError> {
+    let p: ExportParams = serde_json::from_value(params.clone())
+        .map_err(|e| EngineError::invalid(format!("stored parameters: {e}")))?;
+    validate_export(p, config)
+}
+
+/// Audit entries as the engine's `audit_log` dataset.
+pub fn audit_batches(entries: &[AuditEntry]) -> Result<Vec<evidex_engine::arrow::record_batch::RecordBatch>> {
+    use evidex_engine::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schema = evidex_engine::audit::schema();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(entries.iter().map(|e| e.seq))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(entries.iter().map(|e| e.at * 1000))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.actor.as_str()))),
+        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.action.as_str()))),
+        Arc::new(StringArray::from_iter(entries.iter().map(|e| e.target.as_deref()))),
+        Arc::new(StringArray::from_iter(entries.iter().map(|e| e.details.as_deref()))),
+        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.prev_hash.as_str()))),
+        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.hash.as_str()))),
+    ];
+    Ok(vec![evidex_engine::arrow::record_batch::RecordBatch::try_new(schema, cols)?])
+}
+
+impl Service {
+    /// Now, in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// The artifact directory of a job.
+    pub fn job_dir(&self, id: &str) -> Result<PathBuf> {
+        // Job ids are generated here (`exp_` + ULID); anything else never reaches the
+        // filesystem.
+        if !id.starts_with("exp_") || !id[4..].chars().all(|c| c.is_ascii_alphanumeric()) {
+            anyhow::bail!("not a job id: {id:?}");
+        }
+        Ok(self.artifacts.join(id))
+    }
+
+    /// Everything the engine needs to run `request` now: pinned tables and the audit
+    /// log when the request reads it.
+    pub async fn prepare(&self, request: &mut ExportRequest) -> Result<PinnedTables> {
+        let reads_audit = request.include.contains(&Include::AuditLog)
+            || request
+                .definition
+                .as_ref()
+                .is_some_and(|d| d.sql.to_ascii_lowercase().contains("audit_log"));
+        if reads_audit {
+            let mut all = Vec::new();
+            let mut after = 0;
+            loop {
+                let chunk = self.store.audit_entries(after, 10_000)?;
+                let Some(last) = chunk.last() else { break };
+                after = last.seq;
+                all.extend(chunk);
+            }
+            request.audit_log = audit_batches(&all)?;
+        }
+        Ok(PinnedTables::pin_datasets(&self.lake, &request.tables(), None).await?)
+    }
+}
+
+/// How often a worker renews its lease and looks for a cancel.
+pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+/// How long a lease lasts without a heartbeat.
+pub const LEASE_MS: i64 = 10_000;
+
+/// Runs jobs until `stop` is set: claim, run under a lease, publish or fail.
+pub async fn worker_loop(service: Arc<Service>, owner: String, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let claimed = service.store.claim(&owner, service.now_ms(), LEASE_MS);
+        match claimed {
+            Ok(Some(job)) => {
+                let id = job.id.clone();
+                if let Err(e) = run_job(&service, &owner, job).await {
+                    tracing::error!("job {id}: {e:#}");
+                }
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => {
+                tracing::error!("claiming a job: {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) -> Result<()> {
+    let dir = service.job_dir(&job.id)?;
+    // A previous attempt may have died mid-write: start from an empty directory.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let rows = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    // Heartbeat: renew the lease, publish progress, notice a cancel.
+    let hb = {
+        let (service, owner, id) = (service.clone(), owner.to_string(), job.id.clone());
+        let (cancel, rows, done) = (cancel.clone(), rows.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(HEARTBEAT).await;
+                let status = service.store.heartbeat(
+                    &id,
+                    &owner,
+                    service.now_ms(),
+                    LEASE_MS,
+                    rows.load(Ordering::Relaxed) as i64,
+                );
+                match status {
+                    Ok(Some(s)) if s == "processing" => {}
+                    // Cancelled, or the lease went to another worker: stop.
+                    Ok(_) => cancel.store(true, Ordering::Relaxed),
+                    Err(e) => tracing::warn!("heartbeat of {id}: {e:#}"),
+                }
+            }
+        })
+    };
+    let result = execute(service, owner, &job, &dir, cancel.clone(), rows.clone()).await;
+    done.store(true, Ordering::Relaxed);
+    hb.abort();
+    let now = service.now_ms();
+    match result {
+        Ok((n, artifact)) => {
+            if !service.store.complete(&job.id, owner, now, n as i64, &artifact)? {
+                // Cancelled meanwhile: the artifact is not offered.
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                service.metrics.rows_exported.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let permanent = matches!(
+                e.downcast_ref::<EngineError>(),
+                Some(EngineError::InvalidRequest(_) | EngineError::Cancelled)
+            );
+            let msg = format!("{e:#}");
+            service.store.fail(&job.id, owner, now, &msg, permanent)?;
+        }
+    }
+    Ok(())
+}
+
+async fn execute(
+    service: &Arc<Service>,
+    owner: &str,
+    job: &crate::store::Job,
+    dir: &Path,
+    cancel: Arc<AtomicBool>,
+    rows: Arc<AtomicU64>,
+) -> Result<(u64, Value)> {
+    let mut valid = export_from_params(&job.params, &service.config)?;
+    let pinned = service.prepare(&mut valid.request).await?;
+    let preview = export::preview(&service.lake, &pinned, &valid.request).await?;
+    service
+        .store
+        .set_total(&job.id, owner, preview.records as i64)?;
+    let now = service.clock.now();
+    let evidence = Evidence {
+        export_id: job.id.clone(),
+        requested_by: job.created_by.clone(),
+        created_at: now,
+        previous_manifest_sha256: None,
+        signer: service.signer.clone(),
+    };
+    let progress_rows = rows.clone();
+    let control = ExportControl {
+        cancel,
+        progress: Some(Arc::new(move |n: u64| {
+            progress_rows.store(n, Ordering::Relaxed);
+        })),
+    };
+    let dir_owned = dir.to_path_buf();
+    let outcome = export::run_export(
+        &service.lake,
+        &pinned,
+        &valid.request,
+        &evidence,
+        move |file_name: &str| ArtifactTarget::File {
+            path: dir_owned.join(file_name),
+            sync: true,
+        },
+        &control,
+    )
+    .await?;
+    let expires = now + chrono::Duration::seconds(service.config.server.retention_secs as i64);
+    let artifact = json!({
+        "file_name": outcome.file_name,
+        "bytes": outcome.bytes,
+        "sha256": outcome.sha256,
+        "content_type": outcome.content_type,
+        "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "manifest_sha256": outcome.manifest_sha256,
+        "rows": outcome.rows,
+        "table_versions": outcome.manifest.table_versions,
+    });
+    Ok((outcome.manifest.total_rows, artifact))
+}
+
+/// One ingest request's rows, waiting for the batch commit.
+pub struct IngestItem {
+    /// Valid rows.
+    pub rows: Vec<Row>,
+    /// Told the commit's result.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Starts the batcher of `dataset`: concurrent requests' rows are gathered for up to
+/// `linger` (or `max_rows`) and committed together, so many small requests make few
+/// files; every 16 commits the dataset's crowded partitions are compacted. Requests
+/// are answered after their commit, so accepted rows are durable. `counter` counts
+/// commits.
+pub fn spawn_batcher(
+    lake: Lake,
+    dataset: Dataset,
+    linger: Duration,
+    max_rows: usize,
+    compact_min_files: usize,
+    counter: Option<Arc<AtomicU64>>,
+) -> mpsc::Sender<IngestItem> {
+    let (tx, mut rx) = mpsc::channel::<IngestItem>(1024);
+    tokio::spawn(async move {
+        let mut since_compaction = 0u32;
+        while let Some(first) = rx.recv().await {
+            let mut items = vec![first];
+            let mut n: usize = items[0].rows.len();
+            let deadline = tokio::time::Instant::now() + linger;
+            while n < max_rows {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(item)) => {
+                        n += item.rows.len();
+                        items.push(item);
+                    }
+                    _ => break,
+                }
+            }
+            let mut rows = Vec::with_capacity(n);
+            let mut replies = Vec::with_capacity(items.len());
+            for item in items {
+                rows.extend(item.rows);
+                replies.push(item.reply);
+            }
+            let result = lake
+                .append(dataset, rows)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if let Some(c) = &counter {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            for r in replies {
+                let _ = r.send(result.clone());
+            }
+            since_compaction += 1;
+            if since_compaction >= 16 {
+                since_compaction = 0;
+                if let Err(e) = lake.compact(dataset, compact_min_files).await {
+                    tracing::warn!("compacting {}: {e}", dataset.table_name());
+                }
+            }
+        }
+    });
+    tx
+}
