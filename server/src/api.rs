@@ -47,7 +47,11 @@ impl ApiError {
     }
 
     fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 }
 
@@ -103,27 +107,117 @@ const PUBLIC: &[Role] = &[];
 /// Every route: method, path, roles allowed (empty: no token needed), summary. The
 /// router, `/openapi.json` and the role tests are all driven by this list.
 pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
-    ("GET", "/", PUBLIC, "A start page linking the API description"),
+    (
+        "GET",
+        "/",
+        PUBLIC,
+        "A start page linking the API description",
+    ),
     ("GET", "/healthz", PUBLIC, "Liveness: the process answers"),
-    ("GET", "/readyz", PUBLIC, "Readiness: the metadata database and the lake answer"),
-    ("GET", "/metrics", PUBLIC, "Prometheus metrics: jobs by status, rows exported, ingest counts, request latencies"),
+    (
+        "GET",
+        "/readyz",
+        PUBLIC,
+        "Readiness: the metadata database and the lake answer",
+    ),
+    (
+        "GET",
+        "/metrics",
+        PUBLIC,
+        "Prometheus metrics: jobs by status, rows exported, ingest counts, request latencies",
+    ),
     ("GET", "/openapi.json", PUBLIC, "This API description"),
-    ("GET", "/v1/signing-key", ANY, "The Ed25519 public key manifests are signed with"),
-    ("POST", "/v1/ingest/events", INGEST, "Store decision events (NDJSON or a JSON array; gzip accepted)"),
-    ("POST", "/v1/ingest/escalations", INGEST, "Store escalation updates"),
-    ("POST", "/v1/ingest/config-versions", INGEST, "Store configuration versions"),
-    ("POST", "/v1/exports/preview", READ, "Count the records an export would contain"),
-    ("POST", "/v1/exports", WRITE, "Create an export job (honours Idempotency-Key)"),
-    ("GET", "/v1/exports", READ, "List export jobs, newest first (status, limit, cursor)"),
+    (
+        "GET",
+        "/v1/signing-key",
+        ANY,
+        "The Ed25519 public key manifests are signed with",
+    ),
+    (
+        "POST",
+        "/v1/ingest/events",
+        INGEST,
+        "Store decision events (NDJSON or a JSON array; gzip accepted)",
+    ),
+    (
+        "POST",
+        "/v1/ingest/escalations",
+        INGEST,
+        "Store escalation updates",
+    ),
+    (
+        "POST",
+        "/v1/ingest/config-versions",
+        INGEST,
+        "Store configuration versions",
+    ),
+    (
+        "POST",
+        "/v1/exports/preview",
+        READ,
+        "Count the records an export would contain",
+    ),
+    (
+        "POST",
+        "/v1/exports",
+        WRITE,
+        "Create an export job (honours Idempotency-Key)",
+    ),
+    (
+        "GET",
+        "/v1/exports",
+        READ,
+        "List export jobs, newest first (status, limit, cursor)",
+    ),
     ("GET", "/v1/exports/{id}", READ, "One export job"),
-    ("POST", "/v1/exports/{id}/cancel", WRITE, "Cancel a queued or running job"),
-    ("POST", "/v1/exports/{id}/rerun", WRITE, "A new job with the same parameters"),
-    ("GET", "/v1/exports/{id}/download", WRITE, "The artifact (supports Range)"),
-    ("GET", "/v1/exports/{id}/manifest", READ, "The artifact's signed manifest"),
-    ("POST", "/v1/exports/{id}/link", WRITE, "A signed download link that needs no token"),
-    ("GET", "/v1/links/{token}", PUBLIC, "Download through a signed link (410 once expired)"),
-    ("GET", "/v1/presets", READ, "Built-in and configured SQL definitions"),
-    ("GET", "/v1/audit-log", WRITE, "The hash-chained audit log (after, limit)"),
+    (
+        "POST",
+        "/v1/exports/{id}/cancel",
+        WRITE,
+        "Cancel a queued or running job",
+    ),
+    (
+        "POST",
+        "/v1/exports/{id}/rerun",
+        WRITE,
+        "A new job with the same parameters",
+    ),
+    (
+        "GET",
+        "/v1/exports/{id}/download",
+        WRITE,
+        "The artifact (supports Range)",
+    ),
+    (
+        "GET",
+        "/v1/exports/{id}/manifest",
+        READ,
+        "The artifact's signed manifest",
+    ),
+    (
+        "POST",
+        "/v1/exports/{id}/link",
+        WRITE,
+        "A signed download link that needs no token",
+    ),
+    (
+        "GET",
+        "/v1/links/{token}",
+        PUBLIC,
+        "Download through a signed link (410 once expired)",
+    ),
+    (
+        "GET",
+        "/v1/presets",
+        READ,
+        "Built-in and configured SQL definitions",
+    ),
+    (
+        "GET",
+        "/v1/audit-log",
+        WRITE,
+        "The hash-chained audit log (after, limit)",
+    ),
 ];
 
 /// The router.
@@ -233,21 +327,34 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
     let _ = writeln!(out, "# HELP evidex_jobs Export jobs by status.");
     let _ = writeln!(out, "# TYPE evidex_jobs gauge");
     let counts = s.store.job_counts()?;
-    for status in ["queued", "processing", "completed", "failed", "cancelled", "expired"] {
+    for status in [
+        "queued",
+        "processing",
+        "completed",
+        "failed",
+        "cancelled",
+        "expired",
+    ] {
         let n = counts
             .iter()
             .find(|(st, _)| st == status)
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "evidex_jobs{{status=\"{status}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP evidex_rows_exported_total Event rows written by completed exports of this process.");
+    let _ = writeln!(
+        out,
+        "# HELP evidex_rows_exported_total Event rows written by completed exports of this process."
+    );
     let _ = writeln!(out, "# TYPE evidex_rows_exported_total counter");
     let _ = writeln!(
         out,
         "evidex_rows_exported_total {}",
         s.metrics.rows_exported.load(Ordering::Relaxed)
     );
-    let _ = writeln!(out, "# HELP evidex_ingest_records_total Records received over HTTP, by dataset and outcome.");
+    let _ = writeln!(
+        out,
+        "# HELP evidex_ingest_records_total Records received over HTTP, by dataset and outcome."
+    );
     let _ = writeln!(out, "# TYPE evidex_ingest_records_total counter");
     for ds in Dataset::ALL {
         let i = dataset_index(ds);
@@ -263,14 +370,20 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
             );
         }
     }
-    let _ = writeln!(out, "# HELP evidex_ingest_commits_total Delta commits made by the ingest batchers.");
+    let _ = writeln!(
+        out,
+        "# HELP evidex_ingest_commits_total Delta commits made by the ingest batchers."
+    );
     let _ = writeln!(out, "# TYPE evidex_ingest_commits_total counter");
     let _ = writeln!(
         out,
         "evidex_ingest_commits_total {}",
         s.metrics.ingest_commits.load(Ordering::Relaxed)
     );
-    let _ = writeln!(out, "# HELP evidex_http_request_duration_seconds Request latency by route.");
+    let _ = writeln!(
+        out,
+        "# HELP evidex_http_request_duration_seconds Request latency by route."
+    );
     let _ = writeln!(out, "# TYPE evidex_http_request_duration_seconds histogram");
     let latency = s
         .metrics
@@ -293,23 +406,25 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
             "evidex_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
             h.count
         );
-        let _ = writeln!(out, "evidex_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-        let _ = writeln!(out, "evidex_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+        let _ = writeln!(
+            out,
+            "evidex_http_request_duration_seconds_sum{{{labels}}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "evidex_http_request_duration_seconds_count{{{labels}}} {}",
+            h.count
+        );
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 /// The OpenAPI 3.1 description, generated from [`ROUTES`].
 pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, roles, summary) in ROUTES {
-        let entry = paths
-            .entry(path.to_string())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         let mut op = json!({
             "summary": summary,
@@ -347,7 +462,10 @@ async fn openapi() -> axum::Json<Value> {
     axum::Json(openapi_document())
 }
 
-async fn signing_key(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<axum::Json<Value>> {
+async fn signing_key(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
     auth(&s, &headers, ANY)?;
     Ok(axum::Json(json!({
         "algorithm": "ed25519",
@@ -464,7 +582,9 @@ async fn preview(
     let mut valid = service::parse_export(&body, &s.config)?;
     let pinned = s.prepare(&mut valid.request).await?;
     let p = export::preview(&s.lake, &pinned, &valid.request).await?;
-    Ok(axum::Json(json!({"records": p.records, "by_dataset": p.by_dataset})))
+    Ok(axum::Json(
+        json!({"records": p.records, "by_dataset": p.by_dataset}),
+    ))
 }
 
 async fn create_job_from(
@@ -548,8 +668,15 @@ async fn list_exports(
 ) -> ApiResult<axum::Json<Value>> {
     auth(&s, &headers, READ)?;
     if let Some(st) = &q.status
-        && !["queued", "processing", "completed", "failed", "cancelled", "expired"]
-            .contains(&st.as_str())
+        && ![
+            "queued",
+            "processing",
+            "completed",
+            "failed",
+            "cancelled",
+            "expired",
+        ]
+        .contains(&st.as_str())
     {
         return Err(ApiError::bad_request(format!(
             "status: unknown status {st:?}"
@@ -563,7 +690,11 @@ async fn list_exports(
         .store
         .jobs(q.status.as_deref(), limit + 1, q.cursor.as_deref())?;
     let more = jobs.len() as i64 > limit;
-    let items: Vec<Value> = jobs.iter().take(limit as usize).map(|j| j.to_json()).collect();
+    let items: Vec<Value> = jobs
+        .iter()
+        .take(limit as usize)
+        .map(|j| j.to_json())
+        .collect();
     let next = if more {
         jobs.get(limit as usize - 1).map(|j| j.id.clone())
     } else {
@@ -573,7 +704,9 @@ async fn list_exports(
 }
 
 fn job_or_404(s: &Service, id: &str) -> ApiResult<crate::store::Job> {
-    s.store.job(id)?.ok_or_else(|| ApiError::not_found("export"))
+    s.store
+        .job(id)?
+        .ok_or_else(|| ApiError::not_found("export"))
 }
 
 async fn get_export(
@@ -596,7 +729,10 @@ async fn cancel_export(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
-            format!("the export is {}; only queued or processing exports can be cancelled", job.status),
+            format!(
+                "the export is {}; only queued or processing exports can be cancelled",
+                job.status
+            ),
         ));
     }
     s.store.cancel(&id, s.now_ms())?;
@@ -664,7 +800,10 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
             (len.saturating_sub(n), len - 1)
         }
         (a, "") => (a.parse().ok()?, len.saturating_sub(1)),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.saturating_sub(1))),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(len.saturating_sub(1)),
+        ),
     };
     if r.0 > r.1 || r.0 >= len {
         return Some(Err(()));
@@ -772,7 +911,10 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         ipad[i] ^= k[i];
         opad[i] ^= k[i];
     }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
     Sha256::new()
         .chain_update(opad)
         .chain_update(inner)

@@ -25,9 +25,9 @@ use evidex_engine::rows::Row;
 use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
 use evidex_engine::verify;
 
+use crate::{Cli, Command, TokenCommand};
 use evidex_server::config::Config;
 use evidex_server::store::{Role, Store};
-use crate::{Cli, Command, TokenCommand};
 
 /// `evidex ingest`.
 #[derive(Debug, Args)]
@@ -216,14 +216,27 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::Presets => return run_presets(&config),
         Command::Token(TokenCommand::Create(args)) => {
             let Some(role) = Role::parse(&args.role) else {
-                bail!("--role: unknown role {:?}; use admin, compliance, viewer or ingest", args.role);
+                bail!(
+                    "--role: unknown role {:?}; use admin, compliance, viewer or ingest",
+                    args.role
+                );
             };
             let store = Store::open(&config.state_dir()?)?;
             let now = clock.now().timestamp_millis();
             let (id, token) = store.create_token(&args.name, role, now)?;
-            store.audit(now, "cli", "token.created", Some(&id), Some(&serde_json::json!({"name": args.name, "role": role.as_str()})))?;
+            store.audit(
+                now,
+                "cli",
+                "token.created",
+                Some(&id),
+                Some(&serde_json::json!({"name": args.name, "role": role.as_str()})),
+            )?;
             println!("{token}");
-            eprintln!("token {id} ({}, {}); it is shown only now and stored hashed", args.name, role.as_str());
+            eprintln!(
+                "token {id} ({}, {}); it is shown only now and stored hashed",
+                args.name,
+                role.as_str()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Command::SigningKey => {
@@ -708,7 +721,9 @@ fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
         let store = Store::open(&config.state_dir()?)?;
         return Ok(match store.verify_audit_chain()? {
             Ok(n) => {
-                println!("ok       audit log: {n} entries, every hash matches its entry and follows the previous one");
+                println!(
+                    "ok       audit log: {n} entries, every hash matches its entry and follows the previous one"
+                );
                 ExitCode::SUCCESS
             }
             Err(problem) => {
@@ -791,6 +806,18 @@ async fn run_export(
         .as_deref()
         .map(versions_from_manifest)
         .transpose()?;
+    // The audit log lives in the metadata database, when this data location has one.
+    let reads_audit = request.include.contains(&Include::AuditLog)
+        || request
+            .definition
+            .as_ref()
+            .is_some_and(|d| d.sql.to_ascii_lowercase().contains("audit_log"));
+    let db = config.state_dir()?.join(evidex_server::store::DB_FILE);
+    if reads_audit && db.exists() {
+        let store = Store::open(&config.state_dir()?)?;
+        let entries = store.audit_entries(0, i64::MAX)?;
+        request.audit_log = evidex_server::service::audit_batches(&entries)?;
+    }
     let signer = Arc::new(Signer::load_or_create(&config.state_dir()?)?);
     let now = clock.now();
     let evidence = Evidence {

@@ -175,7 +175,9 @@ impl Config {
             bail!("configuration: export.split_rows must be at least 1");
         }
         if self.server.retention_secs == 0 || self.server.link_ttl_secs == 0 {
-            bail!("configuration: server.retention_secs and server.link_ttl_secs must be at least 1");
+            bail!(
+                "configuration: server.retention_secs and server.link_ttl_secs must be at least 1"
+            );
         }
         if self.server.max_body_bytes < 1024 {
             bail!("configuration: server.max_body_bytes must be at least 1024");

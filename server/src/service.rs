@@ -178,8 +178,8 @@ pub fn presets(config: &Config) -> Result<Vec<Definition>, EngineError> {
 
 /// Parses and validates an export body; errors name the field.
 pub fn parse_export(body: &[u8], config: &Config) -> Result<ValidExport, EngineError> {
-    let params: ExportParams = serde_json::from_slice(body)
-        .map_err(|e| EngineError::invalid(format!("body: {e}")))?;
+    let params: ExportParams =
+        serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("body: {e}")))?;
     validate_export(params, config)
 }
 
@@ -299,8 +299,12 @@ pub fn export_from_params(params: &Value, config: &Config) -> Result<ValidExport
 }
 
 /// Audit entries as the engine's `audit_log` dataset.
-pub fn audit_batches(entries: &[AuditEntry]) -> Result<Vec<evidex_engine::arrow::record_batch::RecordBatch>> {
-    use evidex_engine::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+pub fn audit_batches(
+    entries: &[AuditEntry],
+) -> Result<Vec<evidex_engine::arrow::record_batch::RecordBatch>> {
+    use evidex_engine::arrow::array::{
+        ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -311,14 +315,28 @@ pub fn audit_batches(entries: &[AuditEntry]) -> Result<Vec<evidex_engine::arrow:
             TimestampMicrosecondArray::from_iter_values(entries.iter().map(|e| e.at * 1000))
                 .with_timezone("UTC"),
         ),
-        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.actor.as_str()))),
-        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.action.as_str()))),
-        Arc::new(StringArray::from_iter(entries.iter().map(|e| e.target.as_deref()))),
-        Arc::new(StringArray::from_iter(entries.iter().map(|e| e.details.as_deref()))),
-        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.prev_hash.as_str()))),
-        Arc::new(StringArray::from_iter_values(entries.iter().map(|e| e.hash.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| e.actor.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| e.action.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            entries.iter().map(|e| e.target.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter(
+            entries.iter().map(|e| e.details.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| e.prev_hash.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| e.hash.as_str()),
+        )),
     ];
-    Ok(vec![evidex_engine::arrow::record_batch::RecordBatch::try_new(schema, cols)?])
+    Ok(vec![
+        evidex_engine::arrow::record_batch::RecordBatch::try_new(schema, cols)?,
+    ])
 }
 
 impl Service {
@@ -389,8 +407,7 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     let dir = service.job_dir(&job.id)?;
     // A previous attempt may have died mid-write: start from an empty directory.
     if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot clear {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
     let cancel = Arc::new(AtomicBool::new(false));
@@ -425,11 +442,17 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     let now = service.now_ms();
     match result {
         Ok((n, artifact)) => {
-            if !service.store.complete(&job.id, owner, now, n as i64, &artifact)? {
+            if !service
+                .store
+                .complete(&job.id, owner, now, n as i64, &artifact)?
+            {
                 // Cancelled meanwhile: the artifact is not offered.
                 let _ = std::fs::remove_dir_all(&dir);
             } else {
-                service.metrics.rows_exported.fetch_add(n, Ordering::Relaxed);
+                service
+                    .metrics
+                    .rows_exported
+                    .fetch_add(n, Ordering::Relaxed);
             }
         }
         Err(e) => {
