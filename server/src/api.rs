@@ -343,13 +343,13 @@ async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
     }
     let _ = writeln!(
         out,
-        "# HELP evidex_rows_exported_total Event rows written by completed exports of this process."
+        "# HELP evidex_rows_exported_total Rows written by completed exports (all workers)."
     );
     let _ = writeln!(out, "# TYPE evidex_rows_exported_total counter");
     let _ = writeln!(
         out,
         "evidex_rows_exported_total {}",
-        s.metrics.rows_exported.load(Ordering::Relaxed)
+        s.store.rows_exported()?
     );
     let _ = writeln!(
         out,
@@ -474,7 +474,7 @@ async fn signing_key(
 }
 
 /// Reads at most `limit` bytes of `body`, decoding gzip when the header says so.
-fn decode_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> ApiResult<Vec<u8>> {
+fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> ApiResult<Bytes> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -487,7 +487,7 @@ fn decode_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> ApiResult<Vec
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     if !gzip {
-        return Ok(body.to_vec());
+        return Ok(body);
     }
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(body.as_ref())
@@ -497,7 +497,7 @@ fn decode_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> ApiResult<Vec
     if out.len() > limit {
         return Err(too_large());
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 async fn read_body(s: &Service, body: Body) -> ApiResult<Bytes> {
@@ -522,21 +522,23 @@ async fn ingest_handler(
         return Err(ApiError::not_found("dataset"));
     };
     let raw = read_body(&s, body).await?;
-    let body = decode_body(&headers, &raw, s.config.server.max_body_bytes)?;
+    let body = decode_body(&headers, raw, s.config.server.max_body_bytes)?;
     let max_line = s.config.ingest.max_record_bytes;
     // A line over the limit refuses the whole request, naming the line.
-    let mut start = 0;
-    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
-        if line.len() > max_line {
+    let mut line_start = 0;
+    for (n, end) in memchr::memchr_iter(b'\n', &body)
+        .chain(std::iter::once(body.len()))
+        .enumerate()
+    {
+        if end - line_start > max_line {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("line {}: longer than the limit of {max_line} bytes", n + 1),
             ));
         }
-        start += line.len() + 1;
+        line_start = end + 1;
     }
-    let _ = start;
     let (rows, rejected, _) =
         tokio::task::spawn_blocking(move || ingest::parse_body(ds, &body, max_line))
             .await

@@ -52,8 +52,6 @@ pub struct Service {
 /// Counters exposed at `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
-    /// Event rows written by completed exports of this process.
-    pub rows_exported: AtomicU64,
     /// Records accepted per dataset.
     pub ingest_accepted: [AtomicU64; 3],
     /// Records rejected per dataset.
@@ -448,11 +446,6 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
             {
                 // Cancelled meanwhile: the artifact is not offered.
                 let _ = std::fs::remove_dir_all(&dir);
-            } else {
-                service
-                    .metrics
-                    .rows_exported
-                    .fetch_add(n, Ordering::Relaxed);
             }
         }
         Err(e) => {

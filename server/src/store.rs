@@ -570,6 +570,17 @@ impl Store {
         })
     }
 
+    /// Event rows written by every completed export (any process).
+    pub fn rows_exported(&self) -> Result<i64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT coalesce(sum(rows_written), 0) FROM jobs WHERE status IN ('completed', 'expired')",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Claims the oldest runnable job for `owner` with a lease until `now + lease_ms`:
     /// a queued job, or a processing one whose lease ran out (its worker died). A
     /// job whose lease ran out after its last attempt is failed instead.

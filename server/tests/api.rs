@@ -800,6 +800,44 @@ async fn a_killed_worker_loses_its_lease_and_the_job_completes() {
         .collect();
     assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
 
+    // Cancelling a running job stops its worker promptly; no artifact appears.
+    let big =
+        json!({"name": "cancel-me", "from": "2026-03-02", "to": "2026-03-04", "format": "parquet"});
+    let cid = c.post("/v1/exports", &tok, &big).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut w = spawn_worker();
+    let start = Instant::now();
+    while c.get(&format!("/v1/exports/{cid}"), &tok).await.json()["status"] != "processing" {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .call(
+            "POST",
+            &format!("/v1/exports/{cid}/cancel"),
+            Some(&tok),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.json()["status"], "cancelled");
+    let cdir = e.data.join("_state/artifacts").join(&cid);
+    let stopped = Instant::now();
+    while cdir.exists() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "the worker kept writing after cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let j = c.get(&format!("/v1/exports/{cid}"), &tok).await.json();
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert!(j["artifact"].is_null());
+    w.kill().unwrap();
+    let _ = w.wait();
+
     // A job that fails every time is failed after 3 attempts, with the error.
     let boom = json!({"name": "boom", "from": "2026-03-02", "to": "2026-03-04",
                       "sql": "SELECT id, 1 / (length(id) - length(id)) AS x FROM events"});
@@ -848,6 +886,46 @@ async fn accepted_events_survive_kill_9_and_artifacts_expire() {
         .await
         .json();
     assert_eq!(p["records"], 2000);
+    // Many small concurrent requests are committed in a few batches, not one each.
+    let commits = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with("evidex_ingest_commits_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before =
+        commits(&String::from_utf8(c.call("GET", "/metrics", None, None, &[]).await.body).unwrap());
+    let esc = std::fs::read_to_string(e.dir.path().join("src.escalations.ndjson")).unwrap();
+    let esc_lines: Vec<String> = esc.lines().map(str::to_string).collect();
+    let chunks: Vec<String> = esc_lines
+        .chunks(esc_lines.len().div_ceil(40))
+        .map(|c| c.join("\n"))
+        .collect();
+    let sends = chunks.iter().map(|chunk| {
+        c.call(
+            "POST",
+            "/v1/ingest/escalations",
+            Some(&ingest),
+            Some(chunk.clone().into_bytes()),
+            &[],
+        )
+    });
+    let results = futures::future::join_all(sends).await;
+    let accepted: u64 = results
+        .iter()
+        .map(|r| r.json()["accepted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, esc_lines.len() as u64);
+    let after =
+        commits(&String::from_utf8(c.call("GET", "/metrics", None, None, &[]).await.body).unwrap());
+    assert!(
+        after - before < chunks.len() as u64 / 2,
+        "{} requests made {} commits",
+        chunks.len(),
+        after - before
+    );
+
     // Body and line limits answer 413 with the limit.
     let big = vec![b'x'; 2 << 20];
     let r = c

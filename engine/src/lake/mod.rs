@@ -388,10 +388,35 @@ impl Lake {
         let last = by_date.keys().next_back().expect("non-empty").0;
         let candidates = snapshot.files_between(first, last);
         if !candidates.is_empty() {
-            let dates: HashSet<NaiveDate> = by_date.keys().map(|k| k.0).collect();
+            // A stored row can only repeat an incoming one with the same time: read
+            // only files whose time range holds an incoming row's time. Live ingest
+            // (new events later than everything stored) then reads nothing.
+            let mut times: BTreeMap<NaiveDate, Vec<i64>> = BTreeMap::new();
+            for ((date, _), rows) in &by_date {
+                let t = times.entry(*date).or_default();
+                t.extend(rows.iter().filter_map(|(_, r)| r.ts(time_idx)));
+            }
+            for t in times.values_mut() {
+                t.sort_unstable();
+            }
             let relevant: Vec<DataFile> = candidates
                 .into_iter()
-                .filter(|f| dates.contains(&f.date))
+                .filter(|f| {
+                    let Some(t) = times.get(&f.date) else {
+                        return false;
+                    };
+                    let range = f
+                        .bounds
+                        .as_ref()
+                        .and_then(|(lo, hi)| Some((lo.first()?.as_i64()?, hi.first()?.as_i64()?)));
+                    match range {
+                        Some((lo, hi)) => {
+                            let i = t.partition_point(|&x| x < lo);
+                            i < t.len() && t[i] <= hi
+                        }
+                        None => true,
+                    }
+                })
                 .collect();
             if !relevant.is_empty() {
                 let stored = self.stored_keys(dataset, relevant).await?;

@@ -1,0 +1,182 @@
+"""Load test of the HTTP service (not a timed test; run by bench/load.sh).
+
+Starts `evidex serve` (release build) on a fresh data directory and measures:
+  1. ingest throughput over HTTP: 1,000-event NDJSON batches from concurrent
+     clients, each response meaning the events are durably committed;
+  2. concurrent job creation: many clients creating export jobs at once;
+  3. API latency (job list and job status) while a large export runs.
+Prints a Markdown report and writes it to bench/out/load.md.
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+EVIDEX = os.environ.get("EVIDEX_BIN", str(TARGET / "release" / "evidex"))
+EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
+SENDERS = int(os.environ.get("LOAD_SENDERS", "8"))
+BATCH = 1000
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p / 100))] if v else float("nan")
+
+
+class Api:
+    def __init__(self, host, port, token):
+        self.host, self.port, self.token = host, port, token
+        self.local = threading.local()
+
+    def conn(self):
+        c = getattr(self.local, "c", None)
+        if c is None:
+            c = http.client.HTTPConnection(self.host, self.port, timeout=120)
+            self.local.c = c
+        return c
+
+    def call(self, method, path, body=None):
+        headers = {"Authorization": f"Bearer {self.token}"}
+        for attempt in range(2):
+            c = self.conn()
+            try:
+                t0 = time.perf_counter()
+                c.request(method, path, body=body, headers=headers)
+                r = c.getresponse()
+                data = r.read()
+                return r.status, data, time.perf_counter() - t0
+            except (http.client.HTTPException, ConnectionError):
+                self.local.c = None
+                if attempt:
+                    raise
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="evidex-load-"))
+    data = tmp / "data"
+    src = tmp / "src.ndjson"
+    subprocess.run([EVIDEX, "--data", str(data), "generate", "--rows", str(EVENTS), "--days", "30",
+                    "--end", "2026-03-31", "--seed", "3", "--output", str(src)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tok = {}
+    for role in ("admin", "ingest", "compliance"):
+        tok[role] = subprocess.run([EVIDEX, "--data", str(data), "token", "create", "--role", role],
+                                   check=True, capture_output=True, text=True).stdout.strip()
+    server = subprocess.Popen([EVIDEX, "--data", str(data), "serve", "--listen", "127.0.0.1:0", "--workers", "1"],
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    line = server.stderr.readline()
+    addr = [w for w in line.split() if w.startswith("http://")][0].rstrip("/")[len("http://"):]
+    host, port = addr.split(":")
+    port = int(port)
+    lines = src.read_bytes().splitlines(keepends=True)
+    batches = [b"".join(lines[i:i + BATCH]) for i in range(0, len(lines), BATCH)]
+    report = []
+    try:
+        # 1. Ingest.
+        ing = Api(host, port, tok["ingest"])
+        lat = []
+        lock = threading.Lock()
+
+        def send(b):
+            status, body, secs = ing.call("POST", "/v1/ingest/events", b)
+            if status != 200:
+                raise SystemExit(f"ingest failed: {status} {body[:300]!r}")
+            with lock:
+                lat.append(secs)
+            return json.loads(body)["accepted"]
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(SENDERS) as pool:
+            accepted = sum(pool.map(send, batches))
+        ingest_secs = time.perf_counter() - t0
+        rate = accepted / ingest_secs
+        adm = Api(host, port, tok["admin"])
+        _, metrics, _ = adm.call("GET", "/metrics")
+        commits = [l for l in metrics.decode().splitlines() if l.startswith("evidex_ingest_commits_total")]
+        report.append(("ingest, 1,000-event NDJSON batches, %d clients" % SENDERS,
+                       f"{accepted:,} events in {ingest_secs:.1f} s = **{rate:,.0f} events/s**; "
+                       f"request p50 {pct(lat, 50)*1000:.0f} ms, p99 {pct(lat, 99)*1000:.0f} ms; "
+                       f"{commits[0].split()[-1] if commits else '?'} Delta commits"))
+
+        # 2. Concurrent job creation.
+        comp = Api(host, port, tok["compliance"])
+        create_lat = []
+
+        def create(i):
+            body = json.dumps({"name": f"load-{i}", "from": "2026-03-30", "to": "2026-03-31",
+                               "format": "csv", "filters": {"decision": ["block"]}})
+            status, data_, secs = comp.call("POST", "/v1/exports", body)
+            if status != 201:
+                raise SystemExit(f"create failed: {status} {data_[:300]!r}")
+            with lock:
+                create_lat.append(secs)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(200)))
+        report.append(("create 200 export jobs, 8 clients",
+                       f"p50 {pct(create_lat, 50)*1000:.1f} ms, p99 {pct(create_lat, 99)*1000:.1f} ms"))
+        # Let the small jobs drain.
+        while True:
+            _, body, _ = comp.call("GET", "/v1/exports?status=queued&limit=1")
+            if not json.loads(body)["items"]:
+                break
+            time.sleep(0.5)
+
+        # 3. Latency of list and status while a large export runs.
+        status, body, _ = comp.call("POST", "/v1/exports", json.dumps(
+            {"name": "big", "from": "2026-03-01", "to": "2026-03-31", "format": "json"}))
+        big = json.loads(body)["id"]
+        list_lat, get_lat = [], []
+        running = True
+
+        def poll(kind):
+            api = Api(host, port, tok["compliance"])
+            while running:
+                if kind == "list":
+                    _, _, s = api.call("GET", "/v1/exports?limit=50")
+                    list_lat.append(s)
+                else:
+                    _, _, s = api.call("GET", f"/v1/exports/{big}")
+                    get_lat.append(s)
+                time.sleep(0.005)
+
+        threads = [threading.Thread(target=poll, args=(k,)) for k in ("list", "get", "list", "get")]
+        for t in threads:
+            t.start()
+        t0 = time.perf_counter()
+        while True:
+            _, body, _ = comp.call("GET", f"/v1/exports/{big}")
+            job = json.loads(body)
+            if job["status"] not in ("queued", "processing"):
+                break
+            time.sleep(0.2)
+        export_secs = time.perf_counter() - t0
+        running = False
+        for t in threads:
+            t.join()
+        report.append((f"job list (50 jobs) while a {job['progress']['rows_written']:,}-row JSON export runs ({export_secs:.1f} s)",
+                       f"{len(list_lat)} requests, p50 {pct(list_lat, 50)*1000:.1f} ms, p99 **{pct(list_lat, 99)*1000:.1f} ms**"))
+        report.append(("job status during the same export",
+                       f"{len(get_lat)} requests, p50 {pct(get_lat, 50)*1000:.1f} ms, p99 **{pct(get_lat, 99)*1000:.1f} ms**"))
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["rm", "-rf", str(tmp)])
+    text = "| measurement | result |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in report)
+    (OUT / "load.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
