@@ -24,7 +24,7 @@ OUT = ROOT / "bench" / "out"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 EVIDEX = os.environ.get("EVIDEX_BIN", str(TARGET / "release" / "evidex"))
 EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
-SENDERS = int(os.environ.get("LOAD_SENDERS", "8"))
+SENDERS = int(os.environ.get("LOAD_SENDERS", "16"))
 BATCH = 1000
 
 
@@ -102,10 +102,16 @@ def main():
                 lat.append(secs)
             return json.loads(body)["accepted"]
 
+        def cpu(pid):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        c0, me0 = cpu(server.pid), time.process_time()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(SENDERS) as pool:
             accepted = sum(pool.map(send, batches))
         ingest_secs = time.perf_counter() - t0
+        server_cpu, client_cpu = cpu(server.pid) - c0, time.process_time() - me0
         rate = accepted / ingest_secs
         adm = Api(host, port, tok["admin"])
         _, metrics, _ = adm.call("GET", "/metrics")
@@ -113,7 +119,8 @@ def main():
         report.append(("ingest, 1,000-event NDJSON batches, %d clients, %s order" % (SENDERS, order),
                        f"{accepted:,} events in {ingest_secs:.1f} s = **{rate:,.0f} events/s**; "
                        f"request p50 {pct(lat, 50)*1000:.0f} ms, p99 {pct(lat, 99)*1000:.0f} ms; "
-                       f"{commits[0].split()[-1] if commits else '?'} Delta commits"))
+                       f"{commits[0].split()[-1] if commits else '?'} Delta commits; "
+                       f"CPU: server {server_cpu:.1f} s, load clients {client_cpu:.1f} s"))
 
         # 2. Concurrent job creation.
         comp = Api(host, port, tok["compliance"])
