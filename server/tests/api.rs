@@ -281,6 +281,40 @@ async fn ingest_export_download_link_and_audit_over_http() {
         .await;
     assert_eq!(again.json()["accepted"], lines.len());
 
+    // A JSON array body works too (configuration versions here).
+    let cfg = std::fs::read_to_string(e.dir.path().join("src.config-versions.ndjson")).unwrap();
+    let cfg_rows: Vec<Value> = cfg
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let r = c
+        .call(
+            "POST",
+            "/v1/ingest/config-versions",
+            Some(&ingest),
+            Some(Value::from(cfg_rows.clone()).to_string().into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.json()["accepted"],
+        cfg_rows.len(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        c.call(
+            "POST",
+            "/v1/ingest/nope",
+            Some(&ingest),
+            Some(b"{}".to_vec()),
+            &[]
+        )
+        .await
+        .status,
+        404
+    );
+
     // Preview counts what was stored once: retries made no duplicates.
     let scope = json!({"name": "All", "from": "2026-03-01", "to": "2026-03-04"});
     let p = c
