@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every evidex test on a fresh machine: installs what the tests need (the
-# S3-compatible test server), then builds and runs the whole workspace's tests.
+# S3-compatible test server, poppler-utils), then builds and runs the whole
+# workspace's tests.
 # Safe to re-run: installed tools are reused, and the build directory persists in
 # $CARGO_TARGET_DIR (default ~/.cache/evidex-target) so a second run is incremental.
 set -euo pipefail
@@ -15,6 +16,15 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 if ! s3s-fs --version 2>/dev/null | grep -q '0\.14\.1'; then
   echo "==> installing s3s-fs 0.14.1 (S3 test server)"
   cargo install s3s-fs@0.14.1 --features binary --locked
+fi
+
+# poppler-utils (pdftotext, pdftoppm) reads the PDF reports back in the tests.
+if ! command -v pdftotext >/dev/null 2>&1; then
+  echo "==> installing poppler-utils (PDF text extraction for the report tests)"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -q poppler-utils >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q poppler-utils >/dev/null; }
 fi
 
 echo "==> cargo test (workspace)"

@@ -14,6 +14,7 @@ pub mod integrity;
 pub mod lake;
 pub mod model;
 pub mod redact;
+pub mod report;
 pub mod rows;
 pub mod scope;
 pub mod verify;
