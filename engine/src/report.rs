@@ -33,6 +33,177 @@ pub fn render_pdf(template: &str, data: &Value) -> Result<Vec<u8>> {
     })
 }
 
+/// Rows of a small query result as JSON objects.
+async fn rows(df: deltalake::datafusion::dataframe::DataFrame) -> Result<Vec<Value>> {
+    let batches = df.collect().await?;
+    let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
+    for b in &batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    let bytes = w.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::Io(std::io::Error::other(e)))
+}
+
+/// Event counts by decision in `q`'s scope.
+async fn by_decision(q: &crate::export::ScopedQueries) -> Result<serde_json::Map<String, Value>> {
+    let r = rows(
+        q.definition(
+            "SELECT decision, count(*) AS n FROM events GROUP BY decision ORDER BY decision",
+        )
+        .await?,
+    )
+    .await?;
+    let mut counts = serde_json::Map::new();
+    for row in r {
+        if let (Some(d), Some(n)) = (row["decision"].as_str(), row["n"].as_u64()) {
+            counts.insert(d.to_string(), Value::from(n));
+        }
+    }
+    Ok(counts)
+}
+
+/// Decisions shown in the summary, in order.
+const DECISIONS: [(&str, &str); 5] = [
+    ("allow", "Allowed"),
+    ("block", "Blocked"),
+    ("redact", "Redacted"),
+    ("escalate", "Escalated"),
+    ("flag", "Flagged"),
+];
+
+/// The report's numbers for `q`'s scope, each from a DataFusion aggregation over the
+/// same scoped, redacted views a CSV export of the scope reads. `previous` is the
+/// same scope over the preceding period of equal length.
+pub async fn collect(
+    q: &crate::export::ScopedQueries,
+    previous: &crate::export::ScopedQueries,
+    samples: usize,
+) -> Result<Value> {
+    let now = by_decision(q).await?;
+    let before = by_decision(previous).await?;
+    let total: u64 = now.values().filter_map(Value::as_u64).sum();
+    let prev_total: u64 = before.values().filter_map(Value::as_u64).sum();
+    let summary: Vec<Value> = DECISIONS
+        .iter()
+        .map(|(key, label)| {
+            let n = now.get(*key).and_then(Value::as_u64).unwrap_or(0);
+            let p = before.get(*key).and_then(Value::as_u64).unwrap_or(0);
+            let rate = if total == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / total as f64
+            };
+            let change = if p == 0 {
+                Value::Null
+            } else {
+                Value::from(((n as f64 - p as f64) / p as f64 * 1000.0).round() / 10.0)
+            };
+            serde_json::json!({"decision": key, "label": label, "count": n,
+                               "rate": format!("{rate:.2}%"), "previous": p, "change_pct": change})
+        })
+        .collect();
+    let breakdown = rows(
+        q.definition(
+            "SELECT policy, decision, severity, count(*) AS events FROM events \
+             WHERE decision <> 'allow' GROUP BY policy, decision, severity \
+             ORDER BY events DESC, policy, decision, severity",
+        )
+        .await?,
+    )
+    .await?;
+    let daily = rows(
+        q.definition(
+            "SELECT local_date(timestamp) AS day, decision, count(*) AS events FROM events \
+             GROUP BY local_date(timestamp), decision ORDER BY day, decision",
+        )
+        .await?,
+    )
+    .await?;
+    let top_groups = rows(
+        q.definition(
+            "SELECT consumer_group, count(*) AS violations FROM events WHERE decision <> 'allow' \
+             GROUP BY consumer_group ORDER BY violations DESC, consumer_group LIMIT 10",
+        )
+        .await?,
+    )
+    .await?;
+    let escalations = rows(
+        q.definition(
+            "WITH newest AS (SELECT event_id, status, row_number() OVER \
+               (PARTITION BY event_id ORDER BY at DESC, id DESC) AS n FROM escalations), \
+             opened AS (SELECT event_id, min(at) FILTER (WHERE status = 'open') AS opened_at, \
+               max(at) FILTER (WHERE status IN ('resolved', 'dismissed')) AS closed_at \
+               FROM escalations GROUP BY event_id) \
+             SELECT n.event_id, n.status, o.opened_at, o.closed_at, \
+               extract(epoch FROM o.closed_at) - extract(epoch FROM o.opened_at) AS seconds \
+             FROM newest n JOIN opened o ON o.event_id = n.event_id WHERE n.n = 1 \
+             ORDER BY o.opened_at NULLS LAST, n.event_id",
+        )
+        .await?,
+    )
+    .await?;
+    let mut status_counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut durations: Vec<f64> = Vec::new();
+    for e in &escalations {
+        *status_counts
+            .entry(e["status"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+        if let Some(s) = e["seconds"].as_f64() {
+            durations.push(s / 3600.0);
+        }
+    }
+    durations.sort_by(f64::total_cmp);
+    let quantile = |p: f64| -> Value {
+        if durations.is_empty() {
+            return Value::Null;
+        }
+        let i = ((durations.len() - 1) as f64 * p).round() as usize;
+        Value::from((durations[i] * 100.0).round() / 100.0)
+    };
+    let oldest_open: Vec<&Value> = escalations
+        .iter()
+        .filter(|e| matches!(e["status"].as_str(), Some("open" | "claimed")))
+        .take(10)
+        .collect();
+    let config = rows(
+        q.definition(
+            "SELECT config_id, version, changed_at, changed_by, summary FROM config_versions \
+             ORDER BY changed_at, config_id, version",
+        )
+        .await?,
+    )
+    .await?;
+    let samples = rows(
+        q.definition(&format!(
+            "SELECT id, timestamp, decision, severity, policy, \
+             substr(coalesce(input, ''), 1, 600) AS text FROM events \
+             ORDER BY timestamp, id LIMIT {samples}"
+        ))
+        .await?,
+    )
+    .await?;
+    Ok(serde_json::json!({
+        "totals": {"decisions": total, "previous_decisions": prev_total},
+        "summary": summary,
+        "breakdown": breakdown,
+        "daily": daily,
+        "top_consumer_groups": top_groups,
+        "escalations": {
+            "by_status": status_counts,
+            "total": escalations.len(),
+            "median_hours_to_close": quantile(0.5),
+            "p90_hours_to_close": quantile(0.9),
+            "oldest_open": oldest_open,
+        },
+        "config_changes": config,
+        "samples": samples,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
