@@ -110,6 +110,10 @@ async fn report_numbers_match_the_source_and_render() {
         evidex_engine::report::render_pdf(evidex_engine::report::EVIDENCE_TEMPLATE, &doc).unwrap();
     let path = dir.path().join("r.pdf");
     std::fs::write(&path, &pdf).unwrap();
+    // To look at it: EVIDEX_REPORT_DUMP=/tmp/r.pdf, then pdftoppm.
+    if let Some(p) = std::env::var_os("EVIDEX_REPORT_DUMP") {
+        std::fs::write(p, &pdf).unwrap();
+    }
     let out = std::process::Command::new("pdftotext")
         .args(["-layout", path.to_str().unwrap(), "-"])
         .output()
