@@ -216,7 +216,7 @@ mod tests {
             "filters": "decision: block",
             "export_id": "exp_01TEST",
             "generated_at": "2026-04-01T09:00:00Z",
-            "manifest_sha256": "ab".repeat(32),
+            "event_ids_digest": "ab".repeat(32),
             "totals": {"decisions": decisions},
             "summary": [{"label": "Blocked", "count": 12, "rate": "1.2%"}],
             "breakdown": [{"policy": "pii-detection", "decision": "block", "severity": "high", "events": 12}],

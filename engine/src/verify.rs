@@ -301,6 +301,12 @@ fn compare(
             f.sha256
         ));
     }
+    // A report's record count is what it covers, not something to count in its bytes.
+    let rows = if f.path.ends_with(".pdf") {
+        Some(f.rows)
+    } else {
+        rows
+    };
     match rows {
         Some(r) if r != f.rows => {
             ok = false;

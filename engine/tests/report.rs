@@ -102,7 +102,7 @@ async fn report_numbers_match_the_source_and_render() {
         ("filters", serde_json::json!("none")),
         ("export_id", serde_json::json!("exp_01REPORTTEST")),
         ("generated_at", serde_json::json!("2026-04-01T00:00:00Z")),
-        ("manifest_sha256", serde_json::json!("0".repeat(64))),
+        ("event_ids_digest", serde_json::json!("0".repeat(64))),
     ] {
         doc[k] = v;
     }

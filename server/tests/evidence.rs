@@ -509,6 +509,25 @@ fn sql_definitions_cannot_leave_their_scope() {
         .count();
     assert_eq!(rows[0][2], cfg_want.to_string());
 
+    // A definition over an empty scope (no files at all) yields its header, no rows.
+    let file = sql_file(&f, "empty", "SELECT id, policy FROM events");
+    let out = ok(run(
+        &f.data,
+        &[],
+        &[
+            "export",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-01-02",
+            "--sql",
+            &file,
+            "--output",
+            "-",
+        ],
+    ));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "id,policy\r\n");
+
     // Every way out is refused before anything runs, naming what and where.
     let victim = f.dir.path().join("copied.csv");
     let events_dir = f.data.join("events");
@@ -1048,4 +1067,95 @@ fn reruns_pinned_to_a_manifest_are_byte_identical() {
         "{}",
         all_text(&out)
     );
+}
+
+#[test]
+fn pdf_report_counts_equal_the_csv_of_the_same_scope() {
+    let f = fixture(4_000, 4, "2026-03-04");
+    let scope = ["--timezone", "Europe/Berlin", "--min-severity", "low"];
+    export(
+        &f,
+        &[],
+        &[&["--format", "pdf"][..], &scope[..]].concat(),
+        "report",
+    );
+    export(
+        &f,
+        &[],
+        &[&["--format", "csv"][..], &scope[..]].concat(),
+        "report-data",
+    );
+    let pdf = f.out.join("report.pdf");
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+    ok(run(&f.data, &[], &["verify", pdf.to_str().unwrap()]));
+    let mut by_decision: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rdr = csv::Reader::from_path(f.out.join("report-data.csv")).unwrap();
+    let col = rdr
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "decision")
+        .unwrap();
+    for r in rdr.records() {
+        *by_decision.entry(r.unwrap()[col].to_string()).or_default() += 1;
+    }
+    let out = Command::new("pdftotext")
+        .args(["-layout", pdf.to_str().unwrap(), "-"])
+        .output()
+        .expect("pdftotext (poppler-utils) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (decision, label) in [
+        ("allow", "Allowed"),
+        ("block", "Blocked"),
+        ("redact", "Redacted"),
+        ("escalate", "Escalated"),
+        ("flag", "Flagged"),
+    ] {
+        let want = by_decision.get(decision).copied().unwrap_or(0).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} line in the report"));
+        assert!(
+            line.split_whitespace().any(|w| w == want),
+            "{label}: want {want} in {line:?}"
+        );
+    }
+    for section in [
+        "Executive summary",
+        "Policy violation breakdown",
+        "Decisions over time",
+        "Escalations",
+        "Configuration changes",
+        "What this evidence covers",
+        "EU AI Act",
+        "SOC 2",
+        "HIPAA",
+    ] {
+        assert!(text.contains(section), "missing {section}");
+    }
+    // An empty scope is a clear report, not an error.
+    let out = ok(run(
+        &f.data,
+        &[],
+        &[
+            "export",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-01-31",
+            "--format",
+            "pdf",
+            "--name",
+            "empty",
+            "--output",
+            f.out.to_str().unwrap(),
+        ],
+    ));
+    drop(out);
+    let out = Command::new("pdftotext")
+        .args([f.out.join("empty.pdf").to_str().unwrap(), "-"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("There were no decision events"));
 }

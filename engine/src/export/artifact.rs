@@ -357,6 +357,14 @@ impl ArtifactWriter {
         }
     }
 
+    /// Writes one whole file of `rows` records (a rendered report).
+    pub fn write_file(&mut self, name: String, bytes: Vec<u8>, rows: u64) -> Result<()> {
+        self.send(SinkMsg::Start(name))?;
+        self.send(SinkMsg::Data(bytes))?;
+        self.send(SinkMsg::End(rows))?;
+        self.await_file()
+    }
+
     /// The files completed so far.
     pub fn files(&self) -> &[ArtifactFile] {
         &self.files

@@ -98,7 +98,8 @@ impl ExportRequest {
 
     /// The tables this request reads.
     pub fn tables(&self) -> Vec<Dataset> {
-        if self.definition.is_some() {
+        // Definitions and the report may read every view.
+        if self.definition.is_some() || self.format == Format::Pdf {
             return Dataset::ALL.to_vec();
         }
         let mut needed = vec![Dataset::Events];
@@ -336,6 +337,9 @@ pub async fn run_export(
     target: impl FnOnce(&str) -> ArtifactTarget,
     control: &ExportControl,
 ) -> Result<ExportOutcome> {
+    if request.format == Format::Pdf {
+        return run_report(lake, pinned, request, evidence, target).await;
+    }
     // The Parquet encoder is the slowest stage and buffers row groups of its own;
     // smaller decode batches keep the partitions' batches in flight from adding up.
     let batch_rows = if request.format == Format::Parquet {
@@ -485,6 +489,139 @@ pub async fn run_export(
         bytes: written.bytes,
         sha256: written.sha256,
         rows,
+        versions: pinned.versions(),
+        manifest,
+        manifest_sha256,
+    })
+}
+
+/// The PDF evidence report of `request`'s scope: one file, with its manifest beside.
+async fn run_report(
+    lake: &Lake,
+    pinned: &PinnedTables,
+    request: &ExportRequest,
+    evidence: &Evidence,
+    target: impl FnOnce(&str) -> ArtifactTarget,
+) -> Result<ExportOutcome> {
+    if request.definition.is_some() {
+        return Err(EngineError::invalid(
+            "format: a pdf report covers the scope's events; it cannot run a SQL definition (use csv, json, ndjson or parquet)",
+        ));
+    }
+    if !request.include.is_empty() {
+        return Err(EngineError::invalid(
+            "include: a pdf report is one file; export the other datasets separately",
+        ));
+    }
+    let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
+    // The preceding period of the same length, for the change figures.
+    let len = request.scope.window.end - request.scope.window.start;
+    let mut previous = request.clone();
+    previous.scope.window = crate::scope::Window {
+        start: request.scope.window.start - len,
+        end: request.scope.window.start,
+    };
+    let p = previous.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
+    let mut digest = IdDigest::default();
+    let mut ids = q
+        .definition("SELECT id, timestamp FROM events")
+        .await?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = ids.next().await {
+        digest.add_batch(&batch?);
+    }
+    let mut data = crate::report::collect(&q, &p, 50).await?;
+    let total = data["totals"]["decisions"].as_u64().unwrap_or(0);
+    let filters = request.parameters()["filters"].clone();
+    let filters_text = match filters.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_string().trim_matches(['[', ']'])))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => "none".to_string(),
+    };
+    for (k, v) in [
+        ("title", serde_json::json!(request.name)),
+        (
+            "period",
+            serde_json::json!({"from": request.scope.from, "to": request.scope.to,
+                               "timezone": request.scope.timezone.name()}),
+        ),
+        ("filters", serde_json::json!(filters_text)),
+        ("export_id", serde_json::json!(evidence.export_id)),
+        (
+            "generated_at",
+            serde_json::json!(
+                evidence
+                    .created_at
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string()
+            ),
+        ),
+        ("event_ids_digest", serde_json::json!(digest.hex())),
+    ] {
+        data[k] = v;
+    }
+    let pdf = tokio::task::spawn_blocking(move || {
+        crate::report::render_pdf(crate::report::EVIDENCE_TEMPLATE, &data)
+    })
+    .await
+    .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
+    let base = sanitize_name(&request.name);
+    let file_name = format!("{base}.pdf");
+    let target = target(&file_name);
+    let path = match &target {
+        ArtifactTarget::File { path, .. } => Some(path.clone()),
+        ArtifactTarget::Stdout => None,
+    };
+    let single_name = path
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file_name.clone());
+    let mut writer = ArtifactWriter::create(target, false, true)?;
+    if let Err(e) = writer.write_file(single_name, pdf, total) {
+        writer.discard();
+        return Err(e);
+    }
+    let data_files = writer.files().to_vec();
+    let manifest = build_manifest(
+        request,
+        evidence,
+        pinned,
+        &data_files,
+        &[(data_files.len(), "report".to_string())],
+        total,
+        &digest,
+    );
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let manifest_sha256 = sha256_hex(&manifest_bytes);
+    let signature = evidence.signer.sign(&manifest_bytes);
+    let written = tokio::task::spawn_blocking(move || {
+        let r = writer
+            .add_metadata_file(MANIFEST_NAME, manifest_bytes)
+            .and_then(|()| writer.add_metadata_file(SIGNATURE_NAME, signature.into_bytes()));
+        match r {
+            Ok(()) => writer.publish(),
+            Err(e) => {
+                writer.discard();
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
+    Ok(ExportOutcome {
+        file_name,
+        path,
+        content_type: Format::Pdf.content_type(),
+        files: data_files,
+        bytes: written.bytes,
+        sha256: written.sha256,
+        rows: BTreeMap::from([("events".to_string(), total)]),
         versions: pinned.versions(),
         manifest,
         manifest_sha256,

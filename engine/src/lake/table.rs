@@ -251,6 +251,17 @@ impl TableProvider for LakeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.files.is_empty() {
+            // An empty scope still has one (empty) partition: a scan of zero file
+            // groups has zero, which a single-partition sort above it rejects.
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(
+                deltalake::datafusion::physical_plan::empty::EmptyExec::new(schema),
+            ));
+        }
         let mut source = ParquetSource::new(self.schema.clone())
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_pushdown_filters(true)

@@ -33,6 +33,8 @@ pub enum Format {
     Ndjson,
     /// Apache Parquet.
     Parquet,
+    /// The PDF evidence report (see `report.rs`).
+    Pdf,
 }
 
 impl Format {
@@ -43,14 +45,10 @@ impl Format {
             "json" => Format::Json,
             "ndjson" | "jsonl" => Format::Ndjson,
             "parquet" => Format::Parquet,
-            "pdf" => {
-                return Err(EngineError::invalid(
-                    "format: pdf reports are not available in this build yet; use csv, json, ndjson or parquet",
-                ));
-            }
+            "pdf" => Format::Pdf,
             other => {
                 return Err(EngineError::invalid(format!(
-                    "format: unknown format {other:?}; use csv, json, ndjson or parquet"
+                    "format: unknown format {other:?}; use csv, json, ndjson, parquet or pdf"
                 )));
             }
         })
@@ -63,6 +61,7 @@ impl Format {
             Format::Json => "json",
             Format::Ndjson => "ndjson",
             Format::Parquet => "parquet",
+            Format::Pdf => "pdf",
         }
     }
 
@@ -73,6 +72,7 @@ impl Format {
             Format::Json => "application/json",
             Format::Ndjson => "application/x-ndjson",
             Format::Parquet => "application/vnd.apache.parquet",
+            Format::Pdf => "application/pdf",
         }
     }
 
@@ -166,6 +166,11 @@ pub fn encoder(
         Format::Json => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Array)),
         Format::Ndjson => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Lines)),
         Format::Parquet => Box::new(ParquetEncoder::new(schema, &kinds)?),
+        Format::Pdf => {
+            return Err(EngineError::invalid(
+                "format: pdf is a report of the whole scope, not a per-record format",
+            ));
+        }
     })
 }
 
