@@ -256,6 +256,16 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
         (None, Some(d)) => d.format,
         (None, None) => Format::Csv,
     };
+    if format == Format::Pdf && definition.is_some() {
+        return Err(EngineError::invalid(
+            "format: a pdf report covers the scope's events; it cannot run a preset or SQL definition",
+        ));
+    }
+    if format == Format::Pdf && !include.is_empty() {
+        return Err(EngineError::invalid(
+            "include: a pdf report is one file; export the other datasets separately",
+        ));
+    }
     let mut request = ExportRequest::new(name.clone(), scope, format);
     request.include = include;
     request.include_payloads = p.include_payloads.unwrap_or(true);

@@ -531,6 +531,10 @@ async fn ingest_export_download_link_and_audit_over_http() {
             "name:",
         ),
         (json!({"from": "2026-03-01"}), "body:"),
+        (
+            json!({"name": "x", "from": "2026-03-01", "to": "2026-03-03", "format": "pdf", "include": ["escalations"]}),
+            "include: a pdf report is one file",
+        ),
     ];
     for (body, want) in cases {
         let r = c.post("/v1/exports", &compliance, &body).await;
