@@ -11,13 +11,76 @@ use crate::error::{EngineError, Result};
 /// The built-in evidence report template (`templates/evidence_report.typ`).
 pub const EVIDENCE_TEMPLATE: &str = include_str!("../../templates/evidence_report.typ");
 
+/// How a customer restyles the report without touching Rust: colours, an
+/// organisation line and a logo (PNG, JPEG or SVG bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportStyle {
+    /// Headings and charts, `#rrggbb`.
+    pub accent: Option<String>,
+    /// Secondary text, `#rrggbb`.
+    pub muted: Option<String>,
+    /// The line above the title (`ACME Corp — Compliance`).
+    pub organisation: Option<String>,
+    /// Logo file contents and its extension (`png`, `jpg`, `svg`).
+    pub logo: Option<(String, Vec<u8>)>,
+}
+
+impl ReportStyle {
+    /// Checks a colour value; errors name `key`.
+    pub fn check_colour(key: &str, value: &str) -> Result<()> {
+        let ok = value.len() == 7
+            && value.starts_with('#')
+            && value[1..].chars().all(|c| c.is_ascii_hexdigit());
+        if ok {
+            Ok(())
+        } else {
+            Err(EngineError::Config(format!(
+                "{key}: {value:?} is not a colour; use #rrggbb"
+            )))
+        }
+    }
+
+    /// The style as the template's `data.style`, and the files it refers to.
+    fn split(&self) -> (Value, Vec<(String, Vec<u8>)>) {
+        let mut style = serde_json::Map::new();
+        for (k, v) in [
+            ("accent", &self.accent),
+            ("muted", &self.muted),
+            ("organisation", &self.organisation),
+        ] {
+            if let Some(v) = v {
+                style.insert(k.to_string(), Value::from(v.clone()));
+            }
+        }
+        let mut files = Vec::new();
+        if let Some((ext, bytes)) = &self.logo {
+            let name = format!("logo.{ext}");
+            style.insert("logo".to_string(), Value::from(name.clone()));
+            files.push((name, bytes.clone()));
+        }
+        (Value::Object(style), files)
+    }
+}
+
 /// Renders `template` with `data` as its `data.json`; returns the PDF bytes.
 pub fn render_pdf(template: &str, data: &Value) -> Result<Vec<u8>> {
-    let json = serde_json::to_vec(data).map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    render_styled(template, data, &ReportStyle::default())
+}
+
+/// Like [`render_pdf`], with `style` as `data.style` (and its logo file).
+pub fn render_styled(template: &str, data: &Value, style: &ReportStyle) -> Result<Vec<u8>> {
+    let (style_value, files) = style.split();
+    let mut data = data.clone();
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("style".to_string(), style_value);
+    }
+    let json = serde_json::to_vec(&data).map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let mut all: Vec<(String, Vec<u8>)> = vec![("data.json".to_string(), json)];
+    all.extend(files);
     let engine = TypstEngine::builder()
         .main_file(template)
         .fonts(typst_assets::fonts())
-        .with_static_file_resolver([("data.json", json)])
+        .with_static_file_resolver(all.iter().map(|(n, b)| (n.as_str(), b.clone())))
         .build();
     let doc = engine.compile().output.map_err(|e| {
         EngineError::Io(std::io::Error::other(format!(
@@ -263,6 +326,22 @@ mod tests {
         let pdf = render_pdf(EVIDENCE_TEMPLATE, &sample("x", 0)).unwrap();
         let text = pdftotext(&pdf).expect("pdftotext (poppler-utils) is installed");
         assert!(text.contains("There were no decision events"), "{text}");
+    }
+
+    #[test]
+    fn the_report_can_be_restyled_without_code() {
+        let logo = br##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="40" height="20" fill="#c00"/></svg>"##;
+        let style = ReportStyle {
+            accent: Some("#7a1f3d".into()),
+            muted: Some("#444444".into()),
+            organisation: Some("ACME Corp — Compliance".into()),
+            logo: Some(("svg".into(), logo.to_vec())),
+        };
+        let pdf = render_styled(EVIDENCE_TEMPLATE, &sample("x", 10), &style).unwrap();
+        let text = pdftotext(&pdf).expect("pdftotext (poppler-utils) is installed");
+        assert!(text.to_uppercase().contains("ACME CORP"), "{text}");
+        assert!(ReportStyle::check_colour("report.accent", "red").is_err());
+        ReportStyle::check_colour("report.accent", "#A0b1c2").unwrap();
     }
 
     #[test]

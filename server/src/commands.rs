@@ -801,6 +801,7 @@ async fn run_export(
     request.definition = definition;
     request.redaction = config.redaction.clone();
     request.memory_limit = config.export.query_memory_mb << 20;
+    request.report_style = config.report_style()?;
     let versions = args
         .as_of_manifest
         .as_deref()

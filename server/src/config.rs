@@ -28,6 +28,22 @@ pub struct Config {
     pub presets_dir: Option<PathBuf>,
     /// The HTTP service.
     pub server: ServerConfig,
+    /// How PDF reports look.
+    pub report: ReportConfig,
+}
+
+/// PDF report styling.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Headings and charts, `#rrggbb`.
+    pub accent: Option<String>,
+    /// Secondary text, `#rrggbb`.
+    pub muted: Option<String>,
+    /// The line above the title on the cover.
+    pub organisation: Option<String>,
+    /// A PNG, JPEG or SVG file shown on the cover.
+    pub logo: Option<PathBuf>,
 }
 
 /// HTTP service settings.
@@ -97,6 +113,7 @@ impl Default for Config {
             redaction: RedactionRules::default(),
             presets_dir: None,
             server: ServerConfig::default(),
+            report: ReportConfig::default(),
         }
     }
 }
@@ -191,7 +208,54 @@ impl Config {
         self.redaction
             .compile()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        self.report_style()?;
         Ok(())
+    }
+
+    /// The report style, with the logo file read (at most 2 MB).
+    pub fn report_style(&self) -> Result<evidex_engine::report::ReportStyle> {
+        use evidex_engine::report::ReportStyle;
+        let r = &self.report;
+        for (key, v) in [("report.accent", &r.accent), ("report.muted", &r.muted)] {
+            if let Some(v) = v {
+                ReportStyle::check_colour(key, v)
+                    .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+            }
+        }
+        let logo = match &r.logo {
+            None => None,
+            Some(path) => {
+                let ext = path
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if !["png", "jpg", "jpeg", "svg"].contains(&ext.as_str()) {
+                    bail!(
+                        "configuration: report.logo {}: use a .png, .jpg or .svg file",
+                        path.display()
+                    );
+                }
+                let bytes = std::fs::read(path).with_context(|| {
+                    format!(
+                        "configuration: report.logo {} cannot be read",
+                        path.display()
+                    )
+                })?;
+                if bytes.len() > 2 << 20 {
+                    bail!(
+                        "configuration: report.logo {} is larger than 2 MB",
+                        path.display()
+                    );
+                }
+                Some((ext, bytes))
+            }
+        };
+        Ok(ReportStyle {
+            accent: r.accent.clone(),
+            muted: r.muted.clone(),
+            organisation: r.organisation.clone(),
+            logo,
+        })
     }
 
     /// The local directory for the signing key, metadata database and master key:
@@ -297,6 +361,28 @@ mod tests {
             format!("{e:#}").contains("redaction.custom[0].pattern"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn report_style_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let logo = dir.path().join("logo.svg");
+        std::fs::write(&logo, "<svg xmlns='http://www.w3.org/2000/svg'/>").unwrap();
+        let logo_s = logo.display().to_string();
+        let c = Config::load(
+            None,
+            &env(&[
+                ("EVIDEX_REPORT__ACCENT", "#112233"),
+                ("EVIDEX_REPORT__LOGO", &logo_s),
+            ]),
+        )
+        .unwrap();
+        let style = c.report_style().unwrap();
+        assert_eq!(style.logo.unwrap().0, "svg");
+        let e = Config::load(None, &env(&[("EVIDEX_REPORT__ACCENT", "blue")])).unwrap_err();
+        assert!(format!("{e:#}").contains("report.accent"), "{e:#}");
+        let e = Config::load(None, &env(&[("EVIDEX_REPORT__LOGO", "/nope/logo.png")])).unwrap_err();
+        assert!(format!("{e:#}").contains("report.logo"), "{e:#}");
     }
 
     #[test]

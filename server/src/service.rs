@@ -278,6 +278,9 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
     request.definition = definition;
     request.redaction = config.redaction.clone();
     request.memory_limit = config.export.query_memory_mb << 20;
+    request.report_style = config
+        .report_style()
+        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
     let params = json!({
         "name": name,
         "description": description,

@@ -76,6 +76,8 @@ pub struct ExportRequest {
     pub audit_log: Vec<RecordBatch>,
     /// Memory the export's queries may hold before they spill to disk.
     pub memory_limit: usize,
+    /// How PDF reports look.
+    pub report_style: crate::report::ReportStyle,
 }
 
 impl ExportRequest {
@@ -93,6 +95,7 @@ impl ExportRequest {
             redaction: RedactionRules::default(),
             audit_log: Vec::new(),
             memory_limit: scoped::QUERY_MEMORY_LIMIT,
+            report_style: crate::report::ReportStyle::default(),
         }
     }
 
@@ -564,8 +567,9 @@ async fn run_report(
     ] {
         data[k] = v;
     }
+    let style = request.report_style.clone();
     let pdf = tokio::task::spawn_blocking(move || {
-        crate::report::render_pdf(crate::report::EVIDENCE_TEMPLATE, &data)
+        crate::report::render_styled(crate::report::EVIDENCE_TEMPLATE, &data, &style)
     })
     .await
     .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
