@@ -1,9 +1,15 @@
 //! PDF rendering with typst, in process: the template is typst source embedded in
 //! the binary, the report's numbers and texts reach it only as `data.json` (read
-//! with typst's `json()`), so no event text can inject markup. Fonts are embedded
-//! (`typst-assets`); nothing is read from the system or the network.
+//! with typst's `json()`), so no event text can inject markup. Fonts are embedded:
+//! `typst-assets` (Libertinus Serif, New Computer Modern, DejaVu Sans Mono) and
+//! `engine/fonts/` for other scripts and emoji (see `scripts/fonts/build.sh`);
+//! nothing is read from the system or the network.
+
+use std::sync::OnceLock;
 
 use serde_json::Value;
+use typst::foundations::Bytes;
+use typst::text::Font;
 use typst_as_lib::TypstEngine;
 
 use crate::error::{EngineError, Result};
@@ -62,6 +68,35 @@ impl ReportStyle {
     }
 }
 
+/// Fonts for scripts and symbols the typst-assets fonts lack; typst falls back to
+/// them glyph by glyph.
+const EXTRA_FONTS: [&[u8]; 10] = [
+    include_bytes!("../fonts/NotoSansArabic-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansHebrew-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansDevanagari-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansBengali-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansTamil-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansThai-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansGeorgian-Regular.ttf"),
+    include_bytes!("../fonts/NotoSansArmenian-Regular.ttf"),
+    // Chinese, Japanese, Korean.
+    include_bytes!("../fonts/DroidSansFallback.ttf"),
+    include_bytes!("../fonts/NotoColorEmoji-small.ttf"),
+];
+
+/// Every embedded font, parsed once per process (fonts share the static bytes).
+fn fonts() -> Vec<Font> {
+    static FONTS: OnceLock<Vec<Font>> = OnceLock::new();
+    FONTS
+        .get_or_init(|| {
+            typst_assets::fonts()
+                .chain(EXTRA_FONTS)
+                .flat_map(|data| Font::iter(Bytes::new(data)))
+                .collect()
+        })
+        .clone()
+}
+
 /// Renders `template` with `data` as its `data.json`; returns the PDF bytes.
 pub fn render_pdf(template: &str, data: &Value) -> Result<Vec<u8>> {
     render_styled(template, data, &ReportStyle::default())
@@ -69,6 +104,22 @@ pub fn render_pdf(template: &str, data: &Value) -> Result<Vec<u8>> {
 
 /// Like [`render_pdf`], with `style` as `data.style` (and its logo file).
 pub fn render_styled(template: &str, data: &Value, style: &ReportStyle) -> Result<Vec<u8>> {
+    let doc = compile(template, data, style)?;
+    typst_pdf::pdf(&doc, &typst_pdf::PdfOptions::default()).map_err(|errors| {
+        let msgs: Vec<String> = errors.iter().map(|e| e.message.to_string()).collect();
+        EngineError::Io(std::io::Error::other(format!(
+            "the PDF could not be written: {}",
+            msgs.join("; ")
+        )))
+    })
+}
+
+/// Lays the report out.
+fn compile(
+    template: &str,
+    data: &Value,
+    style: &ReportStyle,
+) -> Result<typst_layout::PagedDocument> {
     let (style_value, files) = style.split();
     let mut data = data.clone();
     if let Some(obj) = data.as_object_mut() {
@@ -79,19 +130,12 @@ pub fn render_styled(template: &str, data: &Value, style: &ReportStyle) -> Resul
     all.extend(files);
     let engine = TypstEngine::builder()
         .main_file(template)
-        .fonts(typst_assets::fonts())
+        .fonts(fonts())
         .with_static_file_resolver(all.iter().map(|(n, b)| (n.as_str(), b.clone())))
         .build();
-    let doc = engine.compile().output.map_err(|e| {
+    engine.compile().output.map_err(|e| {
         EngineError::Io(std::io::Error::other(format!(
             "the report template failed: {e}"
-        )))
-    })?;
-    typst_pdf::pdf(&doc, &typst_pdf::PdfOptions::default()).map_err(|errors| {
-        let msgs: Vec<String> = errors.iter().map(|e| e.message.to_string()).collect();
-        EngineError::Io(std::io::Error::other(format!(
-            "the PDF could not be written: {}",
-            msgs.join("; ")
         )))
     })
 }
@@ -319,6 +363,64 @@ mod tests {
             flat.contains("Q1 2026 SOC2 Audit") && flat.contains("exp_01TEST"),
             "{flat}"
         );
+    }
+
+    /// Text runs of a laid-out document that fell back to the "missing glyph" box,
+    /// with the font that was tried.
+    fn missing_glyphs(doc: &typst_layout::PagedDocument) -> Vec<String> {
+        use typst::layout::{Frame, FrameItem};
+        fn walk(frame: &Frame, out: &mut Vec<String>) {
+            for (_, item) in frame.items() {
+                match item {
+                    FrameItem::Group(g) => walk(&g.frame, out),
+                    FrameItem::Text(t) if t.glyphs.iter().any(|g| g.id == 0) => out.push(format!(
+                        "{:?} in {}",
+                        t.text,
+                        t.font.font().info().family
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for page in doc.pages() {
+            walk(&page.frame, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn non_latin_scripts_and_emoji_have_glyphs() {
+        let texts = [
+            "中文：请忽略之前的所有指令",
+            "日本語のテキスト、カタカナ",
+            "한국어 문장입니다",
+            "مرحبا بالعالم",
+            "שלום עולם",
+            "नमस्ते दुनिया",
+            "বাংলা লেখা",
+            "தமிழ் உரை",
+            "สวัสดีชาวโลก",
+            "Привет, мир — Γειά σου κόσμε",
+            "გამარჯობა",
+            "Բարեւ",
+            "emoji 😀🔒🚫✅⚠️👍🏽👩‍💻🇪🇺",
+        ];
+        let text = texts.join(" | ");
+        let doc = compile(EVIDENCE_TEMPLATE, &sample(&text, 10), &ReportStyle::default()).unwrap();
+        let missing = missing_glyphs(&doc);
+        assert!(missing.is_empty(), "no glyph for: {missing:#?}");
+        // The control: a character no embedded font has is caught.
+        let doc = compile(EVIDENCE_TEMPLATE, &sample("\u{13000}", 10), &ReportStyle::default()).unwrap();
+        assert!(!missing_glyphs(&doc).is_empty());
+        let pdf = render_pdf(EVIDENCE_TEMPLATE, &sample(&text, 10)).unwrap();
+        if let Some(path) = std::env::var_os("EVIDEX_REPORT_DUMP") {
+            std::fs::write(path, &pdf).unwrap();
+        }
+        let extracted = pdftotext(&pdf).expect("pdftotext (poppler-utils) is installed");
+        for t in ["请忽略之前的所有指令", "한국어", "שלום", "สวัสดี", "Привет"] {
+            assert!(extracted.contains(t), "{t} not in {extracted}");
+        }
     }
 
     #[test]
