@@ -389,6 +389,53 @@ mod tests {
         out
     }
 
+    /// Text runs that end beyond the right margin (2 cm on A4), in points.
+    fn overflowing(doc: &typst_layout::PagedDocument) -> Vec<String> {
+        use typst::layout::{Abs, Frame, FrameItem, Point};
+        fn walk(frame: &Frame, at: Point, limit: Abs, out: &mut Vec<String>) {
+            for (pos, item) in frame.items() {
+                let here = at + *pos;
+                match item {
+                    FrameItem::Group(g) => walk(&g.frame, here, limit, out),
+                    FrameItem::Text(t) if here.x + t.width() > limit + Abs::pt(0.5) => {
+                        out.push(format!("{:?} ends at {:?}", t.text, here.x + t.width()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for page in doc.pages() {
+            let limit = page.frame.width() - Abs::cm(2.0);
+            walk(&page.frame, Point::zero(), limit, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn long_unbroken_text_wraps_inside_the_page() {
+        let token = "x".repeat(300);
+        let url = format!("https://example.com/{}", "a/b-c_d".repeat(40));
+        let mut data = sample(&format!("{token} then {url}"), 10);
+        data["breakdown"][0]["policy"] = json!("p".repeat(120));
+        let doc = compile(EVIDENCE_TEMPLATE, &data, &ReportStyle::default()).unwrap();
+        let over = overflowing(&doc);
+        assert!(over.is_empty(), "{over:#?}");
+        // The control: text placed without the template's wrapping does overflow.
+        let raw = compile("#json(\"data.json\").samples.first().text", &data, &ReportStyle::default()).unwrap();
+        assert!(!overflowing(&raw).is_empty());
+        // The cover names the manifest, also in the document metadata.
+        data["manifest_sha256"] = json!("cd".repeat(32));
+        let pdf = render_pdf(EVIDENCE_TEMPLATE, &data).unwrap();
+        if let Some(path) = std::env::var_os("EVIDEX_REPORT_DUMP") {
+            std::fs::write(path, &pdf).unwrap();
+        }
+        let needle = format!("evidex-manifest-sha256:{}", "cd".repeat(32));
+        assert!(pdf.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        let text = pdftotext(&pdf).expect("pdftotext (poppler-utils) is installed");
+        assert!(text.contains(&"cd".repeat(32)), "{text}");
+    }
+
     #[test]
     fn non_latin_scripts_and_emoji_have_glyphs() {
         let texts = [
