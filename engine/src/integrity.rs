@@ -261,6 +261,49 @@ pub struct Manifest {
     pub tool: ManifestTool,
     /// Public key of the signer, hex (informational; verify with a key you trust).
     pub signing_key: String,
+    /// The PDF report among `files`, and the manifest hash printed on its cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ManifestReport>,
+}
+
+/// How a PDF report is bound to its manifest. The report cannot print the hash of a
+/// manifest that records the report's own hash, so it prints the hash of this
+/// manifest as it was before the report was added: without `report` and without the
+/// report's entry in `files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestReport {
+    /// The report's path among `files`.
+    pub path: String,
+    /// SHA-256 of the manifest without the report (see [`Manifest::report_binding`]),
+    /// as printed on the report's cover and in its document keywords.
+    pub manifest_sha256: String,
+    /// How `manifest_sha256` is computed.
+    pub method: String,
+}
+
+/// How [`ManifestReport::manifest_sha256`] is computed; recorded in the manifest.
+pub const REPORT_BINDING_METHOD: &str = "SHA-256 of this manifest serialised as pretty-printed JSON without the report field and without the report's entry in files";
+
+impl Manifest {
+    /// SHA-256 of this manifest without the report (its entry in `files` and the
+    /// `report` field), serialised as the engine writes manifests.
+    pub fn report_binding(&self) -> Option<String> {
+        let report = self.report.as_ref()?;
+        let mut core = self.clone();
+        core.report = None;
+        core.files.retain(|f| f.path != report.path);
+        Some(core.sha256())
+    }
+
+    /// The manifest's bytes as written (pretty JSON).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serialises")
+    }
+
+    /// SHA-256 of [`Manifest::to_bytes`].
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.to_bytes())
+    }
 }
 
 /// How [`IdDigest`] combines ids; recorded in every manifest.

@@ -373,11 +373,9 @@ mod tests {
             for (_, item) in frame.items() {
                 match item {
                     FrameItem::Group(g) => walk(&g.frame, out),
-                    FrameItem::Text(t) if t.glyphs.iter().any(|g| g.id == 0) => out.push(format!(
-                        "{:?} in {}",
-                        t.text,
-                        t.font.font().info().family
-                    )),
+                    FrameItem::Text(t) if t.glyphs.iter().any(|g| g.id == 0) => {
+                        out.push(format!("{:?} in {}", t.text, t.font.font().info().family))
+                    }
                     _ => {}
                 }
             }
@@ -422,7 +420,12 @@ mod tests {
         let over = overflowing(&doc);
         assert!(over.is_empty(), "{over:#?}");
         // The control: text placed without the template's wrapping does overflow.
-        let raw = compile("#json(\"data.json\").samples.first().text", &data, &ReportStyle::default()).unwrap();
+        let raw = compile(
+            "#json(\"data.json\").samples.first().text",
+            &data,
+            &ReportStyle::default(),
+        )
+        .unwrap();
         assert!(!overflowing(&raw).is_empty());
         // The cover names the manifest, also in the document metadata.
         data["manifest_sha256"] = json!("cd".repeat(32));
@@ -454,18 +457,29 @@ mod tests {
             "emoji 😀🔒🚫✅⚠️👍🏽👩‍💻🇪🇺",
         ];
         let text = texts.join(" | ");
-        let doc = compile(EVIDENCE_TEMPLATE, &sample(&text, 10), &ReportStyle::default()).unwrap();
+        let doc = compile(
+            EVIDENCE_TEMPLATE,
+            &sample(&text, 10),
+            &ReportStyle::default(),
+        )
+        .unwrap();
         let missing = missing_glyphs(&doc);
         assert!(missing.is_empty(), "no glyph for: {missing:#?}");
         // The control: a character no embedded font has is caught.
-        let doc = compile(EVIDENCE_TEMPLATE, &sample("\u{13000}", 10), &ReportStyle::default()).unwrap();
+        let doc = compile(
+            EVIDENCE_TEMPLATE,
+            &sample("\u{13000}", 10),
+            &ReportStyle::default(),
+        )
+        .unwrap();
         assert!(!missing_glyphs(&doc).is_empty());
         let pdf = render_pdf(EVIDENCE_TEMPLATE, &sample(&text, 10)).unwrap();
         if let Some(path) = std::env::var_os("EVIDEX_REPORT_DUMP") {
             std::fs::write(path, &pdf).unwrap();
         }
         let extracted = pdftotext(&pdf).expect("pdftotext (poppler-utils) is installed");
-        for t in ["请忽略之前的所有指令", "한국어", "שלום", "สวัสดี", "Привет"] {
+        for t in ["请忽略之前的所有指令", "한국어", "שלום", "สวัสดี", "Привет"]
+        {
             assert!(extracted.contains(t), "{t} not in {extracted}");
         }
     }

@@ -170,6 +170,7 @@ fn verify_zip(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()> {
         compare(&entry_label, f, bytes, &sha, rows, report);
     }
     check_totals(&label, &manifest, report);
+    check_report(&label, &manifest, |name| read_entry(&mut zip, name), report);
     report.manifest = Some(manifest);
     Ok(())
 }
@@ -244,8 +245,56 @@ fn verify_single(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()
         )),
     }
     check_totals(&display(path), &manifest, report);
+    check_report(
+        &display(dir),
+        &manifest,
+        |_| std::fs::read(&data).ok(),
+        report,
+    );
     report.manifest = Some(manifest);
     Ok(())
+}
+
+/// A PDF report's binding: the manifest hash it prints (and carries in its document
+/// keywords) is the hash of this manifest without the report.
+fn check_report(
+    label: &str,
+    manifest: &Manifest,
+    read: impl FnOnce(&str) -> Option<Vec<u8>>,
+    report: &mut VerifyReport,
+) {
+    let Some(r) = &manifest.report else {
+        return;
+    };
+    if !manifest.files.iter().any(|f| f.path == r.path) {
+        report.problems.push(format!(
+            "{label}: the manifest's report {:?} is not among its files",
+            r.path
+        ));
+        return;
+    }
+    let expected = manifest.report_binding().unwrap_or_default();
+    if expected != r.manifest_sha256 {
+        report.problems.push(format!(
+            "{label}: the report is bound to manifest {} but this manifest without the report hashes to {expected}",
+            r.manifest_sha256
+        ));
+        return;
+    }
+    let needle = format!("evidex-manifest-sha256:{}", r.manifest_sha256);
+    match read(&r.path) {
+        Some(pdf) if pdf.windows(needle.len()).any(|w| w == needle.as_bytes()) => {
+            report.checked.push(format!(
+                "{label}/{}: names manifest {} (this manifest without the report)",
+                r.path, r.manifest_sha256
+            ))
+        }
+        Some(_) => report.problems.push(format!(
+            "{label}/{}: the report does not name manifest {}; it was made for another export",
+            r.path, r.manifest_sha256
+        )),
+        None => {} // a missing file is reported above
+    }
 }
 
 fn check_totals(label: &str, manifest: &Manifest, report: &mut VerifyReport) {

@@ -100,8 +100,8 @@ pub struct ScopeArgs {
     /// Only events at or above this severity.
     #[arg(long)]
     pub min_severity: Option<String>,
-    /// Datasets besides events: escalations, config_history, summary, audit_log
-    /// (repeatable).
+    /// Datasets besides events: escalations, config_history, summary, audit_log,
+    /// and report (the PDF evidence report in the ZIP) (repeatable).
     #[arg(long)]
     pub include: Vec<String>,
     /// Run a preset definition (see `evidex presets`) instead of the event export.

@@ -256,18 +256,10 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
         (None, Some(d)) => d.format,
         (None, None) => Format::Csv,
     };
-    if format == Format::Pdf && definition.is_some() {
-        return Err(EngineError::invalid(
-            "format: a pdf report covers the scope's events; it cannot run a preset or SQL definition",
-        ));
-    }
-    if format == Format::Pdf && !include.is_empty() {
-        return Err(EngineError::invalid(
-            "include: a pdf report is one file; export the other datasets separately",
-        ));
-    }
     let mut request = ExportRequest::new(name.clone(), scope, format);
     request.include = include;
+    request.definition = definition;
+    request.check()?;
     request.include_payloads = p.include_payloads.unwrap_or(true);
     request.encode = EncodeOptions {
         csv_formula_guard: p
@@ -275,7 +267,6 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
             .unwrap_or(config.export.csv_formula_guard),
     };
     request.split_rows = config.export.split_rows;
-    request.definition = definition;
     request.redaction = config.redaction.clone();
     request.memory_limit = config.export.query_memory_mb << 20;
     request.report_style = config

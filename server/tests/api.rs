@@ -533,7 +533,11 @@ async fn ingest_export_download_link_and_audit_over_http() {
         (json!({"from": "2026-03-01"}), "body:"),
         (
             json!({"name": "x", "from": "2026-03-01", "to": "2026-03-03", "format": "pdf", "include": ["escalations"]}),
-            "include: a pdf report is one file",
+            "include: format pdf is the report alone",
+        ),
+        (
+            json!({"name": "x", "from": "2026-03-01", "to": "2026-03-03", "preset": "policy-violations", "include": ["report"]}),
+            "format: the pdf report summarises the scope's events",
         ),
     ];
     for (body, want) in cases {

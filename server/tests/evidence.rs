@@ -1069,6 +1069,191 @@ fn reruns_pinned_to_a_manifest_are_byte_identical() {
     );
 }
 
+fn pdf_text(pdf: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.pdf");
+    std::fs::write(&path, pdf).unwrap();
+    let out = Command::new("pdftotext")
+        .args(["-layout", path.to_str().unwrap(), "-"])
+        .output()
+        .expect("pdftotext (poppler-utils) is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every decision count and the report's sections, against counts from a CSV.
+fn assert_report_counts(text: &str, by_decision: &BTreeMap<String, u64>) {
+    for (decision, label) in [
+        ("allow", "Allowed"),
+        ("block", "Blocked"),
+        ("redact", "Redacted"),
+        ("escalate", "Escalated"),
+        ("flag", "Flagged"),
+    ] {
+        let want = by_decision.get(decision).copied().unwrap_or(0).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} line in the report"));
+        assert!(
+            line.split_whitespace().any(|w| w == want),
+            "{label}: want {want} in {line:?}"
+        );
+    }
+    let total: u64 = by_decision.values().sum();
+    assert!(
+        text.contains(&format!("Total decisions: {total}")),
+        "no total {total}"
+    );
+    for section in [
+        "Executive summary",
+        "Policy violation breakdown",
+        "Decisions over time",
+        "Escalations",
+        "Configuration changes",
+        "What this evidence covers",
+        "EU AI Act",
+        "SOC 2",
+        "HIPAA",
+    ] {
+        assert!(text.contains(section), "missing {section}");
+    }
+}
+
+fn counts_by_decision(rdr: csv::Reader<impl Read>) -> BTreeMap<String, u64> {
+    let mut rdr = rdr;
+    let col = rdr
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "decision")
+        .unwrap();
+    let mut by_decision: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rdr.records() {
+        *by_decision.entry(r.unwrap()[col].to_string()).or_default() += 1;
+    }
+    by_decision
+}
+
+#[test]
+fn the_report_travels_in_the_zip_beside_the_data_and_the_manifest_covers_it() {
+    let f = fixture(3_000, 4, "2026-03-04");
+    export(
+        &f,
+        &[],
+        &[
+            "--format",
+            "csv",
+            "--include",
+            "report",
+            "--include",
+            "escalations",
+        ],
+        "package",
+    );
+    let zip_path = f.out.join("package.zip");
+    let out = ok(run(&f.data, &[], &["verify", zip_path.to_str().unwrap()]));
+    assert!(
+        all_text(&out).contains("report.pdf: names manifest"),
+        "{}",
+        all_text(&out)
+    );
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    let mut names: Vec<String> = zip.file_names().map(String::from).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "escalations.csv",
+            "events-00001.csv",
+            "manifest.json",
+            "manifest.sig",
+            "report.pdf"
+        ]
+    );
+    let entry = |zip: &mut zip::ZipArchive<std::fs::File>, name: &str| {
+        let mut buf = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut buf).unwrap();
+        buf
+    };
+    let manifest_bytes = entry(&mut zip, "manifest.json");
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let pdf = entry(&mut zip, "report.pdf");
+    let listed = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "report.pdf")
+        .expect("the manifest lists the report");
+    assert_eq!(listed["sha256"], evidex_engine::integrity::sha256_hex(&pdf));
+    assert_eq!(listed["bytes"], pdf.len() as u64);
+    // The report's numbers are the numbers of the CSV beside it.
+    let by_decision = counts_by_decision(csv::Reader::from_reader(
+        &entry(&mut zip, "events-00001.csv")[..],
+    ));
+    let text = pdf_text(&pdf);
+    assert_report_counts(&text, &by_decision);
+    let bound = manifest["report"]["manifest_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains(&bound), "the cover lacks {bound}");
+
+    // A manifest whose report binding was changed, even signed with the right key,
+    // fails: the binding is recomputed from the manifest itself.
+    let mut forged: Value = manifest.clone();
+    forged["report"]["manifest_sha256"] = Value::from("0".repeat(64));
+    let forged_bytes = serde_json::to_vec_pretty(&forged).unwrap();
+    let signer = evidex_engine::integrity::Signer::load(&f.data.join("_state"))
+        .unwrap()
+        .expect("the export created the key");
+    let bad = f.out.join("forged.zip");
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&bad).unwrap());
+    for name in ["events-00001.csv", "escalations.csv", "report.pdf"] {
+        w.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(&entry(&mut zip, name)).unwrap();
+    }
+    w.start_file("manifest.json", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(&forged_bytes).unwrap();
+    w.start_file("manifest.sig", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(signer.sign(&forged_bytes).as_bytes()).unwrap();
+    w.finish().unwrap();
+    let out = run(&f.data, &[], &["verify", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", all_text(&out));
+    assert!(
+        all_text(&out).contains("the report is bound to manifest"),
+        "{}",
+        all_text(&out)
+    );
+
+    // A report with a SQL definition is refused, naming the field.
+    let out = run(
+        &f.data,
+        &[],
+        &[
+            "export",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-04",
+            "--preset",
+            "policy-violations",
+            "--include",
+            "report",
+            "--output",
+            "-",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", all_text(&out));
+    assert!(
+        all_text(&out).contains("format: the pdf report"),
+        "{}",
+        all_text(&out)
+    );
+}
+
 #[test]
 fn pdf_report_counts_equal_the_csv_of_the_same_scope() {
     let f = fixture(4_000, 4, "2026-03-04");
@@ -1088,52 +1273,18 @@ fn pdf_report_counts_equal_the_csv_of_the_same_scope() {
     let pdf = f.out.join("report.pdf");
     assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
     ok(run(&f.data, &[], &["verify", pdf.to_str().unwrap()]));
-    let mut by_decision: BTreeMap<String, u64> = BTreeMap::new();
-    let mut rdr = csv::Reader::from_path(f.out.join("report-data.csv")).unwrap();
-    let col = rdr
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|h| h == "decision")
-        .unwrap();
-    for r in rdr.records() {
-        *by_decision.entry(r.unwrap()[col].to_string()).or_default() += 1;
-    }
-    let out = Command::new("pdftotext")
-        .args(["-layout", pdf.to_str().unwrap(), "-"])
-        .output()
-        .expect("pdftotext (poppler-utils) is installed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    for (decision, label) in [
-        ("allow", "Allowed"),
-        ("block", "Blocked"),
-        ("redact", "Redacted"),
-        ("escalate", "Escalated"),
-        ("flag", "Flagged"),
-    ] {
-        let want = by_decision.get(decision).copied().unwrap_or(0).to_string();
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .unwrap_or_else(|| panic!("no {label} line in the report"));
-        assert!(
-            line.split_whitespace().any(|w| w == want),
-            "{label}: want {want} in {line:?}"
-        );
-    }
-    for section in [
-        "Executive summary",
-        "Policy violation breakdown",
-        "Decisions over time",
-        "Escalations",
-        "Configuration changes",
-        "What this evidence covers",
-        "EU AI Act",
-        "SOC 2",
-        "HIPAA",
-    ] {
-        assert!(text.contains(section), "missing {section}");
-    }
+    let by_decision =
+        counts_by_decision(csv::Reader::from_path(f.out.join("report-data.csv")).unwrap());
+    let text = pdf_text(&std::fs::read(&pdf).unwrap());
+    assert_report_counts(&text, &by_decision);
+    // The cover names the manifest without the report's entry, as the manifest's
+    // `report` field records it.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(f.out.join("report.pdf.manifest.json")).unwrap())
+            .unwrap();
+    let bound = manifest["report"]["manifest_sha256"].as_str().unwrap();
+    assert_eq!(manifest["report"]["path"], "report.pdf");
+    assert!(text.contains(bound), "cover lacks {bound}");
     // An empty scope is a clear report, not an error.
     let out = ok(run(
         &f.data,

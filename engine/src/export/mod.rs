@@ -32,7 +32,8 @@ use crate::definition::Definition;
 use crate::error::{EngineError, Result};
 use crate::integrity::{
     DIGEST_METHOD, IdDigest, MANIFEST_NAME, Manifest, ManifestEscaping, ManifestFile,
-    ManifestRedaction, ManifestTool, ManifestWindow, SIGNATURE_NAME, Signer, sha256_hex,
+    ManifestRedaction, ManifestReport, ManifestTool, ManifestWindow, REPORT_BINDING_METHOD,
+    SIGNATURE_NAME, Signer, sha256_hex,
 };
 use crate::lake::Lake;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
@@ -102,7 +103,10 @@ impl ExportRequest {
     /// The tables this request reads.
     pub fn tables(&self) -> Vec<Dataset> {
         // Definitions and the report may read every view.
-        if self.definition.is_some() || self.format == Format::Pdf {
+        if self.definition.is_some()
+            || self.format == Format::Pdf
+            || self.include.contains(&Include::Report)
+        {
             return Dataset::ALL.to_vec();
         }
         let mut needed = vec![Dataset::Events];
@@ -113,6 +117,22 @@ impl ExportRequest {
             needed.push(Dataset::ConfigVersions);
         }
         needed
+    }
+
+    /// Refuses combinations that cannot make an artifact; errors name the field.
+    pub fn check(&self) -> Result<()> {
+        let report = self.format == Format::Pdf || self.include.contains(&Include::Report);
+        if report && self.definition.is_some() {
+            return Err(EngineError::invalid(
+                "format: the pdf report summarises the scope's events; it cannot accompany a preset or SQL definition (export the definition separately)",
+            ));
+        }
+        if self.format == Format::Pdf && !self.include.is_empty() {
+            return Err(EngineError::invalid(
+                "include: format pdf is the report alone; to package the report with data, use a data format (csv, json, ndjson, parquet) with include [\"report\", ...]",
+            ));
+        }
+        Ok(())
     }
 
     /// Name of the main dataset: `events`, or the definition's name.
@@ -297,8 +317,9 @@ pub async fn preview(
     };
     let mut by_dataset = BTreeMap::from([(request.main_dataset(), records)]);
     for inc in &request.include {
-        let n = ScopedQueries::count(include_frame(&q, *inc).await?.0).await?;
-        by_dataset.insert(inc.name().to_string(), n);
+        if let Some((df, _)) = include_frame(&q, *inc).await? {
+            by_dataset.insert(inc.name().to_string(), ScopedQueries::count(df).await?);
+        }
     }
     Ok(Preview {
         records,
@@ -320,13 +341,18 @@ pub async fn check_definition(
     Ok(())
 }
 
-async fn include_frame(q: &ScopedQueries, inc: Include) -> Result<(DataFrame, Option<Dataset>)> {
-    Ok(match inc {
+/// An included dataset's rows; `None` for the report, which is not a dataset.
+async fn include_frame(
+    q: &ScopedQueries,
+    inc: Include,
+) -> Result<Option<(DataFrame, Option<Dataset>)>> {
+    Ok(Some(match inc {
         Include::Escalations => (q.escalations()?, Some(Dataset::Escalations)),
         Include::ConfigHistory => (q.config_history()?, Some(Dataset::ConfigVersions)),
         Include::Summary => (q.summary().await?, None),
         Include::AuditLog => (q.audit_log()?, None),
-    })
+        Include::Report => return Ok(None),
+    }))
 }
 
 /// Runs an export; `target` is told the artifact's file name and says where it goes.
@@ -340,6 +366,7 @@ pub async fn run_export(
     target: impl FnOnce(&str) -> ArtifactTarget,
     control: &ExportControl,
 ) -> Result<ExportOutcome> {
+    request.check()?;
     if request.format == Format::Pdf {
         return run_report(lake, pinned, request, evidence, target).await;
     }
@@ -420,7 +447,9 @@ pub async fn run_export(
         rows.insert(main_name.clone(), n);
         datasets.push((files_so_far(&writer), main_name.clone()));
         for inc in &request.include {
-            let (df, ds) = include_frame(&q, *inc).await?;
+            let Some((df, ds)) = include_frame(&q, *inc).await? else {
+                continue;
+            };
             let quiet = ExportControl {
                 cancel: control.cancel.clone(),
                 progress: None,
@@ -455,19 +484,43 @@ pub async fn run_export(
             return Err(e);
         }
     };
-    let data_files = writer.files().to_vec();
     let digest = digest.lock().map(|d| d.clone()).unwrap_or_default();
-    let manifest = build_manifest(
+    let total = rows.get(&main_name).copied().unwrap_or(0);
+    let mut manifest = build_manifest(
         request,
         evidence,
         pinned,
-        &data_files,
+        writer.files(),
         &datasets,
-        rows.get(&main_name).copied().unwrap_or(0),
+        total,
         &digest,
     );
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    if request.include.contains(&Include::Report) {
+        let pdf = match render_report(
+            lake,
+            pinned,
+            request,
+            &q,
+            evidence,
+            &digest,
+            &manifest.sha256(),
+        )
+        .await
+        {
+            Ok(pdf) => pdf,
+            Err(e) => {
+                writer.discard();
+                return Err(e);
+            }
+        };
+        if let Err(e) = writer.write_file(REPORT_ENTRY.to_string(), pdf, total) {
+            writer.discard();
+            return Err(e);
+        }
+        manifest = bind_report(manifest, writer.files());
+    }
+    let data_files = writer.files().to_vec();
+    let manifest_bytes = manifest.to_bytes();
     let manifest_sha256 = sha256_hex(&manifest_bytes);
     let signature = evidence.signer.sign(&manifest_bytes);
     let written = tokio::task::spawn_blocking(move || {
@@ -506,25 +559,7 @@ async fn run_report(
     evidence: &Evidence,
     target: impl FnOnce(&str) -> ArtifactTarget,
 ) -> Result<ExportOutcome> {
-    if request.definition.is_some() {
-        return Err(EngineError::invalid(
-            "format: a pdf report covers the scope's events; it cannot run a SQL definition (use csv, json, ndjson or parquet)",
-        ));
-    }
-    if !request.include.is_empty() {
-        return Err(EngineError::invalid(
-            "include: a pdf report is one file; export the other datasets separately",
-        ));
-    }
     let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
-    // The preceding period of the same length, for the change figures.
-    let len = request.scope.window.end - request.scope.window.start;
-    let mut previous = request.clone();
-    previous.scope.window = crate::scope::Window {
-        start: request.scope.window.start - len,
-        end: request.scope.window.start,
-    };
-    let p = previous.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
     let mut digest = IdDigest::default();
     let mut ids = q
         .definition("SELECT id, timestamp FROM events")
@@ -534,45 +569,9 @@ async fn run_report(
     while let Some(batch) = ids.next().await {
         digest.add_batch(&batch?);
     }
-    let mut data = crate::report::collect(&q, &p, 50).await?;
-    let total = data["totals"]["decisions"].as_u64().unwrap_or(0);
-    let filters = request.parameters()["filters"].clone();
-    let filters_text = match filters.as_object() {
-        Some(m) if !m.is_empty() => m
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", v.to_string().trim_matches(['[', ']'])))
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => "none".to_string(),
-    };
-    for (k, v) in [
-        ("title", serde_json::json!(request.name)),
-        (
-            "period",
-            serde_json::json!({"from": request.scope.from, "to": request.scope.to,
-                               "timezone": request.scope.timezone.name()}),
-        ),
-        ("filters", serde_json::json!(filters_text)),
-        ("export_id", serde_json::json!(evidence.export_id)),
-        (
-            "generated_at",
-            serde_json::json!(
-                evidence
-                    .created_at
-                    .format("%Y-%m-%d %H:%M:%S UTC")
-                    .to_string()
-            ),
-        ),
-        ("event_ids_digest", serde_json::json!(digest.hex())),
-    ] {
-        data[k] = v;
-    }
-    let style = request.report_style.clone();
-    let pdf = tokio::task::spawn_blocking(move || {
-        crate::report::render_styled(crate::report::EVIDENCE_TEMPLATE, &data, &style)
-    })
-    .await
-    .map_err(|e| EngineError::Io(std::io::Error::other(e)))??;
+    let total = digest.count;
+    let core = build_manifest(request, evidence, pinned, &[], &[], total, &digest);
+    let pdf = render_report(lake, pinned, request, &q, evidence, &digest, &core.sha256()).await?;
     let base = sanitize_name(&request.name);
     let file_name = format!("{base}.pdf");
     let target = target(&file_name);
@@ -590,18 +589,9 @@ async fn run_report(
         writer.discard();
         return Err(e);
     }
+    let manifest = bind_report(core, writer.files());
     let data_files = writer.files().to_vec();
-    let manifest = build_manifest(
-        request,
-        evidence,
-        pinned,
-        &data_files,
-        &[(data_files.len(), "report".to_string())],
-        total,
-        &digest,
-    );
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let manifest_bytes = manifest.to_bytes();
     let manifest_sha256 = sha256_hex(&manifest_bytes);
     let signature = evidence.signer.sign(&manifest_bytes);
     let written = tokio::task::spawn_blocking(move || {
@@ -630,6 +620,92 @@ async fn run_report(
         manifest,
         manifest_sha256,
     })
+}
+
+/// The report's entry name inside a ZIP package.
+pub const REPORT_ENTRY: &str = "report.pdf";
+
+/// Renders the evidence report of `request`'s scope (`q`); `digest` covers the
+/// scope's events and `manifest_sha256` (the manifest without the report) is
+/// printed on the cover and in the document keywords.
+async fn render_report(
+    lake: &Lake,
+    pinned: &PinnedTables,
+    request: &ExportRequest,
+    q: &ScopedQueries,
+    evidence: &Evidence,
+    digest: &IdDigest,
+    manifest_sha256: &str,
+) -> Result<Vec<u8>> {
+    // The preceding period of the same length, for the change figures.
+    let len = request.scope.window.end - request.scope.window.start;
+    let mut previous = request.clone();
+    previous.scope.window = crate::scope::Window {
+        start: request.scope.window.start - len,
+        end: request.scope.window.start,
+    };
+    let p = previous.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
+    let mut data = crate::report::collect(q, &p, 50).await?;
+    let filters = request.parameters()["filters"].clone();
+    let filters_text = match filters.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_string().trim_matches(['[', ']'])))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => "none".to_string(),
+    };
+    for (k, v) in [
+        ("title", serde_json::json!(request.name)),
+        (
+            "period",
+            serde_json::json!({"from": request.scope.from, "to": request.scope.to,
+                               "timezone": request.scope.timezone.name()}),
+        ),
+        ("filters", serde_json::json!(filters_text)),
+        ("export_id", serde_json::json!(evidence.export_id)),
+        (
+            "generated_at",
+            serde_json::json!(
+                evidence
+                    .created_at
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string()
+            ),
+        ),
+        ("event_ids_digest", serde_json::json!(digest.hex())),
+        ("manifest_sha256", serde_json::json!(manifest_sha256)),
+    ] {
+        data[k] = v;
+    }
+    let style = request.report_style.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::report::render_styled(crate::report::EVIDENCE_TEMPLATE, &data, &style)
+    })
+    .await
+    .map_err(|e| EngineError::Io(std::io::Error::other(e)))?
+}
+
+/// `core` (the manifest before the report was written) with the report, the last
+/// of `files`, added and bound: `report.manifest_sha256` is `core`'s hash.
+fn bind_report(core: Manifest, files: &[ArtifactFile]) -> Manifest {
+    let binding = core.sha256();
+    let mut manifest = core;
+    if let Some(f) = files.last() {
+        manifest.files.push(ManifestFile {
+            path: f.path.clone(),
+            dataset: "report".to_string(),
+            bytes: f.bytes,
+            rows: f.rows,
+            sha256: f.sha256.clone(),
+        });
+        manifest.report = Some(ManifestReport {
+            path: f.path.clone(),
+            manifest_sha256: binding,
+            method: REPORT_BINDING_METHOD.to_string(),
+        });
+    }
+    manifest
 }
 
 fn files_so_far(writer: &Option<ArtifactWriter>) -> usize {
@@ -714,6 +790,7 @@ fn build_manifest(
             version: crate::VERSION.to_string(),
         },
         signing_key: evidence.signer.public_hex(),
+        report: None,
     }
 }
 

@@ -39,6 +39,8 @@ pub enum Include {
     Summary,
     /// The export-activity audit trail (kept by the server).
     AuditLog,
+    /// The PDF evidence report of the scope, beside the data.
+    Report,
 }
 
 impl Include {
@@ -49,9 +51,10 @@ impl Include {
             "config_history" | "config-history" | "config_versions" => Include::ConfigHistory,
             "summary" => Include::Summary,
             "audit_log" | "audit-log" => Include::AuditLog,
+            "report" => Include::Report,
             other => {
                 return Err(EngineError::invalid(format!(
-                    "include: unknown dataset {other:?}; use escalations, config_history, summary or audit_log"
+                    "include: unknown dataset {other:?}; use escalations, config_history, summary, audit_log or report"
                 )));
             }
         })
@@ -64,6 +67,7 @@ impl Include {
             Include::ConfigHistory => "config_history",
             Include::Summary => "summary",
             Include::AuditLog => "audit_log",
+            Include::Report => "report",
         }
     }
 }
@@ -99,6 +103,9 @@ impl PinnedTables {
         }
         if include.contains(&Include::ConfigHistory) {
             needed.push(Dataset::ConfigVersions);
+        }
+        if include.contains(&Include::Report) {
+            needed = Dataset::ALL.to_vec();
         }
         Self::pin_tables(lake, versions, &needed).await
     }
