@@ -1310,3 +1310,71 @@ fn pdf_report_counts_equal_the_csv_of_the_same_scope() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("There were no decision events"));
 }
+
+#[test]
+fn sql_filters_on_ids_find_every_matching_event() {
+    // Regression: file statistics once gave the first and last row's id as the id
+    // range, so `WHERE id = ...` dropped events whose id sorted outside it.
+    let f = fixture(3_000, 3, "2026-03-04");
+    let ids: Vec<String> = f
+        .events
+        .iter()
+        .filter(|e| {
+            let t = e["timestamp"].as_str().unwrap();
+            ("2026-03-02".."2026-03-05").contains(&t)
+        })
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.len() > 1000);
+    let picked: Vec<&String> = ids.iter().step_by(97).collect();
+    let list: Vec<String> = picked.iter().map(|id| format!("'{id}'")).collect();
+    let sql = f.dir.path().join("ids.sql");
+    let eq: Vec<String> = picked.iter().map(|id| format!("id = '{id}'")).collect();
+    for (name, query) in [
+        (
+            "in",
+            format!("SELECT id FROM events WHERE id IN ({})", list.join(", ")),
+        ),
+        (
+            "or",
+            format!("SELECT id FROM events WHERE {}", eq.join(" OR ")),
+        ),
+    ] {
+        std::fs::write(&sql, &query).unwrap();
+        let out = ok(run(
+            &f.data,
+            &[],
+            &[
+                &["export", "--sql", sql.to_str().unwrap(), "--output", "-"][..],
+                &SCOPE[..],
+            ]
+            .concat(),
+        ));
+        let got: HashSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        for id in &picked {
+            assert!(got.contains(*id), "{name}: {id} missing");
+        }
+        assert_eq!(got.len(), picked.len(), "{name}");
+    }
+    // Every single id, one query each, for a handful spread over the files.
+    for id in ids.iter().step_by(401) {
+        std::fs::write(&sql, format!("SELECT id FROM events WHERE id = '{id}'")).unwrap();
+        let out = ok(run(
+            &f.data,
+            &[],
+            &[
+                &["export", "--sql", sql.to_str().unwrap(), "--output", "-"][..],
+                &SCOPE[..],
+            ]
+            .concat(),
+        ));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(id.as_str()),
+            "{id}"
+        );
+    }
+}

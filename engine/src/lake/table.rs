@@ -134,20 +134,43 @@ impl LakeTable {
         pf
     }
 
-    /// Row count and min/max of the sort columns, from the bounds kept in the log.
+    /// Row count and min/max of the sort columns. The log keeps the file's first and
+    /// last sort key (time, key columns): the time column's are its true min and max,
+    /// but a key column's are only the values at the first and last time, not its
+    /// range, so key columns get bounds that hold for any value. They must hold:
+    /// DataFusion prunes files with them (a file whose real ids lie outside the first
+    /// and last row's would silently drop out of `WHERE id = ...`), and it checks
+    /// with them that the files of a group do not overlap in sort order, which the
+    /// time column alone decides (a group holds one file per date).
     fn file_statistics(&self, f: &DataFile) -> Option<Statistics> {
         let (min, max) = f.bounds.as_ref()?;
         let mut columns = vec![ColumnStatistics::new_unknown(); self.schema.fields().len()];
-        let names = std::iter::once(self.dataset.time_column())
-            .chain(self.dataset.key_columns().iter().copied());
-        for (n, name) in names.enumerate() {
+        let time = self.dataset.column_index(self.dataset.time_column())?;
+        columns[time] = ColumnStatistics::new_unknown()
+            .with_min_value(Precision::Exact(json_scalar(
+                ColumnKind::Timestamp,
+                min.first()?,
+            )?))
+            .with_max_value(Precision::Exact(json_scalar(
+                ColumnKind::Timestamp,
+                max.first()?,
+            )?));
+        for name in self.dataset.key_columns() {
             let idx = self.dataset.column_index(name)?;
-            let kind = self.dataset.columns()[idx].kind;
-            let lo = json_scalar(kind, min.get(n)?)?;
-            let hi = json_scalar(kind, max.get(n)?)?;
+            let (lo, hi) = match self.dataset.columns()[idx].kind {
+                ColumnKind::Int => (
+                    ScalarValue::Int64(Some(i64::MIN)),
+                    ScalarValue::Int64(Some(i64::MAX)),
+                ),
+                ColumnKind::Str | ColumnKind::Text | ColumnKind::Json => (
+                    ScalarValue::Utf8(Some(String::new())),
+                    ScalarValue::Utf8(Some(char::MAX.to_string().repeat(16))),
+                ),
+                ColumnKind::Timestamp | ColumnKind::Float => return None,
+            };
             columns[idx] = ColumnStatistics::new_unknown()
-                .with_min_value(Precision::Exact(lo))
-                .with_max_value(Precision::Exact(hi));
+                .with_min_value(Precision::Inexact(lo))
+                .with_max_value(Precision::Inexact(hi));
         }
         Some(Statistics {
             num_rows: Precision::Exact(f.rows as usize),
