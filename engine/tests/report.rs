@@ -42,7 +42,9 @@ async fn report_numbers_match_the_source_and_render() {
         cfg.extend(day.config_versions);
     }
     lake.append(Dataset::Events, events.clone()).await.unwrap();
-    lake.append(Dataset::Escalations, esc).await.unwrap();
+    lake.append(Dataset::Escalations, esc.clone())
+        .await
+        .unwrap();
     lake.append(Dataset::ConfigVersions, cfg).await.unwrap();
 
     let scope = ExportScope::new("2026-03-04", "2026-03-06", "UTC", Filters::default()).unwrap();
@@ -86,8 +88,86 @@ async fn report_numbers_match_the_source_and_render() {
         .map(|r| r["events"].as_u64().unwrap())
         .sum();
     assert_eq!(daily, total);
-    assert_eq!(data["samples"].as_array().unwrap().len(), 20);
-    assert!(data["escalations"]["total"].as_u64().unwrap() > 0);
+    // Samples: for each decision, the first event of each of its days (3 days here),
+    // in time order.
+    let samples = data["samples"].as_array().unwrap();
+    for (d, _) in [
+        ("allow", 0),
+        ("block", 0),
+        ("redact", 0),
+        ("escalate", 0),
+        ("flag", 0),
+    ] {
+        let n = samples.iter().filter(|s| s["decision"] == d).count();
+        let days = (4..=6)
+            .filter(|day| {
+                events.iter().any(|r| {
+                    let t = r.ts(1).unwrap();
+                    r.str(2) == Some(d)
+                        && evidex_engine::rows::utc_date(t)
+                            == NaiveDate::from_ymd_opt(2026, 3, *day).unwrap()
+                })
+            })
+            .count();
+        assert_eq!(n, days, "{d}");
+    }
+    let times: Vec<&str> = samples
+        .iter()
+        .map(|s| s["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // Escalations, computed here from the generated rows: updates inside the window
+    // whose event is in scope; each event's latest status; hours from the first
+    // `open` to the last close.
+    let in_scope: std::collections::HashSet<&str> = events
+        .iter()
+        .filter(|r| {
+            let t = r.ts(1).unwrap();
+            t >= scope.window.start && t < scope.window.end
+        })
+        .map(|r| r.str(0).unwrap())
+        .collect();
+    let mut per_event: std::collections::BTreeMap<&str, Vec<&Row>> = Default::default();
+    for u in &esc {
+        let at = u.ts(3).unwrap();
+        if at >= scope.window.start && at < scope.window.end && in_scope.contains(u.str(1).unwrap())
+        {
+            per_event.entry(u.str(1).unwrap()).or_default().push(u);
+        }
+    }
+    let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut hours: Vec<f64> = Vec::new();
+    for updates in per_event.values_mut() {
+        updates.sort_by_key(|u| (u.ts(3).unwrap(), u.str(0).unwrap().to_string()));
+        *by_status
+            .entry(updates.last().unwrap().str(2).unwrap().to_string())
+            .or_default() += 1;
+        let opened = updates
+            .iter()
+            .filter(|u| u.str(2) == Some("open"))
+            .map(|u| u.ts(3).unwrap())
+            .min();
+        let closed = updates
+            .iter()
+            .filter(|u| matches!(u.str(2), Some("resolved" | "dismissed")))
+            .map(|u| u.ts(3).unwrap())
+            .max();
+        if let (Some(o), Some(c)) = (opened, closed) {
+            hours.push((c - o) as f64 / 3_600_000_000.0);
+        }
+    }
+    hours.sort_by(f64::total_cmp);
+    let e = &data["escalations"];
+    assert!(!per_event.is_empty());
+    assert_eq!(e["total"], per_event.len() as u64);
+    for (status, n) in &by_status {
+        assert_eq!(e["by_status"][status], *n, "{status}");
+    }
+    let nearest =
+        |p: f64| (hours[((hours.len() - 1) as f64 * p).round() as usize] * 100.0).round() / 100.0;
+    assert_eq!(e["median_hours_to_close"].as_f64().unwrap(), nearest(0.5));
+    assert_eq!(e["p90_hours_to_close"].as_f64().unwrap(), nearest(0.9));
     // Samples are redacted like every export.
     assert!(!data["samples"].to_string().contains("PRIVATE KEY-----"));
 

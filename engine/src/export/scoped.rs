@@ -322,6 +322,16 @@ impl ScopedQueries {
             .sort(sort_exprs(Dataset::Events))?)
     }
 
+    /// The scope's event ids and times, unordered (for digests).
+    pub fn event_ids(&self) -> Result<DataFrame> {
+        Ok(self.events_view()?.select_columns(&["id", "timestamp"])?)
+    }
+
+    /// The scope this queries.
+    pub fn scope(&self) -> &ExportScope {
+        &self.scope
+    }
+
     /// The `events` view: the scope's events, redacted, all exported columns.
     fn events_view(&self) -> Result<DataFrame> {
         let columns = self.columns(Dataset::Events);
@@ -420,6 +430,12 @@ impl ScopedQueries {
     /// else. Without a top-level `ORDER BY`, rows are ordered by every column so
     /// re-runs give the same bytes.
     pub async fn definition(&self, sql: &str) -> Result<DataFrame> {
+        self.query(sql, true).await
+    }
+
+    /// Like [`ScopedQueries::definition`]; with `stable_order` false, rows come in
+    /// whatever order the plan gives (for aggregates that are re-aggregated).
+    pub async fn query(&self, sql: &str, stable_order: bool) -> Result<DataFrame> {
         let shape = check_sql(sql)?;
         // One sort over the combined partitions instead of a sort per partition under
         // a merge: the merge cannot spill, and under a tight limit it is what fails.
@@ -440,7 +456,7 @@ impl ScopedQueries {
             .sql_with_options(sql, options)
             .await
             .map_err(|e| EngineError::invalid(format!("sql: {}", first_line(&e.to_string()))))?;
-        if shape.ordered {
+        if shape.ordered || !stable_order {
             return Ok(df);
         }
         let order: Vec<_> = df
