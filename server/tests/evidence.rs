@@ -1119,6 +1119,87 @@ fn assert_report_counts(text: &str, by_decision: &BTreeMap<String, u64>) {
     }
 }
 
+/// The breakdown table (policy, decision, one column per severity, total) and the
+/// consumer-group chart of the report, against counts from the CSV of the scope.
+fn assert_breakdown(text: &str, mut rdr: csv::Reader<impl Read>) {
+    let headers = rdr.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (pol, dec, sev, grp) = (
+        at("policy"),
+        at("decision"),
+        at("severity"),
+        at("consumer_group"),
+    );
+    let mut cells: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rdr.records() {
+        let r = r.unwrap();
+        if &r[dec] == "allow" {
+            continue;
+        }
+        *cells
+            .entry((r[pol].to_string(), r[dec].to_string(), r[sev].to_string()))
+            .or_default() += 1;
+        *groups.entry(r[grp].to_string()).or_default() += 1;
+    }
+    let header = text
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq(["Policy", "Decision"]))
+        .expect("the breakdown table's header");
+    let severities: Vec<&str> = header
+        .split_whitespace()
+        .skip(2)
+        .take_while(|w| *w != "Total")
+        .collect();
+    assert!(!severities.is_empty(), "{header}");
+    let pairs: std::collections::BTreeSet<(String, String)> = cells
+        .keys()
+        .map(|(p, d, _)| (p.clone(), d.clone()))
+        .collect();
+    assert!(pairs.len() > 5, "{pairs:?}");
+    for (policy, decision) in &pairs {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .take(2)
+                    .eq([policy.as_str(), decision.as_str()])
+            })
+            .unwrap_or_else(|| panic!("no breakdown row for {policy} / {decision}"));
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .skip(2)
+            .map(|w| w.parse().unwrap())
+            .collect();
+        let mut want: Vec<u64> = severities
+            .iter()
+            .map(|s| {
+                cells
+                    .get(&(policy.clone(), decision.clone(), s.to_string()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        want.push(want.iter().sum());
+        assert_eq!(numbers, want, "{policy} / {decision}: {line:?}");
+    }
+    // The chart shows the ten groups with the most violations, with their counts.
+    let mut top: Vec<(&String, &u64)> = groups.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    assert!(top.len() >= 3, "{top:?}");
+    for (group, n) in top.iter().take(10) {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(group.as_str()))
+            .unwrap_or_else(|| panic!("no chart bar for {group}"));
+        assert_eq!(
+            line.split_whitespace().last(),
+            Some(n.to_string().as_str()),
+            "{group}: {line:?}"
+        );
+    }
+}
+
 fn counts_by_decision(rdr: csv::Reader<impl Read>) -> BTreeMap<String, u64> {
     let mut rdr = rdr;
     let col = rdr
@@ -1277,6 +1358,10 @@ fn pdf_report_counts_equal_the_csv_of_the_same_scope() {
         counts_by_decision(csv::Reader::from_path(f.out.join("report-data.csv")).unwrap());
     let text = pdf_text(&std::fs::read(&pdf).unwrap());
     assert_report_counts(&text, &by_decision);
+    assert_breakdown(
+        &text,
+        csv::Reader::from_path(f.out.join("report-data.csv")).unwrap(),
+    );
     // The cover names the manifest without the report's entry, as the manifest's
     // `report` field records it.
     let manifest: Value =
