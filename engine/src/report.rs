@@ -204,9 +204,10 @@ fn decision_counts(rows: &[Value]) -> serde_json::Map<String, Value> {
 }
 
 /// The report's numbers for `q`'s scope, each from a DataFusion aggregation over the
-/// same scoped, redacted views a CSV export of the scope reads. The events are read
-/// once: one aggregation by day, decision, policy, severity and consumer group, whose
-/// (small) result the sections re-aggregate. `previous` is the same scope over the
+/// same scoped, redacted views a CSV export of the scope reads. One aggregation by
+/// day, decision, policy and severity (its size bounded by those few values, not by
+/// the events) feeds the summary, breakdown, daily chart and sample picks, which
+/// re-aggregate it in memory; consumer groups get their own pass. `previous` is the same scope over the
 /// preceding period of equal length; the appendix samples up to
 /// `samples_per_decision` events of each decision.
 pub async fn collect(
@@ -216,9 +217,9 @@ pub async fn collect(
 ) -> Result<Value> {
     let fine = q
         .query(
-            "SELECT local_date(timestamp) AS day, decision, policy, severity, consumer_group, \
+            "SELECT local_date(timestamp) AS day, decision, policy, severity, \
              count(*) AS events, min(id) AS first_id FROM events \
-             GROUP BY local_date(timestamp), decision, policy, severity, consumer_group",
+             GROUP BY local_date(timestamp), decision, policy, severity",
             false,
         )
         .await?;
@@ -276,10 +277,14 @@ pub async fn collect(
          GROUP BY day, decision ORDER BY day, decision",
     )
     .await?;
-    let top_groups = sql_rows(
-        &fine,
-        "SELECT consumer_group, sum(events) AS violations FROM fine WHERE decision <> 'allow' \
-         GROUP BY consumer_group ORDER BY violations DESC, consumer_group LIMIT 10",
+    // Its own pass: consumer groups can be many, and crossing them with the days,
+    // policies and severities above would multiply the groups held in memory.
+    let top_groups = rows(
+        q.definition(
+            "SELECT consumer_group, count(*) AS violations FROM events WHERE decision <> 'allow' \
+             GROUP BY consumer_group ORDER BY violations DESC, consumer_group LIMIT 10",
+        )
+        .await?,
     )
     .await?;
     let escalations = escalation_stats(q).await?;
