@@ -419,6 +419,25 @@ async fn ingest_export_download_link_and_audit_over_http() {
     let key = c.get("/v1/signing-key", &compliance).await.json();
     assert_eq!(key["public_key"], m["signing_key"]);
 
+    // The PDF report in the ZIP beside the data, over the API; evidex verify checks
+    // the downloaded package, report binding included.
+    let pkg_body = json!({"name": "Package", "from": "2026-03-02", "to": "2026-03-03",
+                      "format": "ndjson", "include": ["report"]});
+    let r = c.post("/v1/exports", &compliance, &pkg_body).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let pkg = r.json()["id"].as_str().unwrap().to_string();
+    let pkg_job = c.wait(&pkg, &compliance, Duration::from_secs(120)).await;
+    assert_eq!(pkg_job["status"], "completed", "{pkg_job}");
+    let zip = c
+        .get(&format!("/v1/exports/{pkg}/download"), &compliance)
+        .await;
+    assert_eq!(zip.headers["content-type"], "application/zip");
+    let path = e.dir.path().join("Package.zip");
+    std::fs::write(&path, &zip.body).unwrap();
+    let out = evidex(&e.data, &[], &["verify", path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("report.pdf: names manifest"), "{said}");
+
     // Idempotent create and rerun.
     let h = [("idempotency-key", "abc-1")];
     let r1 = c
