@@ -1183,6 +1183,43 @@ fn assert_breakdown(text: &str, mut rdr: csv::Reader<impl Read>) {
         want.push(want.iter().sum());
         assert_eq!(numbers, want, "{policy} / {decision}: {line:?}");
     }
+    // The charts by severity and by decision, and the top policies.
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    let mut policies: BTreeMap<String, u64> = BTreeMap::new();
+    for ((p, d, s), n) in &cells {
+        *by.entry(s.clone()).or_default() += n;
+        *by.entry(d.clone()).or_default() += n;
+        *policies.entry(p.clone()).or_default() += n;
+    }
+    // The two charts stand side by side: a bar is "label count", first on its line
+    // or right after the other chart's count.
+    for (label, n) in &by {
+        let bar = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find_map(|w| {
+                (0..w.len().saturating_sub(1)).find_map(|i| {
+                    let starts = i == 0 || w[i - 1].parse::<u64>().is_ok();
+                    let count = w[i + 1].parse::<u64>().ok();
+                    (starts && w[i] == label && count.is_some()).then(|| count.unwrap())
+                })
+            })
+            .unwrap_or_else(|| panic!("no chart bar for {label}"));
+        assert_eq!(bar, *n, "{label}");
+    }
+    let mut top: Vec<(&String, &u64)> = policies.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (policy, n) in top.iter().take(10) {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(policy.as_str()))
+            .unwrap_or_else(|| panic!("no chart bar for {policy}"));
+        assert_eq!(
+            line.split_whitespace().last(),
+            Some(n.to_string().as_str()),
+            "{policy}: {line:?}"
+        );
+    }
     // The chart shows the ten groups with the most violations, with their counts.
     let mut top: Vec<(&String, &u64)> = groups.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
