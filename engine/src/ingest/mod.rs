@@ -58,6 +58,9 @@ pub struct IngestReport {
     pub duplicates: u64,
     /// Records rejected.
     pub rejected: u64,
+    /// Lone UTF-16 surrogate escapes replaced by U+FFFD in accepted records (SPEC,
+    /// "Data in": a half emoji never drops an event, and the repair is not silent).
+    pub replaced_surrogates: u64,
     /// The first rejections, in input order.
     pub errors: Vec<Rejection>,
     /// The last Delta version committed.
@@ -79,6 +82,7 @@ pub async fn ingest<R: BufRead + Send + 'static>(
     let mut store_error = None;
     while let Some(chunk) = rx.recv().await {
         report.rejected += chunk.rejected.len() as u64;
+        report.replaced_surrogates += chunk.replaced_surrogates;
         for r in chunk.rejected {
             if report.errors.len() < options.max_listed_errors {
                 report.errors.push(r);
@@ -119,6 +123,7 @@ pub async fn ingest<R: BufRead + Send + 'static>(
 struct Chunk {
     rows: Vec<Row>,
     rejected: Vec<Rejection>,
+    replaced_surrogates: u64,
 }
 
 /// Returns how many records were seen.
@@ -131,6 +136,7 @@ fn read_chunks<R: BufRead>(
     let mut reader = RecordReader::new(input, options.max_record_bytes);
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
+    let mut replaced_surrogates = 0u64;
     let mut seen = 0u64;
     loop {
         let record = match reader.next_record() {
@@ -140,6 +146,7 @@ fn read_chunks<R: BufRead>(
                 let _ = tx.blocking_send(Chunk {
                     rows: std::mem::take(&mut rows),
                     rejected: std::mem::take(&mut rejected),
+                    replaced_surrogates,
                 });
                 return Err(EngineError::Io(e));
             }
@@ -148,9 +155,12 @@ fn read_chunks<R: BufRead>(
         seen += 1;
         match record
             .body
-            .and_then(|body| validate::validate_record(dataset, &body))
+            .and_then(|body| validate::validate(dataset, &body))
         {
-            Ok(row) => rows.push(row),
+            Ok(v) => {
+                replaced_surrogates += u64::from(v.replaced_surrogates);
+                rows.push(v.row)
+            }
             Err(message) => rejected.push(Rejection {
                 line: record.line,
                 message,
@@ -160,41 +170,55 @@ fn read_chunks<R: BufRead>(
             let chunk = Chunk {
                 rows: std::mem::take(&mut rows),
                 rejected: std::mem::take(&mut rejected),
+                replaced_surrogates: std::mem::take(&mut replaced_surrogates),
             };
             if tx.blocking_send(chunk).is_err() {
                 return Ok(seen);
             }
         }
     }
-    let _ = tx.blocking_send(Chunk { rows, rejected });
+    let _ = tx.blocking_send(Chunk {
+        rows,
+        rejected,
+        replaced_surrogates,
+    });
     Ok(seen)
 }
 
-/// What a request body holds: the valid rows, the rejected lines, and the number of
-/// records seen. The body is already in memory (the HTTP API bounds its size); the
-/// rows are appended by the caller, who may batch several bodies into one commit.
-pub fn parse_body(
-    dataset: Dataset,
-    body: &[u8],
-    max_record_bytes: usize,
-) -> Result<(Vec<Row>, Vec<Rejection>, u64)> {
+/// What a request body holds once validated.
+#[derive(Debug, Default)]
+pub struct ParsedBody {
+    /// The valid rows, in input order.
+    pub rows: Vec<Row>,
+    /// The rejected records, by line.
+    pub rejected: Vec<Rejection>,
+    /// Records seen (valid or not).
+    pub seen: u64,
+    /// Lone surrogate escapes replaced by U+FFFD in the valid rows.
+    pub replaced_surrogates: u64,
+}
+
+/// Validates a request body (NDJSON or a JSON array). The body is already in memory
+/// (the HTTP API bounds its size); the rows are appended by the caller, who may batch
+/// several bodies into one commit. An empty body is an error.
+pub fn parse_body(dataset: Dataset, body: &[u8], max_record_bytes: usize) -> Result<ParsedBody> {
     let mut reader = RecordReader::new(body, max_record_bytes);
-    let (mut rows, mut rejected, mut seen) = (Vec::new(), Vec::new(), 0u64);
+    let mut out = ParsedBody::default();
     while let Some(record) = reader.next_record()? {
-        seen += 1;
-        match record
-            .body
-            .and_then(|b| validate::validate_record(dataset, &b))
-        {
-            Ok(row) => rows.push(row),
-            Err(message) => rejected.push(Rejection {
+        out.seen += 1;
+        match record.body.and_then(|b| validate::validate(dataset, &b)) {
+            Ok(v) => {
+                out.replaced_surrogates += u64::from(v.replaced_surrogates);
+                out.rows.push(v.row);
+            }
+            Err(message) => out.rejected.push(Rejection {
                 line: record.line,
                 message,
             }),
         }
     }
-    if seen == 0 {
+    if out.seen == 0 {
         return Err(EngineError::invalid("input is empty: it holds no records"));
     }
-    Ok((rows, rejected, seen))
+    Ok(out)
 }

@@ -2,139 +2,414 @@
 //!
 //! Messages name the field at fault, because the person reading them has to find the
 //! line in their own file and fix it.
+//!
+//! Values are kept exactly as the sender wrote them (SPEC, "Data in"): the record is
+//! split into its top-level fields as raw JSON text (`serde_json::value::RawValue`)
+//! instead of being parsed into `serde_json::Value`, whose `f64` numbers lose digits.
+//! A numeric `id` (or any string field sent as a number) keeps its digits as written,
+//! floats are parsed by Rust's correctly rounded `f64::from_str` (so they round-trip to
+//! the same double), and `metadata`, `policies_evaluated` and unknown fields keep the
+//! sender's JSON text, only with insignificant whitespace removed.
+
+use std::borrow::Cow;
+use std::fmt;
 
 use chrono::DateTime;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::model::{ColumnKind, Dataset, Decision, EscalationStatus, Severity, parse_resolution};
 use crate::rows::{Cell, Row};
 
-/// Parses and validates one record's JSON text.
-pub fn validate_record(dataset: Dataset, body: &[u8]) -> Result<Row, String> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        if e.is_eof() {
-            format!("truncated JSON: {e}")
-        } else {
-            format!("invalid JSON: {e}")
-        }
-    })?;
-    let Value::Object(object) = value else {
-        return Err(format!("expected a JSON object, got {}", kind_of(&value)));
-    };
-    validate_object(dataset, object)
+/// A validated record and what validation had to repair in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// The record's cells.
+    pub row: Row,
+    /// Lone UTF-16 surrogate escapes (`\ud83d` without its pair, as JavaScript string
+    /// truncation produces) replaced by U+FFFD; reported so the repair is not silent.
+    pub replaced_surrogates: u32,
 }
 
-/// Validates an already parsed JSON object.
-pub fn validate_object(dataset: Dataset, mut object: Map<String, Value>) -> Result<Row, String> {
+/// Parses and validates one record's JSON text.
+pub fn validate_record(dataset: Dataset, body: &[u8]) -> Result<Row, String> {
+    validate(dataset, body).map(|v| v.row)
+}
+
+/// Parses and validates one record's JSON text, returning the repairs made.
+///
+/// Errors name the field at fault; a JSON syntax error inside a field's value names
+/// that field too (`field `input`: invalid escape ...`).
+pub fn validate(dataset: Dataset, body: &[u8]) -> Result<Validated, String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    let (text, replaced_surrogates) = replace_lone_surrogates(text);
+    let first = text.trim_start().as_bytes().first().copied();
+    if first.is_some() && first != Some(b'{') {
+        // Not an object: say what it is, if it is valid JSON at all.
+        return Err(match serde_json::from_str::<&RawValue>(&text) {
+            Ok(raw) => format!("expected a JSON object, got {}", raw_kind(raw.get())),
+            Err(e) => json_error(&text, &e),
+        });
+    }
+    let fields: RawObject = serde_json::from_str(&text).map_err(|e| json_error(&text, &e))?;
+    let row = validate_fields(dataset, fields.0)?;
+    Ok(Validated {
+        row,
+        replaced_surrogates,
+    })
+}
+
+/// Describes a serde_json error, naming the top-level field whose value it is in.
+fn json_error(text: &str, e: &serde_json::Error) -> String {
+    let what = if e.is_eof() {
+        "truncated JSON"
+    } else {
+        "invalid JSON"
+    };
+    match field_at(text, e.line(), e.column()) {
+        Some(field) => format!("field `{field}`: {what}: {e}"),
+        None => format!("{what}: {e}"),
+    }
+}
+
+/// The top-level key whose value holds the 1-based `line`/`column` position, if any.
+fn field_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let mut offset = 0;
+    for (n, l) in text.split_inclusive('\n').enumerate() {
+        if n + 1 == line {
+            offset += column.saturating_sub(1).min(l.len());
+            break;
+        }
+        offset += l.len();
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut i, mut key) = (0usize, 0usize, None);
+    let mut expect_key = false;
+    while i < bytes.len() && i < offset {
+        match bytes[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = bytes[i] == b'{' && depth == 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && expect_key {
+                    let end = i.min(bytes.len());
+                    key = Some(text.get(start..end).unwrap_or("").to_string());
+                    expect_key = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    key
+}
+
+/// Replaces every `\uD800`–`\uDFFF` escape that is not part of a valid surrogate pair
+/// with `\uFFFD` (RFC 8259 §8.2 allows such escapes syntactically but they encode no
+/// Unicode scalar value, and serde_json refuses them). Returns the text and the count.
+fn replace_lone_surrogates(text: &str) -> (Cow<'_, str>, u32) {
+    let bytes = text.as_bytes();
+    // Fast path: no `\u` escape of a surrogate at all.
+    let has_candidate = memchr::memmem::find_iter(bytes, b"\\u").any(|i| {
+        bytes.get(i + 2).is_some_and(|b| matches!(b, b'd' | b'D'))
+            && bytes
+                .get(i + 3)
+                .is_some_and(|b| matches!(b, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+    });
+    if !has_candidate {
+        return (Cow::Borrowed(text), 0);
+    }
+    let hex4 = |at: usize| -> Option<u16> {
+        let h = text.get(at..at + 4)?;
+        if h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            u16::from_str_radix(h, 16).ok()
+        } else {
+            None
+        }
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut count = 0;
+    let (mut i, mut copied) = (0usize, 0usize);
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        // An escape: `\\`, `\"`, ... are two bytes; `\uXXXX` six.
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex4(i + 2) else {
+            i += 2;
+            continue;
+        };
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (bytes.get(i + 6) == Some(&b'\\') && bytes.get(i + 7) == Some(&b'u'))
+                    .then(|| hex4(i + 8))
+                    .flatten();
+                if matches!(low, Some(0xDC00..=0xDFFF)) {
+                    i += 12;
+                    continue;
+                }
+            }
+            0xDC00..=0xDFFF => {}
+            _ => {
+                i += 6;
+                continue;
+            }
+        }
+        out.push_str(&text[copied..i]);
+        out.push_str("\\uFFFD");
+        count += 1;
+        i += 6;
+        copied = i;
+    }
+    if count == 0 {
+        return (Cow::Borrowed(text), 0);
+    }
+    out.push_str(&text[copied..]);
+    (Cow::Owned(out), count)
+}
+
+/// A JSON object's top-level fields in the sender's order, each as raw JSON text.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawObject<'a>, M::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    fields.push((k, v));
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Borrowed keys deserialize as `Cow::Borrowed` when they hold no escapes.
+fn take_field<'a>(
+    fields: &mut Vec<(Cow<'a, str>, &'a RawValue)>,
+    name: &str,
+) -> Option<&'a RawValue> {
+    // The last occurrence wins, as in every JSON parser that keeps one value per key.
+    let pos = fields.iter().rposition(|(k, _)| k == name)?;
+    let (_, v) = fields.remove(pos);
+    fields.retain(|(k, _)| k != name);
+    Some(v)
+}
+
+fn validate_fields<'a>(
+    dataset: Dataset,
+    mut fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+) -> Result<Row, String> {
     // Aliases gateways send for canonical field names.
     if dataset == Dataset::Events {
         for (alias, canonical) in [("verdict", "decision"), ("policy_name", "policy")] {
-            if !object.contains_key(canonical)
-                && let Some(v) = object.remove(alias)
+            if !fields.iter().any(|(k, _)| k == canonical)
+                && let Some(pos) = fields.iter().rposition(|(k, _)| k == alias)
             {
-                object.insert(canonical.to_string(), v);
+                fields[pos].0 = Cow::Borrowed(canonical);
             }
         }
     }
     let mut cells = Vec::with_capacity(dataset.columns().len());
     for col in dataset.columns() {
-        let value = object.remove(col.name).unwrap_or(Value::Null);
-        if value.is_null() {
+        let raw = take_field(&mut fields, col.name).map(RawValue::get);
+        let Some(raw) = raw.filter(|r| *r != "null") else {
             if col.required {
                 return Err(format!("missing required field `{}`", col.name));
             }
             cells.push(Cell::Null);
             continue;
-        }
-        let cell = convert(dataset, col.name, col.kind, value)?;
+        };
+        let cell = convert(dataset, col.name, col.kind, raw)?;
         if col.required && cell == Cell::Str(String::new()) {
             return Err(format!("field `{}` must not be empty", col.name));
         }
         cells.push(cell);
     }
     // Unknown top-level fields of an event are kept in `metadata`, never dropped.
-    if dataset == Dataset::Events && !object.is_empty() {
+    if dataset == Dataset::Events && !fields.is_empty() {
         let idx = dataset
             .column_index("metadata")
             .expect("events have metadata");
-        let mut metadata = match &cells[idx] {
-            Cell::Str(s) => match serde_json::from_str::<Value>(s) {
-                Ok(Value::Object(m)) => m,
-                _ => Map::new(),
-            },
-            _ => Map::new(),
+        let existing = match &cells[idx] {
+            Cell::Str(s) => s.clone(),
+            _ => "{}".to_string(),
         };
-        let mut clashes = Map::new();
-        for (k, v) in object {
-            if metadata.contains_key(&k) {
-                clashes.insert(k, v);
+        let metadata: RawObject =
+            serde_json::from_str(&existing).map_err(|e| format!("field `metadata`: {e}"))?;
+        let mut out = String::with_capacity(existing.len() + 64);
+        out.push('{');
+        let mut first = true;
+        let mut push = |out: &mut String, k: &str, v: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).expect("strings serialize"));
+            out.push(':');
+            out.push_str(v);
+        };
+        for (k, v) in &metadata.0 {
+            push(&mut out, k, v.get());
+        }
+        let mut clashes = String::new();
+        for (k, v) in &fields {
+            let v = compact_json(v.get());
+            if metadata.0.iter().any(|(mk, _)| mk == k) {
+                clashes.push(if clashes.is_empty() { '{' } else { ',' });
+                clashes.push_str(&serde_json::to_string(k.as_ref()).expect("strings serialize"));
+                clashes.push(':');
+                clashes.push_str(&v);
             } else {
-                metadata.insert(k, v);
+                push(&mut out, k, &v);
             }
         }
         if !clashes.is_empty() {
-            metadata.insert("_top_level".to_string(), Value::Object(clashes));
+            clashes.push('}');
+            push(&mut out, "_top_level", &clashes);
         }
-        cells[idx] = Cell::Str(Value::Object(metadata).to_string());
+        out.push('}');
+        cells[idx] = Cell::Str(out);
     }
     Ok(Row { cells })
 }
 
-fn convert(dataset: Dataset, name: &str, kind: ColumnKind, value: Value) -> Result<Cell, String> {
+/// Whether raw JSON text is a number (RFC 8259 §6: starts with `-` or a digit).
+fn is_number(raw: &str) -> bool {
+    raw.as_bytes()
+        .first()
+        .is_some_and(|b| *b == b'-' || b.is_ascii_digit())
+}
+
+fn convert(dataset: Dataset, name: &str, kind: ColumnKind, raw: &str) -> Result<Cell, String> {
     match kind {
         ColumnKind::Str | ColumnKind::Text => {
-            let s = match value {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => {
-                    return Err(format!(
-                        "field `{name}` must be a string, got {}",
-                        kind_of(&other)
-                    ));
-                }
+            let s = if raw.starts_with('"') {
+                serde_json::from_str::<String>(raw).map_err(|e| format!("field `{name}`: {e}"))?
+            } else if is_number(raw) {
+                // Digit for digit as the sender wrote it: `98000000000000000000001`
+                // must not become `9.8e22`.
+                raw.to_string()
+            } else if raw == "true" || raw == "false" {
+                raw.to_string()
+            } else {
+                return Err(format!(
+                    "field `{name}` must be a string, got {}",
+                    raw_kind(raw)
+                ));
             };
             Ok(Cell::Str(normalise_enum(dataset, name, s)?))
         }
-        ColumnKind::Int => match &value {
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Ok(Cell::Int(i))
-                } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                {
-                    Ok(Cell::Int(f as i64))
-                } else {
-                    Err(format!("field `{name}` must be an integer, got {n}"))
-                }
+        ColumnKind::Int => {
+            if !is_number(raw) {
+                return Err(format!(
+                    "field `{name}` must be an integer, got {}",
+                    raw_kind(raw)
+                ));
             }
-            other => Err(format!(
-                "field `{name}` must be an integer, got {}",
-                kind_of(other)
-            )),
-        },
-        ColumnKind::Float => match &value {
-            Value::Number(n) => Ok(Cell::Float(n.as_f64().unwrap_or(f64::NAN))),
-            other => Err(format!(
-                "field `{name}` must be a number, got {}",
-                kind_of(other)
-            )),
-        },
-        ColumnKind::Timestamp => match &value {
-            Value::String(s) => parse_timestamp(s)
+            if let Ok(i) = raw.parse::<i64>() {
+                return Ok(Cell::Int(i));
+            }
+            // `5.0` or `1e3` are integers written as floats; accept them while the
+            // value is exact in a double.
+            match raw.parse::<f64>() {
+                Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Cell::Int(f as i64)),
+                _ => Err(format!(
+                    "field `{name}` must be an integer between -2^63 and 2^63-1, got {raw}"
+                )),
+            }
+        }
+        ColumnKind::Float => {
+            if !is_number(raw) {
+                return Err(format!(
+                    "field `{name}` must be a number, got {}",
+                    raw_kind(raw)
+                ));
+            }
+            // Rust's parser rounds correctly (IEEE 754 round-to-nearest), so the
+            // shortest text written back on export is the sender's number.
+            match raw.parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Cell::Float(f)),
+                _ => Err(format!(
+                    "field `{name}` is out of the range of a 64-bit float: {raw}"
+                )),
+            }
+        }
+        ColumnKind::Timestamp => {
+            if !raw.starts_with('"') {
+                return Err(format!(
+                    "field `{name}` must be an RFC 3339 timestamp string, got {}",
+                    raw_kind(raw)
+                ));
+            }
+            let s: String =
+                serde_json::from_str(raw).map_err(|e| format!("field `{name}`: {e}"))?;
+            parse_timestamp(&s)
                 .map(Cell::Ts)
-                .ok_or_else(|| format!("field `{name}` must be an RFC 3339 timestamp, got {s:?}")),
-            other => Err(format!(
-                "field `{name}` must be an RFC 3339 timestamp string, got {}",
-                kind_of(other)
-            )),
-        },
+                .ok_or_else(|| format!("field `{name}` must be an RFC 3339 timestamp, got {s:?}"))
+        }
         ColumnKind::Json => {
-            check_json_shape(dataset, name, &value)?;
-            Ok(Cell::Str(value.to_string()))
+            check_json_shape(dataset, name, raw)?;
+            Ok(Cell::Str(compact_json(raw).into_owned()))
         }
     }
+}
+
+/// Removes insignificant whitespace (RFC 8259 §2) outside strings, keeping every other
+/// byte — numbers keep their digits and strings their escapes.
+pub(crate) fn compact_json(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            out.push(b);
+            if b == b'\\' {
+                if let Some(&next) = bytes.get(i + 1) {
+                    out.push(next);
+                }
+                i += 1;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+            out.push(b);
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push(b);
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8(out).expect("only ASCII whitespace was removed"))
 }
 
 /// Parses RFC 3339 with any offset into UTC microseconds (sub-microsecond digits are
@@ -183,52 +458,56 @@ fn normalise_enum(dataset: Dataset, name: &str, s: String) -> Result<String, Str
     Ok(canonical.map(str::to_string).unwrap_or(s))
 }
 
-fn check_json_shape(dataset: Dataset, name: &str, value: &Value) -> Result<(), String> {
+fn check_json_shape(dataset: Dataset, name: &str, raw: &str) -> Result<(), String> {
     match (dataset, name) {
-        (Dataset::Events, "metadata") if !value.is_object() => Err(format!(
+        (Dataset::Events, "metadata") if !raw.starts_with('{') => Err(format!(
             "field `metadata` must be a JSON object, got {}",
-            kind_of(value)
+            raw_kind(raw)
         )),
         (Dataset::Events, "policies_evaluated") => {
-            let Value::Array(items) = value else {
+            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw) else {
                 return Err(format!(
                     "field `policies_evaluated` must be an array, got {}",
-                    kind_of(value)
+                    raw_kind(raw)
                 ));
             };
             for (i, item) in items.iter().enumerate() {
-                if !item.is_object() {
+                if !item.get().starts_with('{') {
                     return Err(format!(
                         "field `policies_evaluated[{i}]` must be an object with name, result, \
                          latency_ms, entities_found; got {}",
-                        kind_of(item)
+                        raw_kind(item.get())
                     ));
                 }
             }
             Ok(())
         }
-        (Dataset::ConfigVersions, "policies") => match value {
-            Value::Array(items) if items.iter().all(Value::is_string) => Ok(()),
-            _ => Err("field `policies` must be an array of policy names".to_string()),
-        },
+        (Dataset::ConfigVersions, "policies") => {
+            match serde_json::from_str::<Vec<&RawValue>>(raw) {
+                Ok(items) if items.iter().all(|v| v.get().starts_with('"')) => Ok(()),
+                _ => Err("field `policies` must be an array of policy names".to_string()),
+            }
+        }
         _ => Ok(()),
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// What kind of JSON value raw JSON text holds, for messages.
+fn raw_kind(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn event(extra: &str) -> String {
         format!(
@@ -327,5 +606,95 @@ mod tests {
         let row = validate_record(Dataset::Escalations, body.as_bytes()).unwrap();
         assert_eq!(row.cells[2], Cell::Str("claimed".into()));
         assert_eq!(row.cells[5], Cell::Str("denied".into()));
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let a = validate_record(
+            Dataset::Events,
+            event("")
+                .replace("\"e1\"", "98000000000000000000001")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(a.cells[0], Cell::Str("98000000000000000000001".into()));
+        for (text, want) in [
+            ("1.5777777777770001", 1.5777777777770001f64),
+            ("0.9215686321258545", 0.9215686321258545),
+            ("5e-324", 5e-324),
+            ("-0.1", -0.1),
+            ("1e21", 1e21),
+        ] {
+            let row = validate_record(
+                Dataset::Events,
+                event(&format!(",\"cost_usd\":{text}")).as_bytes(),
+            )
+            .unwrap();
+            let Cell::Float(f) = row.cells[16] else {
+                panic!("{:?}", row.cells[16])
+            };
+            assert_eq!(f.to_bits(), want.to_bits(), "{text}");
+            assert_eq!(
+                f.to_string().parse::<f64>().unwrap().to_bits(),
+                want.to_bits()
+            );
+        }
+        let row = validate_record(
+            Dataset::Events,
+            event(r#","metadata":{ "n": 1.5777777777770001, "big": 98000000000000000000001, "e": 1E+2 },"x":[ 1.10 ]"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            row.cells[21],
+            Cell::Str(
+                r#"{"n":1.5777777777770001,"big":98000000000000000000001,"e":1E+2,"x":[1.10]}"#
+                    .into()
+            )
+        );
+        let e =
+            validate_record(Dataset::Events, event(r#","cost_usd":1e400"#).as_bytes()).unwrap_err();
+        assert!(e.contains("field `cost_usd`"), "{e}");
+        let e = validate_record(
+            Dataset::Events,
+            event(r#","latency_ms":98000000000000000000001"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert!(e.contains("field `latency_ms`"), "{e}");
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let v = validate(
+            Dataset::Events,
+            event(r#","input":"nice work \ud83d","output":"ok \ud83d\ude00 \\ud83d \udc00x""#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(v.replaced_surrogates, 2);
+        assert_eq!(v.row.cells[18], Cell::Str("nice work \u{FFFD}".into()));
+        assert_eq!(v.row.cells[19], Cell::Str("ok 😀 \\ud83d \u{FFFD}x".into()));
+        let v = validate(
+            Dataset::Events,
+            event(r#","metadata":{"k":"\uDBFF"}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(v.replaced_surrogates, 1);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field() {
+        let e = validate_record(
+            Dataset::Events,
+            event(r#","input":"bad \q escape""#).as_bytes(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("field `input`: invalid JSON"), "{e}");
+        let e = validate_record(
+            Dataset::Events,
+            event(r#","metadata":{"a": [1, 2,, 3]}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("field `metadata`: invalid JSON"), "{e}");
     }
 }
