@@ -178,3 +178,121 @@ async fn compaction_keeps_old_versions_readable_and_rows_exactly_once() {
         .unwrap();
     assert_eq!((again.written, again.duplicates), (0, 1000));
 }
+
+fn lake_with_index(dir: &std::path::Path, index: Option<std::path::PathBuf>) -> Lake {
+    let clock = Arc::new(FixedClock(
+        Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap(),
+    ));
+    Lake::open(
+        &LakeOptions {
+            data_url: dir.to_str().unwrap().to_string(),
+            index_dir: index,
+            ..Default::default()
+        },
+        clock,
+    )
+    .unwrap()
+}
+
+fn event_at(id: &str, ts: &str) -> Row {
+    let body = format!(
+        r#"{{"id":"{id}","timestamp":"{ts}","decision":"block","severity":"high",
+        "policy":"p","gateway_id":"g","consumer_group":"c"}}"#
+    );
+    evidex_engine::ingest::validate::validate_record(Dataset::Events, body.as_bytes()).unwrap()
+}
+
+async fn stored_ids(lake: &Lake) -> Vec<String> {
+    let snapshot = lake.snapshot(Dataset::Events, None).await.unwrap();
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    lake.register_store(&ctx);
+    let provider = evidex_engine::lake::LakeTable::new(
+        Dataset::Events,
+        snapshot.files,
+        lake.store_url().clone(),
+        false,
+    );
+    let batches = ctx
+        .read_table(Arc::new(provider))
+        .unwrap()
+        .select_columns(&["id"])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b.column(0);
+        let col = deltalake::arrow::array::AsArray::as_string::<i32>(col.as_ref());
+        out.extend(col.iter().map(|v| v.unwrap().to_string()));
+    }
+    out.sort();
+    out
+}
+
+/// `id` alone is the key: a retry re-stamped by a forwarder (other precision, other
+/// UTC day) is "already stored", with the key index and without it, and after the
+/// index is deleted (it is rebuilt from the lake) or compaction rewrote the files.
+#[tokio::test]
+async fn a_retry_is_a_duplicate_whatever_its_timestamp() {
+    for mode in ["index", "no index", "index deleted", "compacted"] {
+        let dir = tempfile::tempdir().unwrap();
+        let index_dir = dir.path().join("key-index");
+        let with_index = mode != "no index";
+        let lake = lake_with_index(
+            &dir.path().join("data"),
+            with_index.then(|| index_dir.clone()),
+        );
+        let first = lake
+            .append(
+                Dataset::Events,
+                vec![
+                    event_at("r-1", "2026-03-02T10:00:00.123456Z"),
+                    event_at("r-2", "2026-03-02T23:59:59.999999Z"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!((first.written, first.duplicates), (2, 0), "{mode}");
+        let lake = match mode {
+            "index deleted" => {
+                drop(lake);
+                std::fs::remove_dir_all(&index_dir).unwrap();
+                lake_with_index(&dir.path().join("data"), Some(index_dir.clone()))
+            }
+            "compacted" => {
+                lake.append(
+                    Dataset::Events,
+                    vec![event_at("r-3", "2026-03-02T11:00:00Z")],
+                )
+                .await
+                .unwrap();
+                let c = lake.compact(Dataset::Events, 2).await.unwrap();
+                assert_eq!(c.partitions, 1);
+                lake
+            }
+            _ => lake,
+        };
+        let retry = lake
+            .append(
+                Dataset::Events,
+                vec![
+                    event_at("r-1", "2026-03-02T10:00:00.123Z"),
+                    event_at("r-2", "2026-03-03T00:00:00+00:00"),
+                    event_at("r-1", "2025-12-31T10:00:00Z"),
+                    event_at("n-1", "2026-03-05T10:00:00Z"),
+                    event_at("n-1", "2026-03-06T10:00:00Z"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(retry.written, 1, "{mode}");
+        assert_eq!(retry.duplicate_rows, vec![0, 1, 2, 4], "{mode}");
+        let mut want = vec!["n-1", "r-1", "r-2"];
+        if mode == "compacted" {
+            want.push("r-3");
+            want.sort();
+        }
+        assert_eq!(stored_ids(&lake).await, want, "{mode}");
+    }
+}

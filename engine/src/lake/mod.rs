@@ -7,10 +7,12 @@
 //! order without a global sort (see `table.rs`). Each file's first and last sort key
 //! is kept in the Delta `tags` of its `add` action.
 
+pub mod id_index;
 pub mod paths;
 pub mod table;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -39,6 +41,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{ColumnKind, DATE_PARTITION, Dataset};
 use crate::rows::{Row, rows_to_batch, utc_date};
 
+pub use id_index::IdIndex;
 pub use table::LakeTable;
 
 /// What separates data files: the date partition and the cluster value (events:
@@ -63,6 +66,10 @@ pub struct LakeOptions {
     /// Object store options (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...), passed
     /// through to object_store and deltalake.
     pub storage_options: HashMap<String, String>,
+    /// Local folder of the key index that finds re-sent records (see
+    /// [`id_index`]); `None` reads the stored keys of every file on each append
+    /// instead (exact, but its cost grows with the lake).
+    pub index_dir: Option<PathBuf>,
 }
 
 /// A data file of a table version, as the read path needs it.
@@ -115,6 +122,8 @@ pub struct AppendOutcome {
     pub written: usize,
     /// Rows skipped because their key was already stored or repeated in the input.
     pub duplicates: usize,
+    /// Positions (in the input) of the skipped rows, ascending.
+    pub duplicate_rows: Vec<usize>,
     /// Delta version committed, if anything was written.
     pub version: Option<u64>,
 }
@@ -139,6 +148,12 @@ pub struct Lake {
     root_path: Path,
     storage_options: HashMap<String, String>,
     clock: Arc<dyn Clock>,
+    index_dir: Option<PathBuf>,
+    /// The key index once opened: `Some(None)` when another process holds it.
+    index: Arc<std::sync::Mutex<Option<Option<Arc<IdIndex>>>>>,
+    /// Serialises this process's appends per dataset: the duplicate check and the
+    /// commit that follows it must not interleave with another append's.
+    append_locks: Arc<[tokio::sync::Mutex<()>; 3]>,
 }
 
 impl Lake {
@@ -160,7 +175,63 @@ impl Lake {
             root_path,
             storage_options: options.storage_options.clone(),
             clock,
+            index_dir: options.index_dir.clone(),
+            index: Arc::default(),
+            append_locks: Arc::new(Default::default()),
         })
+    }
+
+    /// The key index, opened on first use; `None` without an index folder or while
+    /// another process holds it.
+    fn id_index(&self) -> Result<Option<Arc<IdIndex>>> {
+        let Some(dir) = &self.index_dir else {
+            return Ok(None);
+        };
+        let mut slot = self.index.lock().expect("index slot lock");
+        if let Some(index) = &*slot {
+            return Ok(index.clone());
+        }
+        let index = IdIndex::open(dir)?;
+        if index.is_none() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the key index is held by another evidex process; this process checks \
+                 re-sent records against every stored file instead"
+            );
+        }
+        *slot = Some(index.clone());
+        Ok(index)
+    }
+
+    /// Adds the keys of snapshot files the index has not read yet (written by another
+    /// process, or committed before a crash lost the index update).
+    async fn catch_up(&self, index: &IdIndex, snapshot: &TableSnapshot) -> Result<()> {
+        let mut missing = Vec::new();
+        for f in &snapshot.files {
+            if !index.has_file(snapshot.dataset, &f.relative)? {
+                missing.push(f.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            table = snapshot.dataset.table_name(),
+            files = missing.len(),
+            "adding stored keys to the key index"
+        );
+        // A few files at a time, so a first build over a large lake stays bounded.
+        for group in missing.chunks(16) {
+            let keys = self.stored_keys(snapshot.dataset, group.to_vec()).await?;
+            let added: Vec<&str> = group.iter().map(|f| f.relative.as_str()).collect();
+            index.record(
+                snapshot.dataset,
+                keys.iter().map(String::as_str),
+                &added,
+                &[],
+            )?;
+        }
+        Ok(())
     }
 
     /// The data root URL (ends with `/`).
@@ -353,77 +424,68 @@ impl Lake {
         Ok(out)
     }
 
-    /// Stores validated rows: drops rows whose key is already stored (retries) or
-    /// repeated in `rows`, writes one sorted file per date, and commits them in one
+    /// Stores validated rows: drops rows whose key is already stored (retries, whatever
+    /// their timestamp: the first stored copy wins) or repeated in `rows` (the first
+    /// occurrence wins), writes one sorted file per date, and commits them in one
     /// atomic Delta transaction.
     pub async fn append(&self, dataset: Dataset, rows: Vec<Row>) -> Result<AppendOutcome> {
         if rows.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        let _serial = self.append_locks[dataset_slot(dataset)].lock().await;
         let table = self.load_or_create(dataset).await?;
         let total = rows.len();
         let time_idx = dataset
             .column_index(dataset.time_column())
             .expect("time column");
+        let snapshot = self.files_of(dataset, &table)?;
+        let index = self.id_index()?;
+        if let Some(index) = &index {
+            self.catch_up(index, &snapshot).await?;
+        }
 
-        // Drop repeats within the input, keeping the first occurrence.
-        let mut seen = HashSet::with_capacity(rows.len());
+        // Keys repeated in the input, or already stored.
+        let keys: Vec<String> = rows.iter().map(|r| r.key(dataset)).collect();
+        let mut skip = vec![false; total];
+        {
+            let mut seen = HashSet::with_capacity(total);
+            for (i, k) in keys.iter().enumerate() {
+                if !seen.insert(k.as_str()) {
+                    skip[i] = true;
+                }
+            }
+        }
+        match &index {
+            Some(index) => {
+                for (i, k) in keys.iter().enumerate() {
+                    if !skip[i] && index.contains(dataset, k)? {
+                        skip[i] = true;
+                    }
+                }
+            }
+            None if !snapshot.files.is_empty() => {
+                let stored = self.stored_keys(dataset, snapshot.files.clone()).await?;
+                for (i, k) in keys.iter().enumerate() {
+                    if stored.contains(k) {
+                        skip[i] = true;
+                    }
+                }
+            }
+            None => {}
+        }
+        let duplicate_rows: Vec<usize> = (0..total).filter(|&i| skip[i]).collect();
+
         let cluster_idx = dataset
             .cluster_column()
             .and_then(|c| dataset.column_index(c));
         let mut by_date: BTreeMap<FileKey, Vec<(String, Row)>> = BTreeMap::new();
-        for row in rows {
-            let key = row.key(dataset);
-            if seen.insert(key.clone()) {
-                let date = utc_date(row.ts(time_idx).expect("validated rows have a time"));
-                let cluster = cluster_idx.and_then(|i| row.str(i)).map(str::to_string);
-                by_date.entry((date, cluster)).or_default().push((key, row));
+        for ((row, key), skip) in rows.into_iter().zip(keys).zip(&skip) {
+            if *skip {
+                continue;
             }
-        }
-        drop(seen);
-
-        // Drop keys already stored in the same dates.
-        let snapshot = self.files_of(dataset, &table)?;
-        let first = by_date.keys().next().expect("non-empty").0;
-        let last = by_date.keys().next_back().expect("non-empty").0;
-        let candidates = snapshot.files_between(first, last);
-        if !candidates.is_empty() {
-            // A stored row can only repeat an incoming one with the same time: read
-            // only files whose time range holds an incoming row's time. Live ingest
-            // (new events later than everything stored) then reads nothing.
-            let mut times: BTreeMap<NaiveDate, Vec<i64>> = BTreeMap::new();
-            for ((date, _), rows) in &by_date {
-                let t = times.entry(*date).or_default();
-                t.extend(rows.iter().filter_map(|(_, r)| r.ts(time_idx)));
-            }
-            for t in times.values_mut() {
-                t.sort_unstable();
-            }
-            let relevant: Vec<DataFile> = candidates
-                .into_iter()
-                .filter(|f| {
-                    let Some(t) = times.get(&f.date) else {
-                        return false;
-                    };
-                    let range = f
-                        .bounds
-                        .as_ref()
-                        .and_then(|(lo, hi)| Some((lo.first()?.as_i64()?, hi.first()?.as_i64()?)));
-                    match range {
-                        Some((lo, hi)) => {
-                            let i = t.partition_point(|&x| x < lo);
-                            i < t.len() && t[i] <= hi
-                        }
-                        None => true,
-                    }
-                })
-                .collect();
-            if !relevant.is_empty() {
-                let stored = self.stored_keys(dataset, relevant).await?;
-                for rows in by_date.values_mut() {
-                    rows.retain(|(k, _)| !stored.contains(k));
-                }
-            }
+            let date = utc_date(row.ts(time_idx).expect("validated rows have a time"));
+            let cluster = cluster_idx.and_then(|i| row.str(i)).map(str::to_string);
+            by_date.entry((date, cluster)).or_default().push((key, row));
         }
 
         let mut actions = Vec::new();
@@ -449,9 +511,17 @@ impl Lake {
             return Ok(AppendOutcome {
                 written: 0,
                 duplicates: total,
+                duplicate_rows,
                 version: None,
             });
         }
+        let added: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Add(add) => Some(add.path.clone()),
+                _ => None,
+            })
+            .collect();
         let props = CommitProperties::default()
             .with_max_retries(100)
             .with_metadata([("isBlindAppend".to_string(), json!(true))]);
@@ -464,9 +534,15 @@ impl Lake {
             .with_actions(actions)
             .build(Some(table.snapshot()?), table.log_store(), operation)
             .await?;
+        if let Some(index) = &index {
+            let added: Vec<&str> = added.iter().map(String::as_str).collect();
+            let keys = by_date.values().flatten().map(|(k, _)| k.as_str());
+            index.record(dataset, keys, &added, &[])?;
+        }
         Ok(AppendOutcome {
             written,
             duplicates: total - written,
+            duplicate_rows,
             version: Some(commit.version()),
         })
     }
@@ -616,6 +692,7 @@ impl Lake {
             let mut add = add;
             add.data_change = false;
             let new_path = paths::in_store(&self.table_root(dataset), &add.path);
+            let new_relative = add.path.clone();
             actions.push(Action::Add(add));
             let operation = DeltaOperation::Optimize {
                 predicate: None,
@@ -627,6 +704,16 @@ impl Lake {
                 .await;
             match committed {
                 Ok(_) => {
+                    // The new file holds exactly the keys of the files it replaced.
+                    if let Some(index) = self.id_index()? {
+                        let removed: Vec<&str> =
+                            files.iter().map(|f| f.relative.as_str()).collect();
+                        if removed.iter().try_fold(true, |all, f| {
+                            Ok::<_, EngineError>(all && index.has_file(dataset, f)?)
+                        })? {
+                            index.record(dataset, [], &[new_relative.as_str()], &removed)?;
+                        }
+                    }
                     outcome.partitions += 1;
                     outcome.files_removed += files.len();
                     outcome.files_added += 1;
@@ -640,6 +727,15 @@ impl Lake {
             table.update_state().await?;
         }
         Ok(outcome)
+    }
+}
+
+/// The position of a dataset in per-dataset arrays.
+fn dataset_slot(dataset: Dataset) -> usize {
+    match dataset {
+        Dataset::Events => 0,
+        Dataset::Escalations => 1,
+        Dataset::ConfigVersions => 2,
     }
 }
 

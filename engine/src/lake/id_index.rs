@@ -1,0 +1,156 @@
+//! The key index: every record key stored in the lake, so that a re-sent record is
+//! recognised as "already stored" whatever its timestamp (SPEC, "Data in": `id` alone
+//! is the key, and the first stored copy wins).
+//!
+//! The Parquet files cannot answer "is this id stored?" cheaply: files are laid out by
+//! date, and a retry re-stamped by a forwarder can land on any date. Scanning every
+//! file's ids per commit would make ingest cost grow with the lake, so the lake keeps
+//! this index beside its state: an LSM tree (`fjall`, a well-kept embedded key-value
+//! store) whose writes are sequential and whose point lookups of absent keys are
+//! answered by per-segment Bloom filters — the usual case at ingest, where most ids
+//! are new. Memory stays bounded by fjall's cache, not by the number of ids.
+//!
+//! The index is *derived* data: the Delta table stays the truth. It records which data
+//! files it has read (`files` keyspace); before every append the lake hands it the
+//! current table snapshot, and files it has not seen (written by another process, or
+//! committed just before a crash that lost the index update) have their keys read and
+//! added. So the index can be deleted at any time and is rebuilt on the next append.
+//! Writes are not synced to disk for the same reason: what a crash loses is re-read.
+//!
+//! One process at a time holds the index (fjall locks its folder). Another process
+//! that appends while the server holds it (`evidex ingest` beside `evidex serve`)
+//! gets [`IdIndex::open`] = `None` and the lake falls back to reading the stored keys
+//! of every file, which is exact but slower.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+use crate::model::Dataset;
+
+/// Keys up to this many bytes are stored as they are; longer ones as a SHA-256 (a
+/// collision would need a second preimage), so the index never holds megabyte keys.
+const MAX_PLAIN_KEY: usize = 256;
+
+/// The key index of one lake, shared by every `Lake` handle of the process.
+pub struct IdIndex {
+    db: Database,
+    keys: HashMap<Dataset, Keyspace>,
+    files: Keyspace,
+}
+
+impl std::fmt::Debug for IdIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdIndex")
+    }
+}
+
+/// Indexes opened by this process, by folder: a second `Lake::open` of the same data
+/// shares the first one's index instead of failing on fjall's lock.
+static OPEN: Mutex<Vec<(PathBuf, Weak<IdIndex>)>> = Mutex::new(Vec::new());
+
+impl IdIndex {
+    /// Opens (or creates) the index in `dir`. `Ok(None)` when another process holds
+    /// it; other failures (permissions, a corrupt folder) are errors.
+    pub fn open(dir: &Path) -> Result<Option<Arc<IdIndex>>> {
+        let mut open = OPEN.lock().expect("index registry lock");
+        open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(index) = open
+            .iter()
+            .find(|(p, _)| p == dir)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(Some(index));
+        }
+        std::fs::create_dir_all(dir)?;
+        let db = match Database::builder(dir)
+            .cache_size(16 << 20)
+            .worker_threads(1)
+            .open()
+        {
+            Ok(db) => db,
+            Err(fjall::Error::Locked) => return Ok(None),
+            Err(e) => return Err(index_error(dir, e)),
+        };
+        let mut keys = HashMap::new();
+        for ds in Dataset::ALL {
+            let ks = db
+                .keyspace(ds.table_name(), KeyspaceCreateOptions::default)
+                .map_err(|e| index_error(dir, e))?;
+            keys.insert(ds, ks);
+        }
+        let files = db
+            .keyspace("indexed_files", KeyspaceCreateOptions::default)
+            .map_err(|e| index_error(dir, e))?;
+        let index = Arc::new(IdIndex { db, keys, files });
+        open.push((dir.to_path_buf(), Arc::downgrade(&index)));
+        Ok(Some(index))
+    }
+
+    /// The index's form of a record key.
+    fn encode(key: &str) -> Vec<u8> {
+        if key.len() <= MAX_PLAIN_KEY {
+            key.as_bytes().to_vec()
+        } else {
+            let mut k = b"\xffsha256:".to_vec();
+            k.extend_from_slice(&Sha256::digest(key.as_bytes()));
+            k
+        }
+    }
+
+    fn file_key(dataset: Dataset, relative: &str) -> Vec<u8> {
+        format!("{}/{relative}", dataset.table_name()).into_bytes()
+    }
+
+    /// Whether the keys of data file `relative` are in the index.
+    pub fn has_file(&self, dataset: Dataset, relative: &str) -> Result<bool> {
+        self.files
+            .contains_key(Self::file_key(dataset, relative))
+            .map_err(|e| index_error(self.db_path(), e))
+    }
+
+    /// Whether `key` is stored.
+    pub fn contains(&self, dataset: Dataset, key: &str) -> Result<bool> {
+        self.keys[&dataset]
+            .contains_key(Self::encode(key))
+            .map_err(|e| index_error(self.db_path(), e))
+    }
+
+    /// Records `keys` as stored in the data files `added`, and forgets the files
+    /// `removed` (their keys live on in the files that replaced them), atomically.
+    pub fn record<'a>(
+        &self,
+        dataset: Dataset,
+        keys: impl IntoIterator<Item = &'a str>,
+        added: &[&str],
+        removed: &[&str],
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        let ks = &self.keys[&dataset];
+        for key in keys {
+            batch.insert(ks, Self::encode(key), b"");
+        }
+        for f in added {
+            batch.insert(&self.files, Self::file_key(dataset, f), b"");
+        }
+        for f in removed {
+            batch.remove(&self.files, Self::file_key(dataset, f));
+        }
+        batch.commit().map_err(|e| index_error(self.db_path(), e))
+    }
+
+    fn db_path(&self) -> &Path {
+        self.files.path()
+    }
+}
+
+fn index_error(dir: &Path, e: fjall::Error) -> EngineError {
+    EngineError::Io(std::io::Error::other(format!(
+        "key index {}: {e} (it is rebuilt from the lake if you delete the folder)",
+        dir.display()
+    )))
+}
