@@ -1,5 +1,8 @@
-//! JSON (one array) and NDJSON (one object per line). JSON columns are embedded as
-//! nested values, never as escaped strings, so `metadata` stays an object.
+//! JSON (one array) and NDJSON (one object per line), RFC 8259. JSON columns are
+//! embedded as nested values, never as escaped strings, so `metadata` stays an object.
+//! No record holds a raw line terminator of any kind (LF, CR, VT, FF, NEL, U+2028,
+//! U+2029), inside nested values included, so NDJSON is one record per line for every
+//! line reader.
 
 use deltalake::arrow::datatypes::SchemaRef;
 use std::ops::Range;
@@ -8,6 +11,10 @@ use super::csv::itoa_lite;
 use super::{ColumnData, EncodedBatch, Encoder, push_float, push_timestamp};
 use crate::error::Result;
 use crate::model::ColumnKind;
+
+/// The escapes beyond RFC 8259's, recorded in the manifest
+/// (`escaping.json_line_terminators`).
+pub const JSON_LINE_TERMINATOR_RULE: &str = "U+0085, U+2028 and U+2029 are written as \\u0085, \\u2028 and \\u2029 in every string, nested values included, and C0 controls (U+000A-U+000D among them) as escapes (RFC 8259), so no record holds a line terminator (ECMAScript, Unicode) and each NDJSON record is one line. Values are unchanged.";
 
 /// How records are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +57,9 @@ impl JsonEncoder {
     }
 }
 
-/// Bytes that must be escaped inside a JSON string.
+/// Bytes that must be escaped inside a JSON string (RFC 8259 §7: quote, backslash,
+/// C0 controls), and the lead bytes of the Unicode line terminators U+0085 (`C2 85`)
+/// and U+2028/U+2029 (`E2 80 A8`/`E2 80 A9`), which are looked at more closely.
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -60,10 +69,30 @@ const NEEDS_ESCAPE: [bool; 256] = {
     }
     t[b'"' as usize] = true;
     t[b'\\' as usize] = true;
+    t[0xC2] = true;
+    t[0xE2] = true;
     t
 };
 
-/// Appends `s` as a JSON string literal.
+/// The `\uXXXX` escape of the Unicode line terminator starting at `bytes[i]` (U+0085
+/// NEL, U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR) and its length in bytes.
+/// JSON allows them raw (RFC 8259), but line readers (ECMAScript before ES2019,
+/// Python's `splitlines`, many log shippers) split records at them; escaped, the value
+/// is unchanged and every reader sees one record per line.
+#[inline]
+fn line_terminator_at(bytes: &[u8], i: usize) -> Option<(&'static [u8], usize)> {
+    match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+        (0xC2, Some(0x85), _) => Some((b"\\u0085", 2)),
+        (0xE2, Some(0x80), Some(0xA8)) => Some((b"\\u2028", 3)),
+        (0xE2, Some(0x80), Some(0xA9)) => Some((b"\\u2029", 3)),
+        _ => None,
+    }
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259): `"` and `\` escaped, C0 controls
+/// as `\n`, `\r`, `\t` or `\u00XX` (U+000B and U+000C included), and the Unicode
+/// line terminators U+0085, U+2028 and U+2029 as `\uXXXX`, so the literal never holds
+/// a character any reader treats as a line end.
 pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
@@ -79,6 +108,20 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
             break;
         }
         let b = bytes[i];
+        if b >= 0x80 {
+            // A lead byte of a multi-byte character: escape it only if it is a line
+            // terminator, else skip the whole character.
+            match line_terminator_at(bytes, i) {
+                Some((escape, len)) => {
+                    out.extend_from_slice(&bytes[start..i]);
+                    out.extend_from_slice(escape);
+                    i += len;
+                    start = i;
+                }
+                None => i += if b == 0xC2 { 2 } else { 3 },
+            }
+            continue;
+        }
         out.extend_from_slice(&bytes[start..i]);
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -100,6 +143,23 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Appends stored JSON text as a nested value, escaping the Unicode line terminators
+/// U+0085, U+2028 and U+2029 as `\uXXXX` (in valid JSON they can only stand inside
+/// strings, where the escape denotes the same character, so the value is unchanged).
+/// Every other byte is copied; C0 controls cannot occur raw in valid JSON text.
+pub(crate) fn push_json_text(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for i in memchr::memchr2_iter(0xC2, 0xE2, bytes) {
+        if let Some((escape, len)) = line_terminator_at(bytes, i) {
+            out.extend_from_slice(&bytes[start..i]);
+            out.extend_from_slice(escape);
+            start = i + len;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 impl Encoder for JsonEncoder {
@@ -129,9 +189,9 @@ impl Encoder for JsonEncoder {
                 }
                 match data {
                     ColumnData::Str(_) if self.kinds[c] == ColumnKind::Json => {
-                        // Stored JSON text was produced by serde_json at ingest and is
-                        // valid; embed it as a nested value.
-                        out.extend_from_slice(data.str(row).as_bytes())
+                        // Stored JSON text was validated and compacted at ingest; embed
+                        // it as a nested value.
+                        push_json_text(out, data.str(row))
                     }
                     ColumnData::Str(_) => push_json_string(out, data.str(row)),
                     ColumnData::Int(_) => out.extend_from_slice(self.itoa.format(data.int(row))),
@@ -176,11 +236,70 @@ mod tests {
             "nl\ncr\rtab\t",
             "\u{1}\u{1f}",
             "emoji 🎉 עברית",
+            "first line\u{2028}second line",
+            "a\u{2029}b\u{85}c\u{b}d\u{c}e\u{1c}f",
+            "dash — quote “x” § £ \u{a0} end\u{2028}",
+            "\u{2028}",
+            "\u{85}\u{85}",
         ] {
             let mut out = Vec::new();
             push_json_string(&mut out, s);
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, s);
         }
+    }
+
+    /// Characters a line reader may split a record at: C0 line ends, NEL and the
+    /// Unicode separators (Python's `str.splitlines` splits at all of these).
+    fn has_raw_line_end(bytes: &[u8]) -> bool {
+        let s = std::str::from_utf8(bytes).unwrap();
+        s.chars().any(|c| {
+            matches!(
+                c,
+                '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{1c}'
+                    ..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+            )
+        })
+    }
+
+    #[test]
+    fn strings_hold_no_raw_line_terminator() {
+        for s in [
+            "first line\u{2028}second line",
+            "\u{2029}\u{85}\u{b}\u{c}\n\r\u{1e}",
+            "€ — “quoted” \u{2027}\u{202a}",
+        ] {
+            let mut out = Vec::new();
+            push_json_string(&mut out, s);
+            assert!(!has_raw_line_end(&out), "{}", String::from_utf8_lossy(&out));
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+        let mut out = Vec::new();
+        push_json_string(&mut out, "a\u{2028}b\u{2029}c\u{85}d");
+        assert_eq!(out, br#""a\u2028b\u2029c\u0085d""#);
+    }
+
+    #[test]
+    fn nested_json_text_keeps_its_value() {
+        let value = serde_json::json!({
+            "note": "first line\u{2028}second line",
+            "list": ["\u{2029}", "nel\u{85}", "dash —", {"k\u{2028}ey": "€"}],
+            "n": -1.5e3,
+        });
+        let text = serde_json::to_string(&value).unwrap();
+        assert!(
+            has_raw_line_end(text.as_bytes()),
+            "serde_json writes them raw"
+        );
+        let mut out = Vec::new();
+        push_json_text(&mut out, &text);
+        assert!(!has_raw_line_end(&out));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+            value
+        );
+        let mut plain = Vec::new();
+        push_json_text(&mut plain, r#"{"a":"— “x”"}"#);
+        assert_eq!(plain, r#"{"a":"— “x”"}"#.as_bytes());
     }
 }

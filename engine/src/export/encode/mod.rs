@@ -17,8 +17,10 @@ use deltalake::arrow::record_batch::RecordBatch;
 use crate::error::{EngineError, Result};
 use crate::model::{ColumnKind, Dataset};
 
-pub use self::csv::CsvEncoder;
-pub use self::json::{JsonEncoder, JsonLayout};
+pub use self::csv::{
+    CSV_FORMULA_GUARD_RULE, CSV_NULL_RULE, CsvEncoder, UTF8_BOM, needs_formula_guard,
+};
+pub use self::json::{JSON_LINE_TERMINATOR_RULE, JsonEncoder, JsonLayout};
 pub use self::parquet::ParquetEncoder;
 
 /// An export file format.
@@ -85,15 +87,19 @@ impl Format {
 /// Options that change the bytes an encoder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeOptions {
-    /// Neutralise CSV cells a spreadsheet would execute (leading `=`, `+`, `-`, `@`,
-    /// tab, CR) by prefixing `'`.
+    /// Neutralise CSV cells a spreadsheet would execute by prefixing `'` (OWASP CSV
+    /// injection; the rule is [`CSV_FORMULA_GUARD_RULE`]).
     pub csv_formula_guard: bool,
+    /// Start every CSV file (each part of a ZIP too) with a UTF-8 byte-order mark, so
+    /// Excel on Windows reads it as UTF-8.
+    pub csv_bom: bool,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             csv_formula_guard: true,
+            csv_bom: false,
         }
     }
 }
@@ -162,7 +168,7 @@ pub fn encoder(
 ) -> Result<Box<dyn Encoder>> {
     let kinds = column_kinds(dataset, &schema);
     Ok(match format {
-        Format::Csv => Box::new(CsvEncoder::new(schema, kinds, options.csv_formula_guard)),
+        Format::Csv => Box::new(CsvEncoder::new(schema, kinds, options)),
         Format::Json => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Array)),
         Format::Ndjson => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Lines)),
         Format::Parquet => Box::new(ParquetEncoder::new(schema, &kinds)?),
