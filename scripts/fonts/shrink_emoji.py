@@ -13,7 +13,8 @@ from fontTools.ttLib import TTFont
 from PIL import Image
 
 src, dst, scale, colours = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-font = TTFont(src)
+# Keep the source's timestamp, so a rebuild writes the same bytes.
+font = TTFont(src, recalcTimestamp=False)
 strike = font["CBLC"].strikes[0].bitmapSizeTable
 for line in (strike.hori, strike.vert):
     for key in ("ascender", "descender", "widthMax"):
