@@ -86,7 +86,23 @@ def main():
     order = os.environ.get("LOAD_ORDER", "live")
     if order == "live":
         lines.sort(key=lambda l: json.loads(l)["timestamp"])
-    batches = [b"".join(lines[i:i + BATCH]) for i in range(0, len(lines), BATCH)]
+    # Re-sends in the mix: a forwarder retries events already stored, re-stamped with
+    # another timestamp (here: the same instant with millisecond precision, or the
+    # next day). `id` alone is the key, so they must all come back as duplicates.
+    resend = float(os.environ.get("LOAD_RESEND", "0.1"))
+    per_batch = int(BATCH * resend)
+    rng = __import__("random").Random(7)
+    batches = []
+    for i in range(0, len(lines), BATCH):
+        batch = list(lines[i:i + BATCH])
+        if i >= BATCH and per_batch:
+            for old in rng.sample(lines[:i], min(per_batch, i)):
+                ev = json.loads(old)
+                ts = ev["timestamp"]
+                ev["timestamp"] = ts[:23] + "Z" if rng.random() < 0.5 else ts.replace("2026-03", "2026-04")
+                batch.append((json.dumps(ev) + "\n").encode())
+        batches.append(b"".join(batch))
+    resent = sum(b.count(b"\n") for b in batches) - len(lines)
     report = []
     try:
         # 1. Ingest.
@@ -100,7 +116,8 @@ def main():
                 raise SystemExit(f"ingest failed: {status} {body[:300]!r}")
             with lock:
                 lat.append(secs)
-            return json.loads(body)["accepted"]
+            j = json.loads(body)
+            return j["accepted"], j.get("duplicates", 0)
 
         def cpu(pid):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -109,15 +126,26 @@ def main():
         c0, me0 = cpu(server.pid), time.process_time()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(SENDERS) as pool:
-            accepted = sum(pool.map(send, batches))
+            answers = list(pool.map(send, batches))
+        accepted = sum(a for a, _ in answers)
+        duplicates = sum(d for _, d in answers)
         ingest_secs = time.perf_counter() - t0
         server_cpu, client_cpu = cpu(server.pid) - c0, time.process_time() - me0
         rate = accepted / ingest_secs
         adm = Api(host, port, tok["admin"])
         _, metrics, _ = adm.call("GET", "/metrics")
         commits = [l for l in metrics.decode().splitlines() if l.startswith("evidex_ingest_commits_total")]
-        report.append(("ingest, 1,000-event NDJSON batches, %d clients, %s order" % (SENDERS, order),
-                       f"{accepted:,} events in {ingest_secs:.1f} s = **{rate:,.0f} events/s**; "
+        status, body, _ = adm.call("POST", "/v1/exports/preview",
+                                   json.dumps({"from": "2026-03-01", "to": "2026-04-30"}))
+        stored = json.loads(body)["records"]
+        if duplicates != resent or stored != len(lines):
+            raise SystemExit(f"re-sends: {resent} sent, {duplicates} reported as duplicates; "
+                             f"{stored} stored of {len(lines)} distinct events")
+        report.append(("ingest, %d-event NDJSON batches (+%d%% re-sent ids), %d clients, %s order"
+                       % (BATCH, round(resend * 100), SENDERS, order),
+                       f"{accepted:,} events ({resent:,} re-sent with another timestamp, all "
+                       f"reported as duplicates; {stored:,} stored) in {ingest_secs:.1f} s = "
+                       f"**{rate:,.0f} events/s**; "
                        f"request p50 {pct(lat, 50)*1000:.0f} ms, p99 {pct(lat, 99)*1000:.0f} ms; "
                        f"{commits[0].split()[-1] if commits else '?'} Delta commits; "
                        f"CPU: server {server_cpu:.1f} s, load clients {client_cpu:.1f} s"))

@@ -2,12 +2,12 @@
 # Runs every evidex test on a fresh machine: installs what the tests need (the
 # S3-compatible test server, poppler-utils), then builds and runs the whole
 # workspace's tests.
-# Safe to re-run: installed tools are reused, and the build directory persists in
-# $CARGO_TARGET_DIR (default ~/.cache/evidex-target) so a second run is incremental.
+# Safe to re-run: installed tools are reused, and the build directory is the one
+# `cargo run -p evidex -- demo` uses (./target, or $CARGO_TARGET_DIR when set, as
+# .ci/run does), so the README's two commands share one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/evidex-target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -25,6 +25,15 @@ if ! command -v pdftotext >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get install -y -q poppler-utils >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q poppler-utils >/dev/null; }
+fi
+
+# openssl and sha256sum run the commands of every package's VERIFY.txt in the tests.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "==> installing openssl (the package checks in VERIFY.txt)"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -q openssl >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q openssl >/dev/null; }
 fi
 
 echo "==> cargo test (workspace)"

@@ -21,8 +21,31 @@ pub const SIGNING_KEY_FILE: &str = "signing-key.ed25519";
 /// Names of the manifest and signature inside a ZIP, and their suffixes beside a
 /// single file (`NAME.csv.manifest.json`).
 pub const MANIFEST_NAME: &str = "manifest.json";
-/// See [`MANIFEST_NAME`].
+/// See [`MANIFEST_NAME`]. The raw 64-byte Ed25519 signature of the manifest's bytes
+/// (RFC 8032); artifacts made before evidex 0.1.1 hold it as hex text, which
+/// [`verify_signature`] still accepts.
 pub const SIGNATURE_NAME: &str = "manifest.sig";
+/// The signer's public key as a PEM `PUBLIC KEY` (RFC 8410 SubjectPublicKeyInfo),
+/// with its fingerprint in a comment line above it.
+pub const PUBLIC_KEY_NAME: &str = "signing-key.pem";
+/// `sha256sum` lines (GNU coreutils format: hash, two spaces, name) for every data
+/// file and the manifest, so `sha256sum -c` checks the package.
+pub const SUMS_NAME: &str = "SHA256SUMS";
+/// The raw Ed25519 signature of [`SUMS_NAME`], checkable with OpenSSL 3's
+/// `pkeyutl -verify -rawin`.
+pub const SUMS_SIGNATURE_NAME: &str = "SHA256SUMS.sig";
+/// How to check the package with standard tools only.
+pub const VERIFY_NAME: &str = "VERIFY.txt";
+
+/// The package files evidex adds beside the data, in the order they are written.
+pub const PACKAGE_NAMES: [&str; 6] = [
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    SUMS_SIGNATURE_NAME,
+    PUBLIC_KEY_NAME,
+    VERIFY_NAME,
+];
 
 /// The server's Ed25519 key that signs manifests.
 pub struct Signer {
@@ -135,28 +158,157 @@ impl Signer {
         &self.path
     }
 
-    /// The signature of `bytes`, as the text of a `manifest.sig` file.
-    pub fn sign(&self, bytes: &[u8]) -> String {
-        format!("{}\n", hex::encode(self.key.sign(bytes).to_bytes()))
+    /// The raw 64-byte Ed25519 signature of `bytes` (RFC 8032), as written to
+    /// `manifest.sig` and `SHA256SUMS.sig`.
+    pub fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        self.key.sign(bytes).to_bytes().to_vec()
+    }
+
+    /// The public key as PEM (`-----BEGIN PUBLIC KEY-----`, RFC 8410 / RFC 7468).
+    pub fn public_pem(&self) -> String {
+        public_pem(&self.key.verifying_key())
+    }
+
+    /// The key's fingerprint: SHA-256 (hex) of its DER SubjectPublicKeyInfo, what
+    /// `openssl pkey -pubin -in signing-key.pem -outform DER | sha256sum` prints.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.key.verifying_key())
+    }
+
+    /// The files evidex adds to a package beside its data files, named as inside a
+    /// ZIP ([`PACKAGE_NAMES`]). `data` lists the data files as `(name, sha256)`,
+    /// named as they sit beside the package files (`NAME.csv` for a single file);
+    /// `prefix` is put before every package file's name in `SHA256SUMS` and
+    /// `VERIFY.txt` (`NAME.csv.` for a single file, empty in a ZIP).
+    pub fn package(
+        &self,
+        manifest: &Manifest,
+        manifest_bytes: &[u8],
+        data: &[(String, String)],
+        prefix: &str,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let mut sums = String::new();
+        for (name, sha) in data {
+            sums.push_str(&format!("{sha}  {name}\n"));
+        }
+        sums.push_str(&format!(
+            "{}  {prefix}{MANIFEST_NAME}\n",
+            sha256_hex(manifest_bytes)
+        ));
+        let pem = format!(
+            "SHA-256 fingerprint: {}\n{}",
+            self.fingerprint(),
+            self.public_pem()
+        );
+        let verify = verify_text(manifest, &self.fingerprint(), prefix);
+        let sums_signature = self.sign(sums.as_bytes());
+        vec![
+            (MANIFEST_NAME, manifest_bytes.to_vec()),
+            (SIGNATURE_NAME, self.sign(manifest_bytes)),
+            (SUMS_NAME, sums.into_bytes()),
+            (SUMS_SIGNATURE_NAME, sums_signature),
+            (PUBLIC_KEY_NAME, pem.into_bytes()),
+            (VERIFY_NAME, verify.into_bytes()),
+        ]
     }
 }
 
-/// Checks `signature` (the text of a `manifest.sig`) over `bytes` with the hex public
-/// key `public`.
-pub fn verify_signature(public: &str, bytes: &[u8], signature: &str) -> Result<()> {
-    let key = hex::decode(public.trim())
+/// PEM of an Ed25519 public key.
+pub fn public_pem(key: &VerifyingKey) -> String {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    key.to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .expect("an Ed25519 key always encodes")
+}
+
+/// SHA-256 (hex) of an Ed25519 public key's DER SubjectPublicKeyInfo.
+pub fn fingerprint(key: &VerifyingKey) -> String {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let der = key
+        .to_public_key_der()
+        .expect("an Ed25519 key always encodes");
+    sha256_hex(der.as_bytes())
+}
+
+/// Reads an Ed25519 public key given as 64 hex characters or as PEM (any text
+/// around the `BEGIN PUBLIC KEY` block is ignored, as OpenSSL does).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    if let Some(start) = text.find("-----BEGIN PUBLIC KEY-----") {
+        return VerifyingKey::from_public_key_pem(text[start..].trim_end()).map_err(|e| {
+            EngineError::invalid(format!("public key: not an Ed25519 PEM public key: {e}"))
+        });
+    }
+    hex::decode(text.trim())
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        .ok_or_else(|| EngineError::invalid("public key: not a 32-byte hex Ed25519 public key"))?;
-    let sig = hex::decode(signature.trim())
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| {
+            EngineError::invalid(
+                "public key: neither 64 hex characters nor a PEM `PUBLIC KEY` of an Ed25519 key",
+            )
+        })
+}
+
+/// The text of `VERIFY.txt`. Every line starting with `$ ` is a command that a test
+/// runs exactly as written in the package's folder.
+fn verify_text(manifest: &Manifest, fingerprint: &str, prefix: &str) -> String {
+    format!(
+        "How to check this evidence package with standard tools only
+=============================================================
+
+Export {id} \"{name}\", {records}, made {created} by evidex {version}.
+Signed with the Ed25519 key in {prefix}{PUBLIC_KEY_NAME}, whose SHA-256 fingerprint is
+
+    {fingerprint}
+
+A signature only proves who signed: compare this fingerprint with the one your
+organisation published (its evidex server answers GET /v1/signing-key, and
+`evidex signing-key` prints it). A package signed by any other key proves nothing.
+
+Run these commands in the folder that holds the package's files (unzip it first if
+it is a ZIP). They need OpenSSL 3 and GNU coreutils (or any sha256sum). Each one
+must succeed; the first prints the fingerprint above followed by \"  -\".
+
+1. The fingerprint of the enclosed key:
+$ openssl pkey -pubin -in {prefix}{PUBLIC_KEY_NAME} -outform DER | sha256sum
+
+2. The checksum list was signed by that key (prints \"Signature Verified Successfully\"):
+$ openssl pkeyutl -verify -pubin -inkey {prefix}{PUBLIC_KEY_NAME} -rawin -in {prefix}{SUMS_NAME} -sigfile {prefix}{SUMS_SIGNATURE_NAME}
+
+3. Every data file and the manifest match the signed list:
+$ sha256sum -c {prefix}{SUMS_NAME}
+
+4. The manifest itself carries its own signature too:
+$ openssl pkeyutl -verify -pubin -inkey {prefix}{PUBLIC_KEY_NAME} -rawin -in {prefix}{MANIFEST_NAME} -sigfile {prefix}{SIGNATURE_NAME}
+
+The manifest ({prefix}{MANIFEST_NAME}) then tells what the package holds: the window,
+filters, table versions, redaction, every file's records and hashes. `evidex verify`
+does all of the above and also counts the records of every file.
+",
+        id = manifest.export_id,
+        name = manifest.name.replace('"', "'"),
+        records = manifest.statement,
+        created = manifest.created_at,
+        version = manifest.tool.version,
+    )
+}
+
+/// Checks `signature` (a signature file's bytes: raw 64 bytes, or 128 hex characters
+/// as older artifacts wrote) over `bytes` with `key`.
+pub fn verify_signature(key: &VerifyingKey, bytes: &[u8], signature: &[u8]) -> Result<()> {
+    let raw = if signature.len() == 64 {
+        <[u8; 64]>::try_from(signature).ok()
+    } else {
+        std::str::from_utf8(signature)
+            .ok()
+            .and_then(|t| hex::decode(t.trim()).ok())
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    };
+    let sig = raw
         .map(|b| Signature::from_bytes(&b))
-        .ok_or_else(|| EngineError::invalid("manifest.sig: not a 64-byte hex signature"))?;
-    key.verify(bytes, &sig).map_err(|_| {
-        EngineError::invalid("manifest.sig: the signature does not match this manifest and key")
-    })
+        .ok_or_else(|| EngineError::invalid("not a 64-byte Ed25519 signature"))?;
+    key.verify(bytes, &sig)
+        .map_err(|_| EngineError::invalid("the signature does not match these bytes and this key"))
 }
 
 /// One file of an artifact, as the manifest records it.
@@ -201,6 +353,21 @@ pub struct ManifestRedaction {
 pub struct ManifestEscaping {
     /// CSV cells that a spreadsheet would execute were prefixed with `'`.
     pub csv_formula_guard: bool,
+    /// The guard's rule in words (OWASP CSV injection: the characters, the trimmed
+    /// leading characters, the plain-number exception); present when the guard was
+    /// applied. Absent fields keep older manifests serialising byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_formula_guard_rule: Option<String>,
+    /// Whether each CSV file starts with a UTF-8 byte-order mark; present for CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_bom: Option<bool>,
+    /// How CSV tells a missing value from an empty string; present for CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_null: Option<String>,
+    /// The escapes JSON and NDJSON apply beyond RFC 8259's (line terminators);
+    /// present for those formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_line_terminators: Option<String>,
 }
 
 /// The tool that wrote the artifact.
@@ -448,11 +615,17 @@ mod tests {
         let again = Signer::load_or_create(&state).unwrap();
         assert_eq!(s.public_hex(), again.public_hex());
         let sig = s.sign(b"manifest");
-        verify_signature(&s.public_hex(), b"manifest", &sig).unwrap();
-        let e = verify_signature(&s.public_hex(), b"manifest!", &sig).unwrap_err();
+        let public = parse_public_key(&s.public_hex()).unwrap();
+        verify_signature(&public, b"manifest", &sig).unwrap();
+        let pem = parse_public_key(&format!("note\n{}", s.public_pem())).unwrap();
+        assert_eq!(pem, public);
+        let old = format!("{}\n", hex::encode(&sig));
+        verify_signature(&public, b"manifest", old.as_bytes()).unwrap();
+        let e = verify_signature(&public, b"manifest!", &sig).unwrap_err();
         assert!(e.to_string().contains("does not match"));
         let other = Signer::load_or_create(&dir.path().join("other")).unwrap();
-        assert!(verify_signature(&other.public_hex(), b"manifest", &sig).is_err());
+        let other_key = parse_public_key(&other.public_hex()).unwrap();
+        assert!(verify_signature(&other_key, b"manifest", &sig).is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

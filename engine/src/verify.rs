@@ -10,7 +10,27 @@ use std::path::{Component, Path};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
-use crate::integrity::{MANIFEST_NAME, Manifest, SIGNATURE_NAME, verify_signature};
+use ed25519_dalek::VerifyingKey;
+
+use crate::integrity::{
+    MANIFEST_NAME, Manifest, PACKAGE_NAMES, PUBLIC_KEY_NAME, SIGNATURE_NAME, SUMS_NAME,
+    SUMS_SIGNATURE_NAME, fingerprint, parse_public_key, sha256_hex, verify_signature,
+};
+
+/// Which key an artifact's signatures must be made with.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// A key the caller trusts (`--key`, or this installation's own key): signatures
+    /// by any other key fail, whatever key the package encloses.
+    Key(VerifyingKey),
+    /// The fingerprint of the trusted key (`--fingerprint`): the package's enclosed
+    /// key must have it.
+    Fingerprint(String),
+    /// No key given: the signatures are checked against the key the package
+    /// encloses, and the report says that its fingerprint must be compared with the
+    /// one the organisation published. Proves integrity, not origin.
+    Enclosed,
+}
 
 /// What `verify` found.
 #[derive(Debug, Default)]
@@ -21,6 +41,9 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
     /// The manifest, when it could be read.
     pub manifest: Option<Manifest>,
+    /// What the reader must still do themselves (compare an enclosed key's
+    /// fingerprint with the published one).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -30,9 +53,11 @@ impl VerifyReport {
     }
 }
 
-/// Verifies `artifact` (a `.zip`, a single data file with its `.manifest.json` /
-/// `.manifest.sig` beside it, or that manifest) with the hex public key `key`.
-pub fn verify(artifact: &Path, key: &str) -> Result<VerifyReport> {
+/// Verifies `artifact` (a `.zip`, a single data file with its `.manifest.json`,
+/// `.manifest.sig` and the other package files beside it, or that manifest): the
+/// signatures with the key `trust` selects, `SHA256SUMS` against the manifest, and
+/// every file's bytes, hash and record count.
+pub fn verify(artifact: &Path, trust: &Trust) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut head = [0u8; 4];
     let is_zip = File::open(artifact)
@@ -46,11 +71,161 @@ pub fn verify(artifact: &Path, key: &str) -> Result<VerifyReport> {
         )));
     }
     if is_zip {
-        verify_zip(artifact, key, &mut report)?;
+        verify_zip(artifact, trust, &mut report)?;
     } else {
-        verify_single(artifact, key, &mut report)?;
+        verify_single(artifact, trust, &mut report)?;
     }
     Ok(report)
+}
+
+/// The key to check signatures with, given what the caller trusts and the key file
+/// the package encloses (`None` when it has none).
+fn resolve_key(
+    label: &str,
+    trust: &Trust,
+    enclosed: Option<Vec<u8>>,
+    report: &mut VerifyReport,
+) -> Option<VerifyingKey> {
+    let enclosed = match enclosed.map(|b| parse_public_key(&String::from_utf8_lossy(&b))) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            report
+                .problems
+                .push(format!("{label}/{PUBLIC_KEY_NAME}: {e}"));
+            None
+        }
+        None => None,
+    };
+    match trust {
+        Trust::Key(key) => {
+            if let Some(k) = enclosed
+                && k != *key
+            {
+                report.problems.push(format!(
+                    "{label}: the enclosed {PUBLIC_KEY_NAME} (fingerprint {}) is not the trusted key (fingerprint {})",
+                    fingerprint(&k),
+                    fingerprint(key)
+                ));
+            }
+            Some(*key)
+        }
+        Trust::Fingerprint(want) => {
+            let want = want
+                .trim()
+                .trim_start_matches("sha256:")
+                .to_ascii_lowercase();
+            match enclosed {
+                Some(k) if fingerprint(&k) == want => {
+                    report.checked.push(format!(
+                        "key: the enclosed {PUBLIC_KEY_NAME} has the trusted fingerprint {want}"
+                    ));
+                    Some(k)
+                }
+                Some(k) => {
+                    report.problems.push(format!(
+                        "{label}: the enclosed {PUBLIC_KEY_NAME} has fingerprint {}, not the trusted {want}",
+                        fingerprint(&k)
+                    ));
+                    None
+                }
+                None => {
+                    report.problems.push(format!(
+                        "{label}: {PUBLIC_KEY_NAME} is missing, so the fingerprint cannot be checked"
+                    ));
+                    None
+                }
+            }
+        }
+        Trust::Enclosed => match enclosed {
+            Some(k) => {
+                report.notes.push(format!(
+                    "signed with the key enclosed in the package, fingerprint {}: compare it with \
+                     the fingerprint your organisation published (or pass --key / --fingerprint \
+                     to make that a hard check)",
+                    fingerprint(&k)
+                ));
+                Some(k)
+            }
+            None => {
+                report.problems.push(format!(
+                    "{label}: the package encloses no {PUBLIC_KEY_NAME}; pass --key with the signer's public key"
+                ));
+                None
+            }
+        },
+    }
+}
+
+/// Checks `SHA256SUMS` (when the package has one) and its signature: it must list
+/// exactly the manifest's files (named `data_name(path)`) and the manifest, with the
+/// manifest's hashes.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per artifact kind, all inputs distinct"
+)]
+fn check_sums(
+    label: &str,
+    sums: Option<Vec<u8>>,
+    sums_sig: Option<Vec<u8>>,
+    key: Option<&VerifyingKey>,
+    manifest: &Manifest,
+    manifest_bytes: &[u8],
+    data_name: impl Fn(&str) -> String,
+    manifest_name: &str,
+    report: &mut VerifyReport,
+) {
+    let Some(sums) = sums else {
+        report.checked.push(format!(
+            "{SUMS_NAME}: none in this package (made by an evidex before 0.1.1); the manifest's hashes are checked instead"
+        ));
+        return;
+    };
+    match (key, sums_sig) {
+        (Some(key), Some(sig)) => match verify_signature(key, &sums, &sig) {
+            Ok(()) => report.checked.push(format!(
+                "signature: {SUMS_SIGNATURE_NAME} is valid for {SUMS_NAME}"
+            )),
+            Err(e) => report
+                .problems
+                .push(format!("{label}/{SUMS_SIGNATURE_NAME}: {e}")),
+        },
+        (_, None) => report
+            .problems
+            .push(format!("{label}: {SUMS_SIGNATURE_NAME} is missing")),
+        (None, _) => {}
+    }
+    let mut want: BTreeSet<(String, String)> = manifest
+        .files
+        .iter()
+        .map(|f| (data_name(&f.path), f.sha256.clone()))
+        .collect();
+    want.insert((manifest_name.to_string(), sha256_hex(manifest_bytes)));
+    let text = String::from_utf8_lossy(&sums);
+    let got: BTreeSet<(String, String)> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once("  ") {
+            Some((h, n)) => (n.trim_start_matches('*').to_string(), h.to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect();
+    if got == want {
+        report.checked.push(format!(
+            "{SUMS_NAME}: lists the manifest and its {} file(s) with the manifest's hashes",
+            manifest.files.len()
+        ));
+    } else {
+        for (name, sha) in got.difference(&want) {
+            report.problems.push(format!(
+                "{label}/{SUMS_NAME}: lists {name} with {sha}, which the manifest does not"
+            ));
+        }
+        for (name, _) in want.difference(&got) {
+            report.problems.push(format!(
+                "{label}/{SUMS_NAME}: does not list {name} as the manifest does"
+            ));
+        }
+    }
 }
 
 fn display(p: &Path) -> String {
@@ -61,20 +236,24 @@ fn display(p: &Path) -> String {
 fn check_manifest(
     label: &str,
     manifest: &[u8],
-    signature: Option<&str>,
-    key: &str,
+    signature: Option<&[u8]>,
+    key: Option<&VerifyingKey>,
     report: &mut VerifyReport,
 ) -> Option<Manifest> {
-    match signature {
-        None => report
+    match (signature, key) {
+        (None, _) => report
             .problems
             .push(format!("{label}: the signature file is missing")),
-        Some(sig) => match verify_signature(key, manifest, sig) {
+        (Some(sig), Some(key)) => match verify_signature(key, manifest, sig) {
             Ok(()) => report.checked.push(format!(
-                "signature: valid Ed25519 signature of {label} by key {key}"
+                "signature: valid Ed25519 signature of {label} by the key with fingerprint {}",
+                fingerprint(key)
             )),
-            Err(e) => report.problems.push(format!("{label}: {e}")),
+            Err(e) => report
+                .problems
+                .push(format!("{label}: {SIGNATURE_NAME}: {e}")),
         },
+        (Some(_), None) => {} // why there is no key is reported already
     }
     match serde_json::from_slice::<Manifest>(manifest) {
         Ok(m) => Some(m),
@@ -96,7 +275,7 @@ fn safe_relative(name: &str) -> bool {
         && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-fn verify_zip(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()> {
+fn verify_zip(path: &Path, trust: &Trust, report: &mut VerifyReport) -> Result<()> {
     let label = display(path);
     let file = File::open(path)?;
     let mut zip = match zip::ZipArchive::new(BufReader::new(file)) {
@@ -132,20 +311,31 @@ fn verify_zip(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()> {
             .push(format!("{label}: {MANIFEST_NAME} is missing"));
         return Ok(());
     };
-    let signature =
-        read_entry(&mut zip, SIGNATURE_NAME).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let signature = read_entry(&mut zip, SIGNATURE_NAME);
+    let key = resolve_key(&label, trust, read_entry(&mut zip, PUBLIC_KEY_NAME), report);
     let Some(manifest) = check_manifest(
         &format!("{label}/{MANIFEST_NAME}"),
         &manifest_bytes,
         signature.as_deref(),
-        key,
+        key.as_ref(),
         report,
     ) else {
         return Ok(());
     };
+    check_sums(
+        &label,
+        read_entry(&mut zip, SUMS_NAME),
+        read_entry(&mut zip, SUMS_SIGNATURE_NAME),
+        key.as_ref(),
+        &manifest,
+        &manifest_bytes,
+        str::to_string,
+        MANIFEST_NAME,
+        report,
+    );
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     for name in &names {
-        if name != MANIFEST_NAME && name != SIGNATURE_NAME && !listed.contains(name.as_str()) {
+        if !PACKAGE_NAMES.contains(&name.as_str()) && !listed.contains(name.as_str()) {
             report.problems.push(format!(
                 "{label}/{name}: in the archive but not in the manifest"
             ));
@@ -175,7 +365,7 @@ fn verify_zip(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()> {
     Ok(())
 }
 
-fn verify_single(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()> {
+fn verify_single(path: &Path, trust: &Trust, report: &mut VerifyReport) -> Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -206,17 +396,40 @@ fn verify_single(path: &Path, key: &str, report: &mut VerifyReport) -> Result<()
             return Ok(());
         }
     };
-    let signature = std::fs::read_to_string(&sig_path).ok();
+    let signature = std::fs::read(&sig_path).ok();
+    // The other package files sit beside the manifest: `NAME.csv.signing-key.pem`.
+    let stem = manifest_name
+        .strip_suffix(MANIFEST_NAME)
+        .unwrap_or(&manifest_name)
+        .to_string();
+    let beside =
+        |name: &str| std::fs::read(manifest_path.with_file_name(format!("{stem}{name}"))).ok();
+    let key = resolve_key(&display(dir), trust, beside(PUBLIC_KEY_NAME), report);
     let Some(manifest) = check_manifest(
         &display(&manifest_path),
         &manifest_bytes,
         signature.as_deref(),
-        key,
+        key.as_ref(),
         report,
     ) else {
         return Ok(());
     };
     let data = data.expect("set above");
+    let data_file_name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    check_sums(
+        &display(dir),
+        beside(SUMS_NAME),
+        beside(SUMS_SIGNATURE_NAME),
+        key.as_ref(),
+        &manifest,
+        &manifest_bytes,
+        |_| data_file_name.clone(),
+        &manifest_name,
+        report,
+    );
     match manifest.files.as_slice() {
         [f] => {
             if !safe_relative(&f.path) {

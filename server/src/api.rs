@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path as UrlPath, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -195,6 +195,12 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "The artifact's signed manifest",
     ),
     (
+        "GET",
+        "/v1/exports/{id}/package/{file}",
+        READ,
+        "One of the package files an auditor needs beside a single-file artifact (inside a ZIP they are entries): manifest.json, manifest.sig, SHA256SUMS, SHA256SUMS.sig, signing-key.pem or VERIFY.txt",
+    ),
+    (
         "POST",
         "/v1/exports/{id}/link",
         WRITE,
@@ -237,6 +243,7 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/exports/{id}/rerun", post(rerun_export))
         .route("/v1/exports/{id}/download", get(download))
         .route("/v1/exports/{id}/manifest", get(manifest))
+        .route("/v1/exports/{id}/package/{file}", get(package_file))
         .route("/v1/exports/{id}/link", post(create_link))
         .route("/v1/links/{token}", get(follow_link))
         .route("/v1/presets", get(list_presets))
@@ -470,6 +477,9 @@ async fn signing_key(
     Ok(axum::Json(json!({
         "algorithm": "ed25519",
         "public_key": s.signer.public_hex(),
+        "public_key_pem": s.signer.public_pem(),
+        "fingerprint": s.signer.fingerprint(),
+        "fingerprint_method": "SHA-256 of the DER SubjectPublicKeyInfo (openssl pkey -pubin -outform DER | sha256sum)",
     })))
 }
 
@@ -539,12 +549,13 @@ async fn ingest_handler(
         }
         line_start = end + 1;
     }
-    let (rows, rejected, _) =
-        tokio::task::spawn_blocking(move || ingest::parse_body(ds, &body, max_line))
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?
-            .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let parsed = tokio::task::spawn_blocking(move || ingest::parse_body(ds, &body, max_line))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
+        .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let (rows, rejected) = (parsed.rows, parsed.rejected);
     let accepted = rows.len() as u64;
+    let mut duplicates = 0;
     if !rows.is_empty() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let batcher = s
@@ -555,7 +566,8 @@ async fn ingest_handler(
             .send(IngestItem { rows, reply: tx })
             .await
             .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?;
-        rx.await
+        duplicates = rx
+            .await
             .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?
             .map_err(|e| anyhow::anyhow!("storing the records failed: {e}"))?;
     }
@@ -569,7 +581,9 @@ async fn ingest_handler(
         .collect();
     Ok(axum::Json(json!({
         "accepted": accepted,
+        "duplicates": duplicates,
         "rejected": rejected.len(),
+        "replaced_surrogates": parsed.replaced_surrogates,
         "errors": errors,
     })))
 }
@@ -581,7 +595,7 @@ async fn preview(
 ) -> ApiResult<axum::Json<Value>> {
     auth(&s, &headers, READ)?;
     let body = read_body(&s, body).await?;
-    let mut valid = service::parse_export(&body, &s.config)?;
+    let mut valid = service::parse_preview(&body, &s.config)?;
     let pinned = s.prepare(&mut valid.request).await?;
     let p = export::preview(&s.lake, &pinned, &valid.request).await?;
     Ok(axum::Json(
@@ -866,14 +880,56 @@ async fn send_file(
 async fn download(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
     let (path, artifact) = artifact_path(&s, &job)?;
-    s.store
-        .audit(s.now_ms(), &p.actor(), "export.downloaded", Some(&id), None)?;
+    audit_download(&s, &p.actor(), &id, &method, &headers)?;
     send_file(&path, &artifact, &headers).await
+}
+
+/// How long ranged reads of one export by one requester count as one download.
+const RANGED_DOWNLOAD_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Logs `export.downloaded` for a download request, by this rule: a `HEAD` is not a
+/// download (remote Parquet readers and download managers send one first); a `GET`
+/// without `Range` is always one; a `GET` with `Range` is one unless the same
+/// requester (token, or "link") already had a ranged download of this export logged
+/// within the last 10 minutes — a reader fetching a file in pieces counts once. The
+/// entry records the range asked for.
+fn audit_download(
+    s: &Service,
+    actor: &str,
+    id: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> ApiResult<()> {
+    if method == Method::HEAD {
+        return Ok(());
+    }
+    let now = s.now_ms();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if range.is_some() {
+        let mut recent = s
+            .recent_downloads
+            .lock()
+            .map_err(|_| anyhow::anyhow!("download log lock poisoned"))?;
+        recent.retain(|_, at| now - *at < RANGED_DOWNLOAD_WINDOW_MS);
+        let key = (id.to_string(), actor.to_string());
+        if recent.contains_key(&key) {
+            return Ok(());
+        }
+        recent.insert(key, now);
+    }
+    let details = json!({"range": range.as_deref().unwrap_or("whole file")});
+    s.store
+        .audit(now, actor, "export.downloaded", Some(id), Some(&details))?;
+    Ok(())
 }
 
 async fn manifest(
@@ -899,6 +955,72 @@ async fn manifest(
     .await
     .map_err(|e| anyhow::anyhow!(e))??;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// One package file of an export: a ZIP entry, or the file beside a single-file
+/// artifact, served under the name it has beside the data (`NAME.csv.manifest.sig`).
+/// `file` must be one of the fixed package names: no user string reaches a path.
+async fn package_file(
+    State(s): State<AppState>,
+    UrlPath((id, file)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use evidex_engine::integrity::PACKAGE_NAMES;
+    auth(&s, &headers, READ)?;
+    let Some(name) = PACKAGE_NAMES.iter().copied().find(|n| *n == file) else {
+        return Err(ApiError::not_found(&format!(
+            "package file (one of {})",
+            PACKAGE_NAMES.join(", ")
+        )));
+    };
+    let job = job_or_404(&s, &id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    let zipped = artifact["content_type"] == "application/zip";
+    let file_name = artifact["file_name"]
+        .as_str()
+        .unwrap_or("export")
+        .to_string();
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<u8>>> {
+        if zipped {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
+            let Ok(mut e) = z.by_name(name) else {
+                return Ok(None);
+            };
+            let mut b = Vec::new();
+            e.read_to_end(&mut b)?;
+            Ok(Some(b))
+        } else {
+            let side = evidex_engine::export::artifact::sidecar_path(&path, &format!(".{name}"));
+            Ok(std::fs::read(side).ok())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??
+    .ok_or_else(|| {
+        ApiError::not_found("package file (this artifact was made before it existed)")
+    })?;
+    let served = if zipped {
+        name.to_string()
+    } else {
+        format!("{file_name}.{name}")
+    };
+    let ctype = match name {
+        "manifest.json" => "application/json",
+        "manifest.sig" | "SHA256SUMS.sig" => "application/octet-stream",
+        "signing-key.pem" => "application/x-pem-file",
+        _ => "text/plain; charset=utf-8",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{served}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -973,6 +1095,7 @@ async fn create_link(
 async fn follow_link(
     State(s): State<AppState>,
     UrlPath(token): UrlPath<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let forbidden = || {
@@ -1010,8 +1133,7 @@ async fn follow_link(
     }
     let job = job_or_404(&s, id)?;
     let (path, artifact) = artifact_path(&s, &job)?;
-    s.store
-        .audit(s.now_ms(), "link", "export.downloaded", Some(id), None)?;
+    audit_download(&s, "link", id, &method, &headers)?;
     send_file(&path, &artifact, &headers).await
 }
 

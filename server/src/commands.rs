@@ -130,6 +130,10 @@ pub struct ExportArgs {
     /// Do not neutralise spreadsheet formulas in CSV cells.
     #[arg(long)]
     pub no_formula_guard: bool,
+    /// Start each CSV file with a UTF-8 byte-order mark, so Excel on Windows reads it
+    /// as UTF-8 [default: export.csv_bom].
+    #[arg(long)]
+    pub csv_bom: bool,
     /// Rows per file before the export becomes a ZIP of parts.
     #[arg(long)]
     pub split_rows: Option<u64>,
@@ -155,9 +159,15 @@ pub struct VerifyArgs {
     /// Check the audit log's hash chain in the metadata database instead.
     #[arg(long)]
     pub audit_log: bool,
-    /// The public key (hex, or a file holding it) [default: this installation's key].
+    /// The signer's public key (hex or PEM, or a file holding either): signatures by
+    /// any other key fail [default: this installation's key; without one, the key
+    /// enclosed in the package, whose fingerprint you must compare yourself].
     #[arg(long)]
     pub key: Option<String>,
+    /// The SHA-256 fingerprint of the signer's key (as `evidex signing-key` and
+    /// GET /v1/signing-key print it): the enclosed key must have it.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
 }
 
 /// `evidex preview`.
@@ -243,7 +253,12 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
             let signer = Signer::load_or_create(&config.state_dir()?)?;
             println!("{}", signer.public_hex());
             eprintln!(
-                "(Ed25519 public key; the private half is {})",
+                "fingerprint (SHA-256 of the DER public key, as in every package's VERIFY.txt): {}",
+                signer.fingerprint()
+            );
+            eprintln!(
+                "(Ed25519 public key; publish the fingerprint so auditors can check packages; \
+                 the private half is {})",
                 signer.path().display()
             );
             return Ok(ExitCode::SUCCESS);
@@ -254,6 +269,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         &LakeOptions {
             data_url: config.data.clone(),
             storage_options: storage_options(&env),
+            index_dir: config.state_dir().ok().map(|d| d.join("key-index")),
         },
         clock.clone(),
     )
@@ -344,6 +360,12 @@ async fn run_ingest(lake: &Lake, config: &Config, args: IngestArgs) -> Result<Ex
                     report.duplicates,
                     report.rejected
                 );
+                if report.replaced_surrogates > 0 {
+                    println!(
+                        "{label}: replaced {} lone UTF-16 surrogate escapes with U+FFFD",
+                        report.replaced_surrogates
+                    );
+                }
                 for r in &report.errors {
                     println!("{label}:{}: {}", r.line, r.message);
                 }
@@ -733,26 +755,38 @@ fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
         });
     }
     let artifact = args.artifact.as_deref().expect("clap requires it");
-    let key = match &args.key {
-        Some(k) if std::path::Path::new(k).is_file() => std::fs::read_to_string(k)
-            .with_context(|| format!("--key: cannot read {k}"))?
-            .trim()
-            .to_string(),
-        Some(k) => k.trim().to_string(),
-        None => match config.state_dir().ok().map(|d| Signer::load(&d)) {
-            Some(Ok(Some(s))) => s.public_hex(),
-            Some(Err(e)) => return Err(e.into()),
-            _ => bail!(
-                "no public key: pass --key (`evidex signing-key` prints it where the artifact was made)"
+    let trust = match (&args.key, &args.fingerprint) {
+        (Some(_), Some(_)) => bail!("--key and --fingerprint: give one of them"),
+        (Some(k), None) => {
+            let text = if std::path::Path::new(k).is_file() {
+                std::fs::read_to_string(k).with_context(|| format!("--key: cannot read {k}"))?
+            } else {
+                k.clone()
+            };
+            verify::Trust::Key(
+                evidex_engine::integrity::parse_public_key(&text)
+                    .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+            )
+        }
+        (None, Some(f)) => verify::Trust::Fingerprint(f.clone()),
+        (None, None) => match config.state_dir().ok().map(|d| Signer::load(&d)) {
+            Some(Ok(Some(s))) => verify::Trust::Key(
+                evidex_engine::integrity::parse_public_key(&s.public_hex())
+                    .map_err(|e| anyhow::anyhow!("this installation's key: {e}"))?,
             ),
+            Some(Err(e)) => return Err(e.into()),
+            _ => verify::Trust::Enclosed,
         },
     };
-    let report = verify::verify(artifact, &key)?;
+    let report = verify::verify(artifact, &trust)?;
     for line in &report.checked {
         println!("ok       {line}");
     }
     for line in &report.problems {
         println!("MISMATCH {line}");
+    }
+    for line in &report.notes {
+        println!("NOTE     {line}");
     }
     if report.ok() {
         if let Some(m) = &report.manifest {
@@ -796,6 +830,7 @@ async fn run_export(
     request.include_payloads = !args.no_payloads;
     request.encode = EncodeOptions {
         csv_formula_guard: config.export.csv_formula_guard && !args.no_formula_guard,
+        csv_bom: config.export.csv_bom || args.csv_bom,
     };
     request.split_rows = args.split_rows.unwrap_or(config.export.split_rows);
     request.definition = definition;
@@ -859,6 +894,7 @@ async fn run_export(
         progress: bar
             .clone()
             .map(|b| Arc::new(move |n: u64| b.set_position(n)) as Arc<dyn Fn(u64) + Send + Sync>),
+        expected_rows: None,
     };
     let target = move |file_name: &str| {
         if output == "-" {
@@ -991,13 +1027,25 @@ async fn run_demo(
     let workers = config.server.workers;
     let (listener, addr) = evidex_server::bind(&config.server.listen).await?;
     let service = evidex_server::build_service(config, lake.clone(), clock, true)?;
-    let from = (end - Duration::days(29)).format("%Y-%m-%d").to_string();
-    let to = end.format("%Y-%m-%d").to_string();
-    println!("evidex demo: 90 days of decision events in {}", lake.root());
+    // The period the data really covers (a reused data directory may hold another).
+    let files = lake.snapshot(Dataset::Events, None).await?.files;
+    let (first, last) = match (files.first(), files.last()) {
+        (Some(a), Some(b)) => (a.date, b.date),
+        _ => (end - Duration::days(89), end),
+    };
+    let from = (last - Duration::days(29))
+        .max(first)
+        .format("%Y-%m-%d")
+        .to_string();
+    let to = last.format("%Y-%m-%d").to_string();
+    println!("evidex demo: decision events in {}", lake.root());
+    println!("  the data covers {first} to {last} (UTC days); use dates in that period");
     println!("  console and API: http://{addr}/   (API description: http://{addr}/openapi.json)");
     println!("  admin token:     {token}");
+    println!("  try, in another shell:");
+    println!("    export TOKEN={token}");
     println!(
-        "  try: curl -H 'Authorization: Bearer {token}' -d '{{\"name\":\"Last 30 days\",\"from\":\"{from}\",\"to\":\"{to}\",\"format\":\"csv\"}}' http://{addr}/v1/exports"
+        "    curl -H \"Authorization: Bearer $TOKEN\" -d '{{\"name\":\"Last 30 days\",\"from\":\"{from}\",\"to\":\"{to}\",\"format\":\"csv\"}}' http://{addr}/v1/exports"
     );
     println!("  stop with Ctrl-C");
     evidex_server::serve(service, listener, workers).await?;

@@ -88,6 +88,9 @@ pub struct ExportConfig {
     pub split_rows: u64,
     /// Neutralise spreadsheet formulas in CSV cells (default on).
     pub csv_formula_guard: bool,
+    /// Start each CSV file with a UTF-8 byte-order mark, for Excel on Windows
+    /// (default off).
+    pub csv_bom: bool,
     /// Memory (MiB) one export's queries may hold before sorts, aggregations and
     /// joins spill to disk.
     pub query_memory_mb: usize,
@@ -123,6 +126,7 @@ impl Default for ExportConfig {
         ExportConfig {
             split_rows: evidex_engine::export::DEFAULT_SPLIT_ROWS,
             csv_formula_guard: true,
+            csv_bom: false,
             query_memory_mb: evidex_engine::export::scoped::QUERY_MEMORY_LIMIT >> 20,
         }
     }

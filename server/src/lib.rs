@@ -41,6 +41,7 @@ pub fn open_lake(
         &LakeOptions {
             data_url: config.data.clone(),
             storage_options: storage_options(env),
+            index_dir: config.state_dir().ok().map(|d| d.join("key-index")),
         },
         clock,
     )
@@ -85,6 +86,7 @@ pub fn build_service(
         metrics,
         ingest: batchers,
         link_key,
+        recent_downloads: Default::default(),
         config,
     }))
 }

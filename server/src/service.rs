@@ -47,6 +47,9 @@ pub struct Service {
     pub ingest: HashMap<Dataset, mpsc::Sender<IngestItem>>,
     /// Key of download links.
     pub link_key: Vec<u8>,
+    /// Ranged downloads logged recently: (export id, requester) → when (ms). See
+    /// `api::audit_download`.
+    pub recent_downloads: std::sync::Mutex<HashMap<(String, String), i64>>,
 }
 
 /// Counters exposed at `/metrics`.
@@ -153,6 +156,9 @@ pub struct ExportParams {
     /// Neutralise spreadsheet formulas in CSV (default from configuration).
     #[serde(default)]
     pub csv_formula_guard: Option<bool>,
+    /// Start each CSV file with a UTF-8 byte-order mark (default from configuration).
+    #[serde(default)]
+    pub csv_bom: Option<bool>,
 }
 
 /// A validated export: the engine request, and the parameters as stored.
@@ -178,6 +184,17 @@ pub fn presets(config: &Config) -> Result<Vec<Definition>, EngineError> {
 pub fn parse_export(body: &[u8], config: &Config) -> Result<ValidExport, EngineError> {
     let params: ExportParams =
         serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("body: {e}")))?;
+    validate_export(params, config)
+}
+
+/// Parses and validates a preview body: the same fields as an export, but a preview
+/// makes no file, so `name` is optional.
+pub fn parse_preview(body: &[u8], config: &Config) -> Result<ValidExport, EngineError> {
+    let mut params: ExportParams =
+        serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("body: {e}")))?;
+    if params.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        params.name = Some("preview".to_string());
+    }
     validate_export(params, config)
 }
 
@@ -265,6 +282,7 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
         csv_formula_guard: p
             .csv_formula_guard
             .unwrap_or(config.export.csv_formula_guard),
+        csv_bom: p.csv_bom.unwrap_or(config.export.csv_bom),
     };
     request.split_rows = config.export.split_rows;
     request.redaction = config.redaction.clone();
@@ -285,6 +303,7 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
         "sql": p.sql,
         "include_payloads": request.include_payloads,
         "csv_formula_guard": request.encode.csv_formula_guard,
+        "csv_bom": request.encode.csv_bom,
     });
     Ok(ValidExport {
         request,
@@ -493,6 +512,7 @@ async fn execute(
         progress: Some(Arc::new(move |n: u64| {
             progress_rows.store(n, Ordering::Relaxed);
         })),
+        expected_rows: Some(preview.records),
     };
     let dir_owned = dir.to_path_buf();
     let outcome = export::run_export(
@@ -525,8 +545,8 @@ async fn execute(
 pub struct IngestItem {
     /// Valid rows.
     pub rows: Vec<Row>,
-    /// Told the commit's result.
-    pub reply: oneshot::Sender<Result<(), String>>,
+    /// Told the commit's result: how many of these rows were already stored.
+    pub reply: oneshot::Sender<Result<u64, String>>,
 }
 
 /// Starts the batcher of `dataset`: concurrent requests' rows are gathered for up to
@@ -561,19 +581,26 @@ pub fn spawn_batcher(
             let mut rows = Vec::with_capacity(n);
             let mut replies = Vec::with_capacity(items.len());
             for item in items {
+                let start = rows.len();
                 rows.extend(item.rows);
-                replies.push(item.reply);
+                replies.push((start..rows.len(), item.reply));
             }
-            let result = lake
-                .append(dataset, rows)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            // Requests are appended in arrival order, so of two requests carrying the
+            // same id, the earlier one's copy is stored.
+            let result = lake.append(dataset, rows).await;
             if let Some(c) = &counter {
                 c.fetch_add(1, Ordering::Relaxed);
             }
-            for r in replies {
-                let _ = r.send(result.clone());
+            for (range, reply) in replies {
+                let answer = match &result {
+                    Ok(outcome) => Ok(outcome
+                        .duplicate_rows
+                        .iter()
+                        .filter(|i| range.contains(i))
+                        .count() as u64),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
             }
             since_compaction += 1;
             if since_compaction >= 16 {

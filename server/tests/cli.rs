@@ -426,10 +426,18 @@ fn includes_and_split_rows_make_a_zip_of_parts() {
     let mut names: Vec<String> = (0..archive.len())
         .map(|i| archive.by_index(i).unwrap().name().to_string())
         .collect();
-    // The signed manifest closes every ZIP.
+    // The package files (signed manifest, signed checksums, key, how to verify)
+    // close every ZIP.
     assert_eq!(
-        names.split_off(names.len() - 2),
-        ["manifest.json", "manifest.sig"]
+        names.split_off(names.len() - 6),
+        [
+            "manifest.json",
+            "manifest.sig",
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "signing-key.pem",
+            "VERIFY.txt"
+        ]
     );
     let parts = expected.len().div_ceil(1500);
     assert_eq!(names.len(), parts);
@@ -462,11 +470,15 @@ fn includes_and_split_rows_make_a_zip_of_parts() {
     assert_eq!(
         names,
         [
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "VERIFY.txt",
             "config_history.csv",
             "escalations.csv",
             "events-00001.csv",
             "manifest.json",
-            "manifest.sig"
+            "manifest.sig",
+            "signing-key.pem",
         ]
     );
     let mut s = String::new();
@@ -627,7 +639,10 @@ fn bad_lines_are_reported_and_good_lines_kept() {
     assert!(t.contains("stdin:2: invalid UTF-8 at byte"), "{t}");
     assert!(t.contains("stdin:3: line is 10485"), "{t}");
     assert!(t.contains("over the limit of 1048576 bytes"), "{t}");
-    assert!(t.contains("stdin:5: truncated JSON"), "{t}");
+    assert!(
+        t.contains("stdin:5: field `timestamp`: truncated JSON"),
+        "{t}"
+    );
     assert!(t.contains("accepted 2 (2 new"), "{t}");
     assert_eq!(count(&data), 5);
 

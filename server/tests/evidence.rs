@@ -1014,9 +1014,11 @@ fn reruns_pinned_to_a_manifest_are_byte_identical() {
     std::fs::write(&manifest_file, &first["manifest.json"]).unwrap();
     pin("again", &manifest_file, &args);
     let again = zip_entries(&f.out.join("again.zip"));
+    // The data files; the package files name the export (id, time) and differ.
+    let package = evidex_engine::integrity::PACKAGE_NAMES;
     let data_names: Vec<&String> = first
         .keys()
-        .filter(|n| !n.starts_with("manifest."))
+        .filter(|n| !package.contains(&n.as_str()))
         .collect();
     assert!(data_names.len() >= 5, "{data_names:?}");
     for name in data_names {
@@ -1281,11 +1283,15 @@ fn the_report_travels_in_the_zip_beside_the_data_and_the_manifest_covers_it() {
     assert_eq!(
         names,
         [
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "VERIFY.txt",
             "escalations.csv",
             "events-00001.csv",
             "manifest.json",
             "manifest.sig",
-            "report.pdf"
+            "report.pdf",
+            "signing-key.pem",
         ]
     );
     let entry = |zip: &mut zip::ZipArchive<std::fs::File>, name: &str| {
@@ -1315,6 +1321,15 @@ fn the_report_travels_in_the_zip_beside_the_data_and_the_manifest_covers_it() {
         .unwrap()
         .to_string();
     assert!(text.contains(&bound), "the cover lacks {bound}");
+    // The cover names the signing key's fingerprint, as the package's key file does.
+    let pem = String::from_utf8(entry(&mut zip, "signing-key.pem")).unwrap();
+    let fingerprint = pem
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("SHA-256 fingerprint: "))
+        .unwrap()
+        .to_string();
+    assert!(text.contains(&fingerprint), "the cover lacks {fingerprint}");
 
     // A manifest whose report binding was changed, even signed with the right key,
     // fails: the binding is recomputed from the manifest itself.
@@ -1336,7 +1351,7 @@ fn the_report_travels_in_the_zip_beside_the_data_and_the_manifest_covers_it() {
     w.write_all(&forged_bytes).unwrap();
     w.start_file("manifest.sig", zip::write::SimpleFileOptions::default())
         .unwrap();
-    w.write_all(signer.sign(&forged_bytes).as_bytes()).unwrap();
+    w.write_all(&signer.sign(&forged_bytes)).unwrap();
     w.finish().unwrap();
     let out = run(&f.data, &[], &["verify", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", all_text(&out));

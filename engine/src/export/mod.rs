@@ -31,9 +31,8 @@ use tokio::sync::mpsc;
 use crate::definition::Definition;
 use crate::error::{EngineError, Result};
 use crate::integrity::{
-    DIGEST_METHOD, IdDigest, MANIFEST_NAME, Manifest, ManifestEscaping, ManifestFile,
-    ManifestRedaction, ManifestReport, ManifestTool, ManifestWindow, REPORT_BINDING_METHOD,
-    SIGNATURE_NAME, Signer, sha256_hex,
+    DIGEST_METHOD, IdDigest, Manifest, ManifestEscaping, ManifestFile, ManifestRedaction,
+    ManifestReport, ManifestTool, ManifestWindow, REPORT_BINDING_METHOD, Signer, sha256_hex,
 };
 use crate::lake::Lake;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
@@ -264,8 +263,11 @@ pub struct ExportOutcome {
 pub struct ExportControl {
     /// Set to stop the export at the next batch.
     pub cancel: Arc<AtomicBool>,
-    /// Called with the number of event rows written so far.
+    /// Called with the number of event rows written so far (for a PDF report, which
+    /// writes no rows as it goes, a share of `expected_rows` that follows its stages).
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// The preview count, when the caller has it: the scale of a report's stages.
+    pub expected_rows: Option<u64>,
 }
 
 /// Makes a name safe as a file name: letters, digits, `-`, `_`, `.` kept, anything
@@ -368,7 +370,7 @@ pub async fn run_export(
 ) -> Result<ExportOutcome> {
     request.check()?;
     if request.format == Format::Pdf {
-        return run_report(lake, pinned, request, evidence, target).await;
+        return run_report(lake, pinned, request, evidence, target, control).await;
     }
     // The Parquet encoder is the slowest stage and buffers row groups of its own;
     // smaller decode batches keep the partitions' batches in flight from adding up.
@@ -453,6 +455,7 @@ pub async fn run_export(
             let quiet = ExportControl {
                 cancel: control.cancel.clone(),
                 progress: None,
+                expected_rows: None,
             };
             let n = write_dataset(
                 &mut writer,
@@ -504,6 +507,7 @@ pub async fn run_export(
             evidence,
             &digest,
             &manifest.sha256(),
+            &|_| {},
         )
         .await
         {
@@ -522,11 +526,17 @@ pub async fn run_export(
     let data_files = writer.files().to_vec();
     let manifest_bytes = manifest.to_bytes();
     let manifest_sha256 = sha256_hex(&manifest_bytes);
-    let signature = evidence.signer.sign(&manifest_bytes);
+    let package = package_files(
+        evidence,
+        &manifest,
+        &manifest_bytes,
+        writer.files(),
+        writer.is_zip(),
+    );
     let written = tokio::task::spawn_blocking(move || {
-        let r = writer
-            .add_metadata_file(MANIFEST_NAME, manifest_bytes)
-            .and_then(|()| writer.add_metadata_file(SIGNATURE_NAME, signature.into_bytes()));
+        let r = package
+            .into_iter()
+            .try_for_each(|(name, bytes)| writer.add_metadata_file(name, bytes));
         match r {
             Ok(()) => writer.publish(),
             Err(e) => {
@@ -551,6 +561,28 @@ pub async fn run_export(
     })
 }
 
+/// The package files beside the data (manifest, signatures, `SHA256SUMS`, public
+/// key, `VERIFY.txt`; see [`Signer::package`]), named as inside a ZIP.
+fn package_files(
+    evidence: &Evidence,
+    manifest: &Manifest,
+    manifest_bytes: &[u8],
+    files: &[ArtifactFile],
+    zipped: bool,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let data: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect();
+    let prefix = match (zipped, files) {
+        (false, [single]) => format!("{}.", single.path),
+        _ => String::new(),
+    };
+    evidence
+        .signer
+        .package(manifest, manifest_bytes, &data, &prefix)
+}
+
 /// The PDF evidence report of `request`'s scope: one file, with its manifest beside.
 async fn run_report(
     lake: &Lake,
@@ -558,18 +590,45 @@ async fn run_report(
     request: &ExportRequest,
     evidence: &Evidence,
     target: impl FnOnce(&str) -> ArtifactTarget,
+    control: &ExportControl,
 ) -> Result<ExportOutcome> {
     let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
     let mut digest = IdDigest::default();
+    // A report writes no rows as it goes, so its progress follows its stages, in
+    // the event-row units callers already divide by the preview count: the id scan
+    // moves 0-20 %, the numbers reach 60 %, the laid-out PDF 95 %.
+    let total_hint = control.expected_rows.unwrap_or(0);
+    let stage = |fraction: f64| {
+        if let Some(p) = &control.progress {
+            p((total_hint as f64 * fraction) as u64);
+        }
+    };
     // Unordered: the digest is a sum, and sorting ten million ids is what a tight
     // memory limit cannot afford.
     let mut ids = q.event_ids()?.execute_stream().await?;
     while let Some(batch) = ids.next().await {
         digest.add_batch(&batch?);
+        if control.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
+        if total_hint > 0 {
+            stage(0.2 * (digest.count as f64 / total_hint as f64).min(1.0));
+        }
     }
     let total = digest.count;
     let core = build_manifest(request, evidence, pinned, &[], &[], total, &digest);
-    let pdf = render_report(lake, pinned, request, &q, evidence, &digest, &core.sha256()).await?;
+    let pdf = render_report(
+        lake,
+        pinned,
+        request,
+        &q,
+        evidence,
+        &digest,
+        &core.sha256(),
+        &|f| stage(f),
+    )
+    .await?;
+    stage(0.95);
     let base = sanitize_name(&request.name);
     let file_name = format!("{base}.pdf");
     let target = target(&file_name);
@@ -591,11 +650,17 @@ async fn run_report(
     let data_files = writer.files().to_vec();
     let manifest_bytes = manifest.to_bytes();
     let manifest_sha256 = sha256_hex(&manifest_bytes);
-    let signature = evidence.signer.sign(&manifest_bytes);
+    let package = package_files(
+        evidence,
+        &manifest,
+        &manifest_bytes,
+        writer.files(),
+        writer.is_zip(),
+    );
     let written = tokio::task::spawn_blocking(move || {
-        let r = writer
-            .add_metadata_file(MANIFEST_NAME, manifest_bytes)
-            .and_then(|()| writer.add_metadata_file(SIGNATURE_NAME, signature.into_bytes()));
+        let r = package
+            .into_iter()
+            .try_for_each(|(name, bytes)| writer.add_metadata_file(name, bytes));
         match r {
             Ok(()) => writer.publish(),
             Err(e) => {
@@ -634,6 +699,7 @@ async fn render_report(
     evidence: &Evidence,
     digest: &IdDigest,
     manifest_sha256: &str,
+    stage: &(dyn Fn(f64) + Sync),
 ) -> Result<Vec<u8>> {
     // The preceding period of the same length, for the change figures.
     let len = request.scope.window.end - request.scope.window.start;
@@ -644,6 +710,7 @@ async fn render_report(
     };
     let p = previous.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
     let mut data = crate::report::collect(q, &p, 10).await?;
+    stage(0.6);
     let filters = request.parameters()["filters"].clone();
     let filters_text = match filters.as_object() {
         Some(m) if !m.is_empty() => m
@@ -673,6 +740,10 @@ async fn render_report(
         ),
         ("event_ids_digest", serde_json::json!(digest.hex())),
         ("manifest_sha256", serde_json::json!(manifest_sha256)),
+        (
+            "signing_key_fingerprint",
+            serde_json::json!(evidence.signer.fingerprint()),
+        ),
     ] {
         data[k] = v;
     }
@@ -779,9 +850,7 @@ fn build_manifest(
             include_payloads: request.include_payloads,
             marker: "[REDACTED:KIND]".to_string(),
         },
-        escaping: ManifestEscaping {
-            csv_formula_guard: request.format == Format::Csv && request.encode.csv_formula_guard,
-        },
+        escaping: escaping(request.format, request.encode),
         previous_manifest_sha256: evidence.previous_manifest_sha256.clone(),
         tool: ManifestTool {
             name: "evidex".to_string(),
@@ -789,6 +858,20 @@ fn build_manifest(
         },
         signing_key: evidence.signer.public_hex(),
         report: None,
+    }
+}
+
+/// The escaping entry of the manifest of an export in `format` encoded with `options`.
+fn escaping(format: Format, options: EncodeOptions) -> ManifestEscaping {
+    let csv = format == Format::Csv;
+    let guard = csv && options.csv_formula_guard;
+    let json = matches!(format, Format::Json | Format::Ndjson);
+    ManifestEscaping {
+        csv_formula_guard: guard,
+        csv_formula_guard_rule: guard.then(|| encode::CSV_FORMULA_GUARD_RULE.to_string()),
+        csv_bom: csv.then_some(options.csv_bom),
+        csv_null: csv.then(|| encode::CSV_NULL_RULE.to_string()),
+        json_line_terminators: json.then(|| encode::JSON_LINE_TERMINATOR_RULE.to_string()),
     }
 }
 
