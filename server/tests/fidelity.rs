@@ -194,6 +194,29 @@ fn numbers_survive_digit_for_digit_in_every_format() {
     costs.sort_unstable();
     want.sort_unstable();
     assert_eq!(costs, want);
+
+    // Through a SQL definition too: the values pass through DataFusion unchanged.
+    let sql = dir.path().join("q.sql");
+    std::fs::write(
+        &sql,
+        "SELECT id, cost_usd, metadata FROM events WHERE cost_usd IS NOT NULL ORDER BY id",
+    )
+    .unwrap();
+    let path = export(
+        &data,
+        &dir.path().join("sql.ndjson"),
+        "ndjson",
+        &["--sql", sql.to_str().unwrap()],
+    );
+    let records = raw_records(&std::fs::read_to_string(path).unwrap());
+    assert_eq!(records.len(), FLOATS.len());
+    for (r, f) in records.iter().zip(FLOATS) {
+        assert_eq!(
+            r["cost_usd"].parse::<f64>().unwrap().to_bits(),
+            f.parse::<f64>().unwrap().to_bits()
+        );
+        assert!(r["metadata"].contains(&format!("\"n\":{f}")), "{r:?}");
+    }
 }
 
 #[test]
@@ -512,6 +535,10 @@ async fn over_http_retries_count_once_and_a_download_has_everything_an_auditor_n
     let body = [
         event("\"h-1\"", r#","input":"half \ud83d""#),
         event("\"h-2\"", ""),
+        event(
+            "98000000000000000000001",
+            r#","cost_usd":1.5777777777770001,"metadata":{"n":0.9215686321258545}"#,
+        ),
     ]
     .join("\n");
     let r = c
@@ -526,7 +553,7 @@ async fn over_http_retries_count_once_and_a_download_has_everything_an_auditor_n
     let j = r.json();
     assert_eq!(
         (&j["accepted"], &j["duplicates"], &j["replaced_surrogates"]),
-        (&json!(2), &json!(0), &json!(1)),
+        (&json!(3), &json!(0), &json!(1)),
         "{j}"
     );
     // The same ids re-stamped by a forwarder.
@@ -559,7 +586,7 @@ async fn over_http_retries_count_once_and_a_download_has_everything_an_auditor_n
         )
         .await;
     assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&p.body));
-    assert_eq!(p.json()["records"], 2);
+    assert_eq!(p.json()["records"], 3);
 
     let r = c
         .post(
@@ -577,6 +604,23 @@ async fn over_http_retries_count_once_and_a_download_has_everything_an_auditor_n
     std::fs::create_dir_all(&out).unwrap();
     let d = c.get(&format!("/v1/exports/{id}/download"), &admin).await;
     assert_eq!(d.status, 200);
+    // Numbers sent over HTTP come back as sent.
+    let mut csv_reader = csv::Reader::from_reader(&d.body[..]);
+    let headers = csv_reader.headers().unwrap().clone();
+    let col = |n: &str| headers.iter().position(|h| h == n).unwrap();
+    let rows: Vec<csv::StringRecord> = csv_reader.records().map(Result::unwrap).collect();
+    let big = rows
+        .iter()
+        .find(|r| &r[col("id")] == "98000000000000000000001")
+        .expect("the numeric id, digit for digit");
+    assert_eq!(
+        big[col("cost_usd")].parse::<f64>().unwrap().to_bits(),
+        1.5777777777770001f64.to_bits()
+    );
+    assert!(
+        big[col("metadata")].contains("0.9215686321258545"),
+        "{big:?}"
+    );
     std::fs::write(out.join("Audit-pack.csv"), &d.body).unwrap();
     for name in [
         "manifest.json",

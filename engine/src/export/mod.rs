@@ -691,6 +691,10 @@ pub const REPORT_ENTRY: &str = "report.pdf";
 /// Renders the evidence report of `request`'s scope (`q`); `digest` covers the
 /// scope's events and `manifest_sha256` (the manifest without the report) is
 /// printed on the cover and in the document keywords.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "private helper of the two report paths; every input is distinct and borrowed"
+)]
 async fn render_report(
     lake: &Lake,
     pinned: &PinnedTables,
