@@ -103,6 +103,9 @@ const WRITE: &[Role] = &[Role::Admin, Role::Compliance];
 const INGEST: &[Role] = &[Role::Admin, Role::Ingest];
 const ANY: &[Role] = &[Role::Admin, Role::Compliance, Role::Viewer, Role::Ingest];
 const PUBLIC: &[Role] = &[];
+const ADMIN: &[Role] = &[Role::Admin];
+
+mod presets;
 
 /// Every route: method, path, roles allowed (empty: no token needed), summary. The
 /// router, `/openapi.json` and the role tests are all driven by this list.
@@ -216,7 +219,43 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "GET",
         "/v1/presets",
         READ,
-        "Built-in and configured SQL definitions",
+        "Every SQL definition: built-in, from presets_dir, and saved (with id)",
+    ),
+    (
+        "POST",
+        "/v1/presets",
+        WRITE,
+        "Save a SQL definition {name, description, format, sql}; checked and planned like --sql",
+    ),
+    (
+        "GET",
+        "/v1/presets/{id}",
+        READ,
+        "One definition, by saved id or by name",
+    ),
+    (
+        "PUT",
+        "/v1/presets/{id}",
+        WRITE,
+        "Replace a saved definition (built-in and directory ones are read-only: 409)",
+    ),
+    (
+        "DELETE",
+        "/v1/presets/{id}",
+        WRITE,
+        "Delete a saved definition (queued jobs keep the SQL they were created with)",
+    ),
+    (
+        "GET",
+        "/v1/settings/redaction",
+        ADMIN,
+        "The redaction rules new exports apply, and where they come from",
+    ),
+    (
+        "PUT",
+        "/v1/settings/redaction",
+        ADMIN,
+        "Replace the redaction rules {detectors, custom, fields}; compiled before saving",
     ),
     (
         "GET",
@@ -246,7 +285,17 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/exports/{id}/package/{file}", get(package_file))
         .route("/v1/exports/{id}/link", post(create_link))
         .route("/v1/links/{token}", get(follow_link))
-        .route("/v1/presets", get(list_presets))
+        .route("/v1/presets", get(presets::list).post(presets::create))
+        .route(
+            "/v1/presets/{id}",
+            get(presets::get_one)
+                .put(presets::update)
+                .delete(presets::delete),
+        )
+        .route(
+            "/v1/settings/redaction",
+            get(presets::get_redaction).put(presets::put_redaction),
+        )
         .route("/v1/audit-log", get(audit_log))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -595,12 +644,23 @@ async fn preview(
 ) -> ApiResult<axum::Json<Value>> {
     auth(&s, &headers, READ)?;
     let body = read_body(&s, body).await?;
-    let mut valid = service::parse_preview(&body, &s.config)?;
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let mut valid = service::parse_preview(&body, &s.config, &catalog)?;
     let pinned = s.prepare(&mut valid.request).await?;
     let p = export::preview(&s.lake, &pinned, &valid.request).await?;
     Ok(axum::Json(
         json!({"records": p.records, "by_dataset": p.by_dataset}),
     ))
+}
+
+/// Plans a request's SQL definition over the current tables (nothing runs), so a
+/// missing column or a type error is refused with a 400.
+async fn plan_definition(s: &Service, request: &export::ExportRequest) -> ApiResult<()> {
+    let pinned = PinnedTables::pin_datasets(&s.lake, &request.tables(), None)
+        .await
+        .map_err(ApiError::from)?;
+    export::check_definition(&s.lake, &pinned, request).await?;
+    Ok(())
 }
 
 async fn create_job_from(
@@ -612,10 +672,7 @@ async fn create_job_from(
 ) -> ApiResult<Response> {
     if valid.request.definition.is_some() {
         // Plan the SQL now: a missing column is the caller's error, not a worker's.
-        let pinned = PinnedTables::pin_datasets(&s.lake, &valid.request.tables(), None)
-            .await
-            .map_err(ApiError::from)?;
-        export::check_definition(&s.lake, &pinned, &valid.request).await?;
+        plan_definition(s, &valid.request).await?;
     }
     let now = s.clock.now();
     let id = export::new_export_id(now);
@@ -666,7 +723,8 @@ async fn create_export(
             Some(k.to_string())
         }
     };
-    let valid = service::parse_export(&body, &s.config)?;
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let valid = service::parse_export(&body, &s.config, &catalog)?;
     create_job_from(&s, &p, valid, key.as_deref(), "export.created").await
 }
 
@@ -764,7 +822,8 @@ async fn rerun_export(
 ) -> ApiResult<Response> {
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
-    let valid = service::export_from_params(&job.params, &s.config)?;
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let valid = service::export_from_params(&job.params, &s.config, &catalog)?;
     create_job_from(&s, &p, valid, None, "export.rerun").await
 }
 
@@ -1135,19 +1194,6 @@ async fn follow_link(
     let (path, artifact) = artifact_path(&s, &job)?;
     audit_download(&s, "link", id, &method, &headers)?;
     send_file(&path, &artifact, &headers).await
-}
-
-async fn list_presets(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
-    auth(&s, &headers, READ)?;
-    let all = service::presets(&s.config)?;
-    let items: Vec<Value> = all
-        .iter()
-        .map(|d| json!({"name": d.name, "description": d.description, "format": d.format, "sql": d.sql, "source": d.source}))
-        .collect();
-    Ok(axum::Json(json!({"items": items})))
 }
 
 #[derive(Deserialize)]

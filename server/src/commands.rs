@@ -628,7 +628,8 @@ async fn run_preview(lake: &Lake, config: &Config, args: PreviewArgs) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// All definitions: the built-in presets, then those of `presets_dir`.
+/// All definitions: the built-in presets, those of `presets_dir`, then the ones
+/// saved through the API (when this data location has a metadata database).
 fn all_presets(config: &Config) -> Result<Vec<Definition>> {
     let mut all = definition::builtin_presets();
     if let Some(dir) = &config.presets_dir {
@@ -643,7 +644,29 @@ fn all_presets(config: &Config) -> Result<Vec<Definition>> {
             all.push(d);
         }
     }
+    if let Some(catalog) = stored_catalog(config)? {
+        all.extend(
+            catalog
+                .presets
+                .into_iter()
+                .filter(|d| d.source.starts_with("saved:")),
+        );
+    }
     Ok(all)
+}
+
+/// The saved presets and settings of this data location's metadata database, when
+/// it has one (the CLI never creates it just to read settings).
+fn stored_catalog(config: &Config) -> Result<Option<evidex_server::service::Catalog>> {
+    let Some(dir) = config
+        .state_dir()
+        .ok()
+        .filter(|d| d.join(evidex_server::store::DB_FILE).exists())
+    else {
+        return Ok(None);
+    };
+    let store = Store::open(&dir)?;
+    Ok(Some(evidex_server::service::Catalog::load(config, &store)?))
 }
 
 fn run_presets(config: &Config) -> Result<ExitCode> {
@@ -834,7 +857,11 @@ async fn run_export(
     };
     request.split_rows = args.split_rows.unwrap_or(config.export.split_rows);
     request.definition = definition;
-    request.redaction = config.redaction.clone();
+    // The rules set through the API (`/v1/settings/redaction`) apply here too.
+    request.redaction = match stored_catalog(config)? {
+        Some(catalog) => catalog.redaction,
+        None => config.redaction.clone(),
+    };
     request.memory_limit = config.export.query_memory_mb << 20;
     request.report_style = config.report_style()?;
     let versions = args

@@ -18,6 +18,7 @@ use evidex_engine::export::{
 use evidex_engine::integrity::Signer;
 use evidex_engine::lake::Lake;
 use evidex_engine::model::Dataset;
+use evidex_engine::redact::RedactionRules;
 use evidex_engine::rows::Row;
 use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
 use serde::Deserialize;
@@ -159,6 +160,58 @@ pub struct ExportParams {
     /// Start each CSV file with a UTF-8 byte-order mark (default from configuration).
     #[serde(default)]
     pub csv_bom: Option<bool>,
+    /// Set by evidex when it stores a job, never by a request: the preset's SQL as it
+    /// was when the job was created, so an edited preset cannot change a queued job
+    /// or a re-run.
+    #[serde(default, rename = "_preset_sql")]
+    pub pinned_preset_sql: Option<String>,
+    /// Set by evidex when it stores a job: the redaction rules in force then.
+    #[serde(default, rename = "_redaction")]
+    pub pinned_redaction: Option<RedactionRules>,
+}
+
+/// What a request may name besides its own fields: every preset (built-in, from
+/// `presets_dir`, saved through the API) and the redaction rules in force (the
+/// stored setting, else the configuration's).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// Every preset, built-in first.
+    pub presets: Vec<Definition>,
+    /// The redaction rules new exports apply.
+    pub redaction: RedactionRules,
+}
+
+/// Name of the redaction setting in the metadata database.
+pub const REDACTION_SETTING: &str = "redaction";
+
+impl Catalog {
+    /// The catalog of `config` and the saved presets and settings of `store`.
+    pub fn load(config: &Config, store: &Store) -> anyhow::Result<Catalog> {
+        let mut presets = presets(config)?;
+        for p in store.saved_presets()? {
+            presets.push(Definition {
+                name: p.name,
+                description: p.description,
+                format: Format::parse(&p.format)?,
+                sql: p.sql,
+                source: format!("saved:{}", p.id),
+            });
+        }
+        let redaction = match store.setting(REDACTION_SETTING)? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("the stored redaction setting is unreadable: {e}"))?,
+            None => config.redaction.clone(),
+        };
+        Ok(Catalog { presets, redaction })
+    }
+
+    /// The catalog of the configuration alone (no saved presets or settings).
+    pub fn of_config(config: &Config) -> Result<Catalog, EngineError> {
+        Ok(Catalog {
+            presets: presets(config)?,
+            redaction: config.redaction.clone(),
+        })
+    }
 }
 
 /// A validated export: the engine request, and the parameters as stored.
@@ -180,26 +233,48 @@ pub fn presets(config: &Config) -> Result<Vec<Definition>, EngineError> {
     Ok(all)
 }
 
-/// Parses and validates an export body; errors name the field.
-pub fn parse_export(body: &[u8], config: &Config) -> Result<ValidExport, EngineError> {
+/// Parses a request body's export parameters, refusing the fields only evidex sets.
+fn parse_request(body: &[u8]) -> Result<ExportParams, EngineError> {
     let params: ExportParams =
         serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("body: {e}")))?;
-    validate_export(params, config)
+    if params.pinned_preset_sql.is_some() || params.pinned_redaction.is_some() {
+        return Err(EngineError::invalid(
+            "body: _preset_sql and _redaction are set by evidex when it stores a job, not by a request",
+        ));
+    }
+    Ok(params)
+}
+
+/// Parses and validates an export body; errors name the field.
+pub fn parse_export(
+    body: &[u8],
+    config: &Config,
+    catalog: &Catalog,
+) -> Result<ValidExport, EngineError> {
+    validate_export(parse_request(body)?, config, catalog)
 }
 
 /// Parses and validates a preview body: the same fields as an export, but a preview
 /// makes no file, so `name` is optional.
-pub fn parse_preview(body: &[u8], config: &Config) -> Result<ValidExport, EngineError> {
-    let mut params: ExportParams =
-        serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("body: {e}")))?;
+pub fn parse_preview(
+    body: &[u8],
+    config: &Config,
+    catalog: &Catalog,
+) -> Result<ValidExport, EngineError> {
+    let mut params = parse_request(body)?;
     if params.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
         params.name = Some("preview".to_string());
     }
-    validate_export(params, config)
+    validate_export(params, config, catalog)
 }
 
-/// Validates export parameters; errors name the field.
-pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, EngineError> {
+/// Validates export parameters against the presets and redaction rules of `catalog`
+/// (unless the parameters pin their own, as a stored job's do); errors name the field.
+pub fn validate_export(
+    p: ExportParams,
+    config: &Config,
+    catalog: &Catalog,
+) -> Result<ValidExport, EngineError> {
     let name = p.name.clone().unwrap_or_default();
     let name = name.trim().to_string();
     if name.is_empty() {
@@ -247,14 +322,29 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
             ));
         }
         (Some(name), None) => {
-            let all = presets(config)?;
-            let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
-            Some(all.into_iter().find(|d| &d.name == name).ok_or_else(|| {
-                EngineError::invalid(format!(
-                    "preset: unknown preset {name:?}; available: {}",
-                    names.join(", ")
-                ))
-            })?)
+            let found = catalog.presets.iter().find(|d| &d.name == name).cloned();
+            match (found, &p.pinned_preset_sql) {
+                // A stored job runs the SQL its preset had when the job was created.
+                (found, Some(sql)) => Some(Definition {
+                    name: name.clone(),
+                    description: found
+                        .as_ref()
+                        .map(|d| d.description.clone())
+                        .unwrap_or_default(),
+                    format: found.as_ref().map(|d| d.format).unwrap_or(Format::Csv),
+                    sql: sql.clone(),
+                    source: format!("preset {name} as saved when the job was created"),
+                }),
+                (Some(d), None) => Some(d),
+                (None, None) => {
+                    let names: Vec<&str> =
+                        catalog.presets.iter().map(|d| d.name.as_str()).collect();
+                    return Err(EngineError::invalid(format!(
+                        "preset: unknown preset {name:?}; available: {}",
+                        names.join(", ")
+                    )));
+                }
+            }
         }
         (None, Some(sql)) => {
             definition::check_sql(sql)?;
@@ -285,7 +375,10 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
         csv_bom: p.csv_bom.unwrap_or(config.export.csv_bom),
     };
     request.split_rows = config.export.split_rows;
-    request.redaction = config.redaction.clone();
+    request.redaction = p
+        .pinned_redaction
+        .clone()
+        .unwrap_or_else(|| catalog.redaction.clone());
     request.memory_limit = config.export.query_memory_mb << 20;
     request.report_style = config
         .report_style()
@@ -304,6 +397,8 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
         "include_payloads": request.include_payloads,
         "csv_formula_guard": request.encode.csv_formula_guard,
         "csv_bom": request.encode.csv_bom,
+        "_preset_sql": p.preset.as_ref().and(request.definition.as_ref().map(|d| d.sql.clone())),
+        "_redaction": request.redaction,
     });
     Ok(ValidExport {
         request,
@@ -312,11 +407,17 @@ pub fn validate_export(p: ExportParams, config: &Config) -> Result<ValidExport, 
     })
 }
 
-/// Re-validates stored parameters (a job's, for a worker or a re-run).
-pub fn export_from_params(params: &Value, config: &Config) -> Result<ValidExport, EngineError> {
+/// Re-validates stored parameters (a job's, for a worker or a re-run): they pin the
+/// preset SQL and redaction rules of the job's creation; jobs stored before that
+/// use the catalog's.
+pub fn export_from_params(
+    params: &Value,
+    config: &Config,
+    catalog: &Catalog,
+) -> Result<ValidExport, EngineError> {
     let p: ExportParams = serde_json::from_value(params.clone())
         .map_err(|e| EngineError::invalid(format!("stored parameters: {e}")))?;
-    validate_export(p, config)
+    validate_export(p, config, catalog)
 }
 
 /// Audit entries as the engine's `audit_log` dataset.
@@ -492,7 +593,8 @@ async fn execute(
     cancel: Arc<AtomicBool>,
     rows: Arc<AtomicU64>,
 ) -> Result<(u64, Value)> {
-    let mut valid = export_from_params(&job.params, &service.config)?;
+    let catalog = Catalog::load(&service.config, &service.store)?;
+    let mut valid = export_from_params(&job.params, &service.config, &catalog)?;
     let pinned = service.prepare(&mut valid.request).await?;
     let preview = export::preview(&service.lake, &pinned, &valid.request).await?;
     service

@@ -156,6 +156,9 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+mod settings;
+pub use settings::SavedPreset;
+
 /// The database, shared by the tasks of one process.
 #[derive(Clone)]
 pub struct Store {
@@ -277,6 +280,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)
             .context("cannot create the metadata tables")?;
+        conn.execute_batch(settings::SCHEMA)
+            .context("cannot create the presets and settings tables")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
