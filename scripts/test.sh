@@ -36,6 +36,16 @@ if ! command -v openssl >/dev/null 2>&1; then
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q openssl >/dev/null; }
 fi
 
+# Python tools the tests drive, in a cached virtual environment: the Standard
+# Webhooks reference library verifies every webhook signature evidex sends.
+VENV="${TEST_VENV:-$HOME/.cache/evidex-venv}"
+if ! "$VENV/bin/python" -c "import standardwebhooks" >/dev/null 2>&1; then
+  echo "==> creating $VENV (standardwebhooks)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "standardwebhooks==1.1.0"
+fi
+export STANDARDWEBHOOKS_PYTHON="$VENV/bin/python"
+
 echo "==> cargo test (workspace)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -19,7 +19,7 @@ use evidex_engine::ingest;
 use evidex_engine::model::Dataset;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::service::{self, IngestItem, Service, dataset_index};
@@ -106,6 +106,7 @@ const PUBLIC: &[Role] = &[];
 const ADMIN: &[Role] = &[Role::Admin];
 
 mod presets;
+mod webhooks;
 
 /// Every route: method, path, roles allowed (empty: no token needed), summary. The
 /// router, `/openapi.json` and the role tests are all driven by this list.
@@ -259,6 +260,30 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     ),
     (
         "GET",
+        "/v1/webhooks",
+        ADMIN,
+        "Webhook endpoints (their secrets are never shown again)",
+    ),
+    (
+        "POST",
+        "/v1/webhooks",
+        ADMIN,
+        "Add an endpoint {url, events, description}; answers its whsec_ signing secret once",
+    ),
+    (
+        "DELETE",
+        "/v1/webhooks/{id}",
+        ADMIN,
+        "Remove an endpoint; its pending messages are dropped",
+    ),
+    (
+        "GET",
+        "/v1/webhooks/{id}/deliveries",
+        ADMIN,
+        "Messages sent to an endpoint, newest first, with every attempt (status, latency, error)",
+    ),
+    (
+        "GET",
         "/v1/audit-log",
         WRITE,
         "The hash-chained audit log (after, limit)",
@@ -296,6 +321,9 @@ pub fn router(service: AppState) -> Router {
             "/v1/settings/redaction",
             get(presets::get_redaction).put(presets::put_redaction),
         )
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/audit-log", get(audit_log))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -1082,31 +1110,13 @@ async fn package_file(
         .into_response())
 }
 
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for i in 0..64 {
-        ipad[i] ^= k[i];
-        opad[i] ^= k[i];
-    }
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
+/// HMAC-SHA256 (RFC 2104, RustCrypto's `hmac`) of `{id}.{expires_ms}` under the
+/// server's link key, hex.
 fn link_signature(key: &[u8], id: &str, expires_ms: i64) -> String {
-    hex::encode(hmac_sha256(key, format!("{id}.{expires_ms}").as_bytes()))
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{expires_ms}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn base_url(s: &Service, headers: &HeaderMap) -> String {
@@ -1169,14 +1179,13 @@ async fn follow_link(
         return Err(forbidden());
     };
     let ms: i64 = ms.parse().map_err(|_| forbidden())?;
-    let want = link_signature(&s.link_key, id, ms);
-    // Constant-time comparison of the signatures.
-    let same = want.len() == sig.len()
-        && want
-            .bytes()
-            .zip(sig.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    // Constant-time comparison (the hmac crate's `verify_slice`).
+    let same = hex::decode(sig).is_ok_and(|sig| {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(&s.link_key).expect("any key length");
+        mac.update(format!("{id}.{ms}").as_bytes());
+        mac.verify_slice(&sig).is_ok()
+    });
     if !same {
         return Err(forbidden());
     }

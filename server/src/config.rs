@@ -30,6 +30,29 @@ pub struct Config {
     pub server: ServerConfig,
     /// How PDF reports look.
     pub report: ReportConfig,
+    /// Outbound connections (webhooks, delivery endpoints).
+    pub network: NetworkConfig,
+    /// Keys that protect stored secrets.
+    pub secrets: SecretsConfig,
+}
+
+/// Outbound network settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Allow webhook URLs and delivery endpoints that resolve to private, loopback,
+    /// link-local or cloud-metadata addresses (on-premises installs and tests; off by
+    /// default, so a stored URL cannot reach the server's own network).
+    pub allow_private_targets: bool,
+}
+
+/// Where the master key for stored secrets comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// A file holding the 32-byte AES-256-GCM master key as 64 hex characters
+    /// (mode 600). Default: `STATE/master.key`, created on first start.
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// PDF report styling.
@@ -117,6 +140,8 @@ impl Default for Config {
             presets_dir: None,
             server: ServerConfig::default(),
             report: ReportConfig::default(),
+            network: NetworkConfig::default(),
+            secrets: SecretsConfig::default(),
         }
     }
 }

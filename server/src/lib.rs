@@ -3,8 +3,11 @@
 
 pub mod api;
 pub mod config;
+pub mod network;
+pub mod secrets;
 pub mod service;
 pub mod store;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,6 +63,10 @@ pub fn build_service(
     let store = Store::open(&state)?;
     let signer = Arc::new(Signer::load_or_create(&state)?);
     let link_key = store.secret("download-links")?;
+    let master_key = Arc::new(secrets::MasterKey::load_or_create(
+        config.secrets.master_key_file.as_deref(),
+        &state,
+    )?);
     let metrics = Metrics::default();
     let mut batchers = HashMap::new();
     if ingest {
@@ -86,6 +93,7 @@ pub fn build_service(
         metrics,
         ingest: batchers,
         link_key,
+        master_key,
         recent_downloads: Default::default(),
         config,
     }))
@@ -178,6 +186,7 @@ pub async fn serve(
             }
         })
     };
+    let webhooks = tokio::spawn(webhooks::dispatcher(service.clone()));
     let app = api::router(service.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -185,6 +194,7 @@ pub async fn serve(
         .context("the HTTP server failed")?;
     stop.store(true, Ordering::Relaxed);
     retention.abort();
+    webhooks.abort();
     Ok(())
 }
 

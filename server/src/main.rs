@@ -89,6 +89,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed by whoever started us)
+        // must not become a panic that ends the task that logged it.
+        .log_internal_errors(false)
         .init();
     let env: HashMap<String, String> = std::env::vars().collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

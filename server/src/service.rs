@@ -48,6 +48,8 @@ pub struct Service {
     pub ingest: HashMap<Dataset, mpsc::Sender<IngestItem>>,
     /// Key of download links.
     pub link_key: Vec<u8>,
+    /// Seals the secrets stored in the metadata database (webhook signing secrets).
+    pub master_key: Arc<crate::secrets::MasterKey>,
     /// Ranged downloads logged recently: (export id, requester) → when (ms). See
     /// `api::audit_download`.
     pub recent_downloads: std::sync::Mutex<HashMap<(String, String), i64>>,
@@ -564,10 +566,12 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     let now = service.now_ms();
     match result {
         Ok((n, artifact)) => {
-            if !service
+            if service
                 .store
                 .complete(&job.id, owner, now, n as i64, &artifact)?
             {
+                crate::webhooks::notify(service, "export.completed", &job.id)?;
+            } else {
                 // Cancelled meanwhile: the artifact is not offered.
                 let _ = std::fs::remove_dir_all(&dir);
             }
@@ -579,7 +583,9 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
                 Some(EngineError::InvalidRequest(_) | EngineError::Cancelled)
             );
             let msg = format!("{e:#}");
-            service.store.fail(&job.id, owner, now, &msg, permanent)?;
+            if service.store.fail(&job.id, owner, now, &msg, permanent)? == "failed" {
+                crate::webhooks::notify(service, "export.failed", &job.id)?;
+            }
         }
     }
     Ok(())

@@ -157,7 +157,9 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 mod settings;
+mod webhooks;
 pub use settings::SavedPreset;
+pub use webhooks::{Webhook, WebhookAttempt, WebhookMessage};
 
 /// The database, shared by the tasks of one process.
 #[derive(Clone)]
@@ -282,6 +284,8 @@ impl Store {
             .context("cannot create the metadata tables")?;
         conn.execute_batch(settings::SCHEMA)
             .context("cannot create the presets and settings tables")?;
+        conn.execute_batch(webhooks::SCHEMA)
+            .context("cannot create the webhook tables")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -66,9 +66,20 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("evidex serve starts");
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut line).unwrap();
+        // Keep reading what the server logs (to the test's output when it is asked
+        // for with SERVE_LOG=1): a closed pipe would make its writes fail.
+        std::thread::spawn(move || {
+            let show = std::env::var_os("SERVE_LOG").is_some();
+            let mut l = String::new();
+            while stderr.read_line(&mut l).is_ok_and(|n| n > 0) {
+                if show {
+                    eprint!("[serve] {l}");
+                }
+                l.clear();
+            }
+        });
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))

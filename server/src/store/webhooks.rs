@@ -1,0 +1,351 @@
+//! Webhook endpoints, the events queued for them (one row per message: its id is the
+//! `webhook-id` header, the same on every retry) and every delivery attempt.
+
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Store, random_hex};
+
+/// Tables of this module; created with the rest of the schema.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    secret_sealed TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS webhook_messages (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    export_id TEXT,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    UNIQUE (webhook_id, event, export_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_messages_due ON webhook_messages(status, next_at);
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    message_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    status_code INTEGER,
+    latency_ms INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (message_id, n)
+);
+";
+
+/// A webhook endpoint (the secret stays sealed in the database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Webhook {
+    /// `wh_` + 16 hex digits.
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The events it receives.
+    pub events: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// The signing secret, sealed with the master key (never serialised).
+    #[serde(skip)]
+    pub secret_sealed: String,
+}
+
+/// One message queued for a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookMessage {
+    /// `msg_` + 24 hex digits: the `webhook-id` header.
+    pub id: String,
+    /// The endpoint.
+    pub webhook_id: String,
+    /// `export.completed`, `export.failed`, `export.delivered`.
+    pub event: String,
+    /// The export it is about.
+    pub export_id: Option<String>,
+    /// The JSON body sent.
+    #[serde(skip)]
+    pub payload: String,
+    /// `pending`, `delivered`, `failed`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (ms).
+    pub next_at: i64,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When it was queued (ms).
+    pub created_at: i64,
+    /// When it was delivered or given up (ms).
+    pub finished_at: Option<i64>,
+}
+
+/// One attempt to deliver a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookAttempt {
+    /// 1 for the first attempt.
+    pub n: i64,
+    /// When it started (ms).
+    pub at: i64,
+    /// The HTTP status answered, if any.
+    pub status_code: Option<i64>,
+    /// How long it took.
+    pub latency_ms: i64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+fn webhook_row(r: &rusqlite::Row) -> rusqlite::Result<Webhook> {
+    let events: String = r.get(2)?;
+    Ok(Webhook {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        description: r.get(3)?,
+        secret_sealed: r.get(4)?,
+        created_by: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn message_row(r: &rusqlite::Row) -> rusqlite::Result<WebhookMessage> {
+    Ok(WebhookMessage {
+        id: r.get(0)?,
+        webhook_id: r.get(1)?,
+        event: r.get(2)?,
+        export_id: r.get(3)?,
+        payload: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get(6)?,
+        next_at: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at: r.get(9)?,
+        finished_at: r.get(10)?,
+    })
+}
+
+const WEBHOOK_COLUMNS: &str = "id, url, events, description, secret_sealed, created_by, created_at";
+const MESSAGE_COLUMNS: &str = "id, webhook_id, event, export_id, payload, status, attempts, next_at, last_error, created_at, finished_at";
+
+impl Store {
+    /// A new webhook id (`wh_...`), for sealing its secret before it is stored.
+    pub fn new_webhook_id() -> String {
+        format!("wh_{}", random_hex(8))
+    }
+
+    /// Stores a webhook.
+    pub fn insert_webhook(&self, w: &Webhook) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO webhooks(id, url, events, description, secret_sealed, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    w.id,
+                    w.url,
+                    serde_json::to_string(&w.events).unwrap_or_default(),
+                    w.description,
+                    w.secret_sealed,
+                    w.created_by,
+                    w.created_at
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The webhooks not deleted, oldest first.
+    pub fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL ORDER BY created_at, id"
+            ))?;
+            st.query_map([], webhook_row)?.collect()
+        })
+    }
+
+    /// One webhook (also a deleted one, whose messages are still listed).
+    pub fn webhook(&self, id: &str) -> Result<Option<(Webhook, bool)>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS}, deleted_at IS NOT NULL FROM webhooks WHERE id = ?1"
+                ),
+                params![id],
+                |r| Ok((webhook_row(r)?, r.get::<_, bool>(7)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Deletes a webhook: no new messages, and its pending ones are dropped.
+    /// Whether it existed.
+    pub fn delete_webhook(&self, id: &str, now_ms: i64) -> Result<bool> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE webhooks SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                params![id, now_ms],
+            )?;
+            c.execute(
+                "UPDATE webhook_messages SET status = 'failed', last_error = 'the webhook was deleted',
+                   finished_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'",
+                params![id, now_ms],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Queues `event` about `export_id` for every webhook subscribed to it, in one
+    /// transaction; an event already queued for a webhook is not queued again.
+    /// Returns the messages queued.
+    pub fn enqueue_webhook_event(
+        &self,
+        event: &str,
+        export_id: &str,
+        payload: &str,
+        now_ms: i64,
+    ) -> Result<usize> {
+        let hooks: Vec<String> = self
+            .webhooks()?
+            .into_iter()
+            .filter(|w| w.events.iter().any(|e| e == event))
+            .map(|w| w.id)
+            .collect();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for hook in &hooks {
+                n += tx.execute(
+                    "INSERT OR IGNORE INTO webhook_messages(id, webhook_id, event, export_id, payload, status, next_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                    params![format!("msg_{}", random_hex(12)), hook, event, export_id, payload, now_ms],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    /// Claims up to `limit` due messages: each claimed one's `next_at` moves to
+    /// `now + lease_ms`, so another process does not send it at the same time.
+    pub fn claim_webhook_messages(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookMessage>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let due: Vec<WebhookMessage> = {
+                let mut st = tx.prepare(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM webhook_messages
+                     WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2"
+                ))?;
+                st.query_map(params![now_ms, limit], message_row)?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for m in &due {
+                tx.execute(
+                    "UPDATE webhook_messages SET next_at = ?2 WHERE id = ?1",
+                    params![m.id, now_ms + lease_ms],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+    }
+
+    /// Records one attempt and its outcome: delivered, retried at `retry_at`, or
+    /// failed for good (`retry_at` = `None` after an error).
+    pub fn record_webhook_attempt(
+        &self,
+        message_id: &str,
+        attempt: &WebhookAttempt,
+        delivered: bool,
+        retry_at: Option<i64>,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO webhook_attempts(message_id, n, at, status_code, latency_ms, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    message_id,
+                    attempt.n,
+                    attempt.at,
+                    attempt.status_code,
+                    attempt.latency_ms,
+                    attempt.error
+                ],
+            )?;
+            let end = attempt.at + attempt.latency_ms;
+            match (delivered, retry_at) {
+                (true, _) => tx.execute(
+                    "UPDATE webhook_messages SET status = 'delivered', attempts = ?2, last_error = NULL,
+                       finished_at = ?3 WHERE id = ?1",
+                    params![message_id, attempt.n, end],
+                )?,
+                (false, Some(at)) => tx.execute(
+                    "UPDATE webhook_messages SET attempts = ?2, last_error = ?3, next_at = ?4 WHERE id = ?1",
+                    params![message_id, attempt.n, attempt.error, at],
+                )?,
+                (false, None) => tx.execute(
+                    "UPDATE webhook_messages SET status = 'failed', attempts = ?2, last_error = ?3,
+                       finished_at = ?4 WHERE id = ?1",
+                    params![message_id, attempt.n, attempt.error, end],
+                )?,
+            };
+            tx.commit()
+        })
+    }
+
+    /// A webhook's messages, newest first, each with its attempts.
+    pub fn webhook_messages(
+        &self,
+        webhook_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(WebhookMessage, Vec<WebhookAttempt>)>> {
+        self.with(|c| {
+            let msgs: Vec<WebhookMessage> = {
+                let mut st = c.prepare(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM webhook_messages WHERE webhook_id = ?1
+                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                ))?;
+                st.query_map(params![webhook_id, limit], message_row)?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::with_capacity(msgs.len());
+            let mut st = c.prepare(
+                "SELECT n, at, status_code, latency_ms, error FROM webhook_attempts
+                 WHERE message_id = ?1 ORDER BY n",
+            )?;
+            for m in msgs {
+                let attempts = st
+                    .query_map(params![m.id], |r| {
+                        Ok(WebhookAttempt {
+                            n: r.get(0)?,
+                            at: r.get(1)?,
+                            status_code: r.get(2)?,
+                            latency_ms: r.get(3)?,
+                            error: r.get(4)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                out.push((m, attempts));
+            }
+            Ok(out)
+        })
+    }
+}
