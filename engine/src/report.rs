@@ -18,8 +18,11 @@ use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 use serde_json::Value;
 use typst::foundations::Bytes;
-use typst::text::Font;
+use typst::layout::{Em, Frame, FrameItem, Point};
+use typst::model::Document;
+use typst::text::{Font, Glyph, TextItem};
 use typst_as_lib::TypstEngine;
+use typst_layout::PagedDocument;
 
 use crate::error::{EngineError, Result};
 
@@ -165,7 +168,7 @@ pub fn render_pdf(template: &str, data: &Value) -> Result<Vec<u8>> {
 
 /// Like [`render_pdf`], with `style` as `data.style` (and its logo file).
 pub fn render_styled(template: &str, data: &Value, style: &ReportStyle) -> Result<Vec<u8>> {
-    let doc = compile(template, data, style)?;
+    let doc = join_split_clusters(compile(template, data, style)?);
     typst_pdf::pdf(&doc, &typst_pdf::PdfOptions::default()).map_err(|errors| {
         let msgs: Vec<String> = errors.iter().map(|e| e.message.to_string()).collect();
         EngineError::Io(std::io::Error::other(format!(
@@ -176,11 +179,7 @@ pub fn render_styled(template: &str, data: &Value, style: &ReportStyle) -> Resul
 }
 
 /// Lays the report out.
-fn compile(
-    template: &str,
-    data: &Value,
-    style: &ReportStyle,
-) -> Result<typst_layout::PagedDocument> {
+fn compile(template: &str, data: &Value, style: &ReportStyle) -> Result<PagedDocument> {
     let (style_value, files) = style.split();
     let mut data = data.clone();
     if let Some(obj) = data.as_object_mut() {
@@ -199,6 +198,174 @@ fn compile(
             "the report template failed: {e}"
         )))
     })
+}
+
+/// `doc` with the text runs typst cut inside a cluster put back together, so that
+/// the PDF maps each cluster's text once.
+///
+/// typst 0.15 (`ShapedText::build` in typst-layout 0.15) starts a new text item
+/// wherever the glyphs' vertical offset changes, which shaping does for every mark
+/// it raises or lowers onto its base (Khmer, Balinese, Batak, Chakma, Kayah Li,
+/// Limbu, Meetei Mayek, Newa), and gives each piece the text of all its glyphs'
+/// clusters. A cluster cut in two is then in the text of both pieces, the PDF maps
+/// both the base and the mark to the whole cluster, and text copied out of the PDF
+/// repeats it (`ជំរាបសួរ` comes back as `ជំជំរាបសួសួរ`). Here each piece that continues
+/// the cluster its predecessor ends with is appended to it, its glyphs keeping their
+/// height as their own vertical offset, which the PDF writer draws at the same
+/// place: the page looks the same. One pass over the items of every frame; frames
+/// with nothing to join are not copied.
+fn join_split_clusters(doc: PagedDocument) -> PagedDocument {
+    let mut joined_any = false;
+    let pages: Vec<_> = doc
+        .pages()
+        .iter()
+        .map(|page| {
+            let mut page = page.clone();
+            if let Some(frame) = join_in_frame(&page.frame) {
+                page.frame = frame;
+                joined_any = true;
+            }
+            page
+        })
+        .collect();
+    if !joined_any {
+        return doc;
+    }
+    // A new document, since its introspector is built from the pages; the pass
+    // moves no tag, so it finds every element where it was.
+    PagedDocument::new(pages.into_iter().collect(), doc.info().clone())
+}
+
+/// `frame` with its split clusters joined (see [`join_split_clusters`]), or `None`
+/// when neither it nor a frame inside it has one.
+fn join_in_frame(frame: &Frame) -> Option<Frame> {
+    let items = frame.items().as_slice();
+    // The items so far once one has changed; until then they are `items` itself.
+    let mut joined: Option<Vec<(Point, FrameItem)>> = None;
+    for (i, (pos, item)) in items.iter().enumerate() {
+        let replacement = match item {
+            FrameItem::Group(group) => join_in_frame(&group.frame).map(|frame| {
+                let mut group = group.clone();
+                group.frame = frame;
+                FrameItem::Group(group)
+            }),
+            FrameItem::Text(text) => {
+                let prev = match &joined {
+                    Some(out) => out.last(),
+                    None => i.checked_sub(1).map(|j| &items[j]),
+                };
+                let order = match prev {
+                    Some((prev_pos, FrameItem::Text(prev))) => {
+                        continuation(*prev_pos, prev, *pos, text)
+                    }
+                    _ => None,
+                };
+                if let Some(order) = order {
+                    let out = joined.get_or_insert_with(|| items[..i].to_vec());
+                    if let Some((prev_pos, FrameItem::Text(prev))) = out.last_mut() {
+                        append(prev, *prev_pos, text, *pos, order);
+                    }
+                    continue;
+                }
+                None
+            }
+            _ => None,
+        };
+        match (replacement, &mut joined) {
+            (Some(item), out) => out
+                .get_or_insert_with(|| items[..i].to_vec())
+                .push((*pos, item)),
+            (None, Some(out)) => out.push((*pos, item.clone())),
+            (None, None) => {}
+        }
+    }
+    let mut frame = frame.clone();
+    frame.clear();
+    frame.push_multiple(joined?);
+    Some(frame)
+}
+
+/// Where the text of a text item that continues a cluster goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Continuation {
+    /// Left-to-right text: after the text of the item it continues.
+    After,
+    /// Right-to-left text (glyphs in drawing order, clusters in reverse): before it.
+    Before,
+}
+
+/// Whether `next`, at `next_pos`, is a piece of the same shaped run as `prev`, at
+/// `prev_pos`, cut off inside `prev`'s last cluster: the same font and look,
+/// starting where `prev` ends, its first glyph in that cluster. typst gives every
+/// glyph of a cluster the cluster's text and the span of its first character, so
+/// equal text and span tell one cluster from the next, even one with equal text.
+fn continuation(
+    prev_pos: Point,
+    prev: &TextItem,
+    next_pos: Point,
+    next: &TextItem,
+) -> Option<Continuation> {
+    let (last, first) = (prev.glyphs.last()?, next.glyphs.first()?);
+    let cluster = prev.text.get(last.range())?;
+    let same_cluster = !cluster.is_empty()
+        && last.span == first.span
+        && next.text.get(first.range()) == Some(cluster);
+    let same_look = prev.font == next.font
+        && prev.size == next.size
+        && prev.fill == next.fill
+        && prev.stroke == next.stroke
+        && prev.lang == next.lang
+        && prev.region == next.region;
+    let adjacent = (prev_pos.x + prev.width()).approx_eq(next_pos.x);
+    // Glyph ranges are `u16`.
+    let fits = prev.text.len() + next.text.len() <= usize::from(u16::MAX);
+    if !(same_cluster && same_look && adjacent && fits) {
+        None
+    } else if last.range().end == prev.text.len() && first.range().start == 0 {
+        Some(Continuation::After)
+    } else if last.range().start == 0 && first.range().end == next.text.len() {
+        Some(Continuation::Before)
+    } else {
+        None
+    }
+}
+
+/// Appends `next`'s glyphs to `prev`, each raised by `next`'s height over `prev`,
+/// and `next`'s text without the cluster they share; see [`continuation`].
+fn append(
+    prev: &mut TextItem,
+    prev_pos: Point,
+    next: &TextItem,
+    next_pos: Point,
+    order: Continuation,
+) {
+    let shared = next.glyphs[0].range().len();
+    // Frames are y-down, glyph offsets y-up.
+    let rise = Em::from_abs(prev_pos.y - next_pos.y, next.size);
+    let moved = |glyph: &Glyph, shift: u16| Glyph {
+        y_offset: glyph.y_offset + rise,
+        range: glyph.range.start + shift..glyph.range.end + shift,
+        ..glyph.clone()
+    };
+    // `continuation` checked that both texts together fit in `u16`.
+    match order {
+        Continuation::After => {
+            let shift = (prev.text.len() - shared) as u16;
+            prev.text.push_str(&next.text[shared..]);
+            prev.glyphs
+                .extend(next.glyphs.iter().map(|glyph| moved(glyph, shift)));
+        }
+        Continuation::Before => {
+            let before = &next.text[..next.text.len() - shared];
+            let shift = before.len() as u16;
+            prev.text = format!("{before}{}", prev.text).into();
+            for glyph in &mut prev.glyphs {
+                glyph.range = glyph.range.start + shift..glyph.range.end + shift;
+            }
+            prev.glyphs
+                .extend(next.glyphs.iter().map(|glyph| moved(glyph, 0)));
+        }
+    }
 }
 
 /// Rows of a small query result as JSON objects.
@@ -607,6 +774,25 @@ mod tests {
         out
     }
 
+    /// The text of every text run of a laid-out document.
+    fn text_runs(doc: &typst_layout::PagedDocument) -> Vec<String> {
+        use typst::layout::{Frame, FrameItem};
+        fn walk(frame: &Frame, out: &mut Vec<String>) {
+            for (_, item) in frame.items() {
+                match item {
+                    FrameItem::Group(g) => walk(&g.frame, out),
+                    FrameItem::Text(t) => out.push(t.text.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for page in doc.pages() {
+            walk(&page.frame, &mut out);
+        }
+        out
+    }
+
     /// Text runs that end beyond the right margin (2 cm on A4), in points.
     fn overflowing(doc: &typst_layout::PagedDocument) -> Vec<String> {
         use typst::layout::{Abs, Frame, FrameItem, Point};
@@ -769,6 +955,34 @@ mod tests {
             .map(|run| format!("{}: {run}", script_of(&run)))
             .collect();
         assert!(broken.is_empty(), "misshaped: {broken:#?}");
+        // Text without spaces, longer than the 40 clusters after which the template
+        // adds a break opportunity, in a table cell (the policy) and in the appendix.
+        // Counting code points cuts Khmer's សួ (its ស is the 40th), putting ួ on a
+        // dotted circle; counting clusters alone breaks before Myanmar's ါ (a cluster
+        // of its own, the 41st here) and after Kannada's ಸ್ (the 40th here), which
+        // joins the next cluster into a conjunct.
+        let khmer = "ជំរាបសួរភាសាខ្មែរ".repeat(5);
+        let myanmar = format!("ဗမာ{}", "ကျေးဇူးတင်ပါတယ်".repeat(4));
+        let kannada = format!("{}{}", "ಕನ್ನಡ".repeat(3), "ನಮಸ್ಕಾರ".repeat(6));
+        let data = with_samples(&khmer, &[&khmer, &myanmar, &kannada]);
+        let doc = compile(EVIDENCE_TEMPLATE, &data, &ReportStyle::default()).unwrap();
+        let broken = broken_clusters(&doc);
+        assert!(broken.is_empty(), "misshaped where wrapped: {broken:#?}");
+        let texts = text_runs(&doc);
+        let wrapped = |text: &str| {
+            texts
+                .iter()
+                .any(|t| t.contains('\u{200b}') && t.contains(|c| text.contains(c)))
+        };
+        assert!(
+            wrapped(&khmer) && wrapped(&myanmar) && wrapped(&kannada),
+            "{texts:#?}"
+        );
+        let cut: Vec<&String> = texts
+            .iter()
+            .filter(|t| t.contains("\u{0ccd}\u{200b}"))
+            .collect();
+        assert!(cut.is_empty(), "a conjunct is cut: {cut:#?}");
         // The controls: a character no embedded font has is caught, and so is a vowel
         // sign with no consonant to attach to, which shaping puts on a dotted circle.
         let doc = compile(
@@ -787,13 +1001,10 @@ mod tests {
         assert!(!broken_clusters(&doc).is_empty());
     }
 
-    /// Scripts that lay out right but whose text comes back from the PDF with
-    /// clusters repeated (`ជំរាបសួរ` as `ជំជំរាបសួសួរ`). typst 0.15 splits a text run
-    /// wherever a mark is raised or lowered (`ShapedText::build` groups glyphs by
-    /// vertical offset) and gives each piece the whole cluster's text, so the PDF
-    /// maps both the base and its mark to the cluster. Fixing it means keeping a
-    /// cluster in one run (the glyphs carry their own vertical offsets).
-    const REPEATED_IN_PDF: [&str; 8] = [
+    /// Scripts whose samples typst 0.15 lays out as text runs cut inside a cluster,
+    /// at a raised or lowered mark; without [`join_split_clusters`] their text comes
+    /// back from the PDF with clusters repeated (`ជំរាបសួរ` as `ជំជំរាបសួសួរ`).
+    const SPLIT_AT_MARKS: [&str; 8] = [
         "Balinese",
         "Batak",
         "Chakma",
@@ -807,7 +1018,7 @@ mod tests {
     /// Right-to-left scripts pdftotext (poppler) does not know as such: it returns
     /// them in drawing order, reversed. The PDF holds the right characters; this is
     /// the reader's table. (Thaana is known but its vowel marks come back out of
-    /// order, and its clusters are repeated as above.)
+    /// order.)
     const REVERSED_BY_PDFTOTEXT: [&str; 5] =
         ["Adlam", "Hanifi Rohingya", "Mandaic", "Nko", "Thaana"];
 
@@ -843,7 +1054,7 @@ mod tests {
         let scripts: Vec<(&str, &str)> = LIVING_SCRIPTS
             .into_iter()
             .filter(|(script, _)| {
-                !REPEATED_IN_PDF.contains(script) && !REVERSED_BY_PDFTOTEXT.contains(script)
+                !SPLIT_AT_MARKS.contains(script) && !REVERSED_BY_PDFTOTEXT.contains(script)
             })
             .collect();
         let texts: Vec<&str> = scripts.iter().map(|(_, text)| *text).collect();
@@ -865,18 +1076,159 @@ mod tests {
     }
 
     /// The sample from issue 10 (`ជំរាបសួរ`) and the other scripts typst 0.15 breaks
-    /// up at raised marks; see [`REPEATED_IN_PDF`].
+    /// up at raised marks; see [`SPLIT_AT_MARKS`].
     #[test]
-    #[ignore = "typst 0.15 repeats clusters with raised or lowered marks in the PDF text"]
     fn text_with_raised_marks_extracts_from_the_pdf() {
         let scripts: Vec<(&str, &str)> = LIVING_SCRIPTS
             .into_iter()
-            .filter(|(script, _)| REPEATED_IN_PDF.contains(script))
+            .filter(|(script, _)| SPLIT_AT_MARKS.contains(script))
             .collect();
         let texts: Vec<&str> = scripts.iter().map(|(_, text)| *text).collect();
         let pdf = render_pdf(EVIDENCE_TEMPLATE, &with_samples("p", &texts)).unwrap();
+        if let Some(path) = std::env::var_os("EVIDEX_REPORT_DUMP") {
+            std::fs::write(path, &pdf).unwrap();
+        }
         let missing = not_extracted(&pdf, &scripts);
         assert!(missing.is_empty(), "not extracted: {missing:#?}");
+    }
+
+    /// Every glyph of a laid-out document: its page, id and where it is drawn
+    /// (groups' transforms left out: joining does not touch them).
+    fn drawn_glyphs(doc: &PagedDocument) -> Vec<(usize, u16, Point)> {
+        use typst::layout::Frame;
+        fn walk(frame: &Frame, at: Point, page: usize, out: &mut Vec<(usize, u16, Point)>) {
+            for (pos, item) in frame.items() {
+                let here = at + *pos;
+                match item {
+                    FrameItem::Group(g) => walk(&g.frame, here, page, out),
+                    FrameItem::Text(t) => {
+                        let mut x = here.x;
+                        for g in &t.glyphs {
+                            let drawn = Point::new(
+                                x + g.x_offset.at(t.size),
+                                here.y - g.y_offset.at(t.size),
+                            );
+                            out.push((page, g.id, drawn));
+                            x += g.x_advance.at(t.size);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, page) in doc.pages().iter().enumerate() {
+            walk(&page.frame, Point::zero(), i, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn joining_split_clusters_moves_no_glyph() {
+        let mut texts: Vec<&str> = LIVING_SCRIPTS.iter().map(|(_, text)| *text).collect();
+        // Right to left, with marks: pointed Hebrew, Arabic with its vowel signs.
+        texts.extend(["שָׁלוֹם עוֹלָם", "بِسْمِ ٱللَّٰهِ ٱلرَّحْمَٰنِ ٱلرَّحِيمِ"]);
+        let doc = compile(
+            EVIDENCE_TEMPLATE,
+            &with_samples("p", &texts),
+            &ReportStyle::default(),
+        )
+        .unwrap();
+        let joined = join_split_clusters(doc.clone());
+        assert!(text_runs(&joined).len() < text_runs(&doc).len());
+        let (before, after) = (drawn_glyphs(&doc), drawn_glyphs(&joined));
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            let moved = (b.2.x - a.2.x)
+                .abs()
+                .to_pt()
+                .max((b.2.y - a.2.y).abs().to_pt());
+            assert!(
+                b.0 == a.0 && b.1 == a.1 && moved < 1e-6,
+                "{b:?} became {a:?}"
+            );
+        }
+    }
+
+    /// The pieces of a run cut inside the cluster "b" at its mark, which typst drew
+    /// (with the rest of the run) 2 pt higher; built from a text item typst laid out.
+    #[test]
+    fn pieces_of_a_cut_cluster_join_in_logical_order() {
+        use typst::layout::Abs;
+        use typst::syntax::Span;
+        let doc = compile("x", &json!({}), &ReportStyle::default()).unwrap();
+        let item = doc.pages()[0]
+            .frame
+            .items()
+            .find_map(|(_, item)| match item {
+                FrameItem::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .expect("a text item");
+        // One glyph per cluster (and two for "b"), each cluster one byte long and
+        // starting at `cluster` in the source text.
+        let glyph = |range: std::ops::Range<u16>, cluster: u16| Glyph {
+            id: 1,
+            x_advance: Em::new(0.5),
+            x_offset: Em::zero(),
+            y_advance: Em::zero(),
+            y_offset: Em::zero(),
+            range,
+            span: (Span::detached(), cluster),
+        };
+        let piece = |text: &str, glyphs: Vec<Glyph>| TextItem {
+            text: text.into(),
+            glyphs,
+            ..item.clone()
+        };
+        let at = Point::new(Abs::pt(10.0), Abs::pt(20.0));
+        let next_at = |prev: &TextItem| Point::new(at.x + prev.width(), at.y - Abs::pt(2.0));
+        let raised = Em::from_abs(Abs::pt(2.0), item.size);
+        let ranges = |t: &TextItem| -> Vec<(std::ops::Range<u16>, bool)> {
+            t.glyphs
+                .iter()
+                .map(|g| (g.range.clone(), g.y_offset == raised))
+                .collect()
+        };
+
+        // Left to right: "abc" drawn a, b, b's mark, c.
+        let mut prev = piece("ab", vec![glyph(0..1, 0), glyph(1..2, 1)]);
+        let next = piece("bc", vec![glyph(0..1, 1), glyph(1..2, 2)]);
+        let next_pos = next_at(&prev);
+        assert_eq!(
+            continuation(at, &prev, next_pos, &next),
+            Some(Continuation::After)
+        );
+        append(&mut prev, at, &next, next_pos, Continuation::After);
+        assert_eq!(prev.text, "abc");
+        assert_eq!(
+            ranges(&prev),
+            [(0..1, false), (1..2, false), (1..2, true), (2..3, true)]
+        );
+
+        // Right to left: "abc" drawn c, b, b's mark, a.
+        let mut prev = piece("bc", vec![glyph(1..2, 2), glyph(0..1, 1)]);
+        let next = piece("ab", vec![glyph(1..2, 1), glyph(0..1, 0)]);
+        let next_pos = next_at(&prev);
+        assert_eq!(
+            continuation(at, &prev, next_pos, &next),
+            Some(Continuation::Before)
+        );
+        append(&mut prev, at, &next, next_pos, Continuation::Before);
+        assert_eq!(prev.text, "abc");
+        assert_eq!(
+            ranges(&prev),
+            [(2..3, false), (1..2, false), (1..2, true), (0..1, true)]
+        );
+
+        // Not one cluster: another "b" (from another place in the source), or the
+        // same one drawn elsewhere.
+        let prev = piece("ab", vec![glyph(0..1, 0), glyph(1..2, 1)]);
+        let other_b = piece("bc", vec![glyph(0..1, 3), glyph(1..2, 4)]);
+        assert_eq!(continuation(at, &prev, next_at(&prev), &other_b), None);
+        let next = piece("bc", vec![glyph(0..1, 1), glyph(1..2, 2)]);
+        let apart = next_at(&prev) + Point::with_x(Abs::pt(1.0));
+        assert_eq!(continuation(at, &prev, apart, &next), None);
     }
 
     #[test]
