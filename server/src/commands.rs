@@ -980,12 +980,11 @@ async fn run_export(
     match (&outcome.path, outcome.content_type == "application/zip") {
         _ if args.json => {}
         (Some(_), true) => eprintln!(
-            "manifest.json and manifest.sig are inside the ZIP (manifest sha256 {})",
+            "the package files (manifest.json, its signature, SHA256SUMS, signing-key.pem, VERIFY.txt) are inside the ZIP (manifest sha256 {})",
             outcome.manifest_sha256
         ),
         (Some(p), false) => eprintln!(
-            "manifest: {}.manifest.json, signature: {}.manifest.sig",
-            p.display(),
+            "package files beside it: {}.manifest.json (and .manifest.sig, .SHA256SUMS, .SHA256SUMS.sig, .signing-key.pem, .VERIFY.txt: how to check it without evidex)",
             p.display()
         ),
         (None, _) => eprintln!(
