@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-EVIDEX = os.environ.get("EVIDEX_BIN", str(TARGET / "release" / "evidex"))
+EVIDEX = os.environ.get("LOAD_EVIDEX_BIN", str(TARGET / "release" / "evidex"))
 EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
 SENDERS = int(os.environ.get("LOAD_SENDERS", "16"))
 BATCH = 1000
@@ -99,7 +99,11 @@ def main():
             for old in rng.sample(lines[:i], min(per_batch, i)):
                 ev = json.loads(old)
                 ts = ev["timestamp"]
-                ev["timestamp"] = ts[:23] + "Z" if rng.random() < 0.5 else ts.replace("2026-03", "2026-04")
+                if rng.random() < 0.5:
+                    ev["timestamp"] = ts[:23] + "Z"
+                else:
+                    t = __import__("datetime").datetime.fromisoformat(ts.replace("Z", "+00:00"))
+                    ev["timestamp"] = (t + __import__("datetime").timedelta(days=1)).isoformat()
                 batch.append((json.dumps(ev) + "\n").encode())
         batches.append(b"".join(batch))
     resent = sum(b.count(b"\n") for b in batches) - len(lines)
@@ -117,6 +121,8 @@ def main():
             with lock:
                 lat.append(secs)
             j = json.loads(body)
+            if j["rejected"]:
+                raise SystemExit(f"ingest rejected lines: {j['errors'][:3]}")
             return j["accepted"], j.get("duplicates", 0)
 
         def cpu(pid):

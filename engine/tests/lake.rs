@@ -256,6 +256,7 @@ async fn a_retry_is_a_duplicate_whatever_its_timestamp() {
         assert_eq!((first.written, first.duplicates), (2, 0), "{mode}");
         let lake = match mode {
             "index deleted" => {
+                lake.flush_index().await.unwrap();
                 drop(lake);
                 std::fs::remove_dir_all(&index_dir).unwrap();
                 lake_with_index(&dir.path().join("data"), Some(index_dir.clone()))

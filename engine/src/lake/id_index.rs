@@ -93,12 +93,20 @@ impl IdIndex {
 
     /// The index's form of a record key.
     fn encode(key: &str) -> Vec<u8> {
+        Self::with_encoded(key, <[u8]>::to_vec)
+    }
+
+    /// Calls `f` with the index's form of `key`, without allocating for the usual
+    /// short key (lookups are on the ingest hot path).
+    fn with_encoded<R>(key: &str, f: impl FnOnce(&[u8]) -> R) -> R {
         if key.len() <= MAX_PLAIN_KEY {
-            key.as_bytes().to_vec()
+            f(key.as_bytes())
         } else {
-            let mut k = b"\xffsha256:".to_vec();
-            k.extend_from_slice(&Sha256::digest(key.as_bytes()));
-            k
+            let prefix = b"\xffsha256:";
+            let mut v = Vec::with_capacity(prefix.len() + 32);
+            v.extend_from_slice(prefix);
+            v.extend_from_slice(&Sha256::digest(key.as_bytes()));
+            f(&v)
         }
     }
 
@@ -115,9 +123,30 @@ impl IdIndex {
 
     /// Whether `key` is stored.
     pub fn contains(&self, dataset: Dataset, key: &str) -> Result<bool> {
-        self.keys[&dataset]
-            .contains_key(Self::encode(key))
+        Self::with_encoded(key, |k| self.keys[&dataset].contains_key(k))
             .map_err(|e| index_error(self.db_path(), e))
+    }
+
+    /// Which of `keys` are stored, looked up on two threads when there are many
+    /// (the lookups are the ingest commit's serial part; the other core is usually
+    /// parsing the next requests, but not all the time).
+    pub fn contains_many(&self, dataset: Dataset, keys: &[&str]) -> Result<Vec<bool>> {
+        let lookup = |part: &[&str]| -> Result<Vec<bool>> {
+            part.iter().map(|k| self.contains(dataset, k)).collect()
+        };
+        if keys.len() < 4096 {
+            return lookup(keys);
+        }
+        let (a, b) = keys.split_at(keys.len() / 2);
+        let (ra, rb) = std::thread::scope(|s| {
+            let h = s.spawn(|| lookup(b));
+            (lookup(a), h.join())
+        });
+        let mut out = ra?;
+        out.extend(rb.map_err(|_| {
+            EngineError::Io(std::io::Error::other("a key index lookup thread panicked"))
+        })??);
+        Ok(out)
     }
 
     /// Records `keys` as stored in the data files `added`, and forgets the files

@@ -154,6 +154,9 @@ pub struct Lake {
     /// Serialises this process's appends per dataset: the duplicate check and the
     /// commit that follows it must not interleave with another append's.
     append_locks: Arc<[tokio::sync::Mutex<()>; 3]>,
+    /// The key index update of the last commit, which runs while the caller answers
+    /// and gathers the next batch; the next append (or compaction) waits for it.
+    pending_index: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<()>>>>>,
 }
 
 impl Lake {
@@ -178,7 +181,19 @@ impl Lake {
             index_dir: options.index_dir.clone(),
             index: Arc::default(),
             append_locks: Arc::new(Default::default()),
+            pending_index: Arc::default(),
         })
+    }
+
+    /// Waits for the key index update of the last commit (see `pending_index`).
+    pub async fn flush_index(&self) -> Result<()> {
+        let pending = self.pending_index.lock().await.take();
+        match pending {
+            Some(task) => task
+                .await
+                .map_err(|e| EngineError::Io(std::io::Error::other(e)))?,
+            None => Ok(()),
+        }
     }
 
     /// The key index, opened on first use; `None` without an index folder or while
@@ -441,6 +456,7 @@ impl Lake {
         let snapshot = self.files_of(dataset, &table)?;
         let index = self.id_index()?;
         if let Some(index) = &index {
+            self.flush_index().await?;
             self.catch_up(index, &snapshot).await?;
         }
 
@@ -455,13 +471,21 @@ impl Lake {
                 }
             }
         }
-        match &index {
+        let keys = match &index {
             Some(index) => {
-                for (i, k) in keys.iter().enumerate() {
-                    if !skip[i] && index.contains(dataset, k)? {
-                        skip[i] = true;
-                    }
+                // Off the async runtime: a batch is tens of thousands of lookups.
+                let index = index.clone();
+                let (keys, found) = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let found = index.contains_many(dataset, &refs);
+                    (keys, found)
+                })
+                .await
+                .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+                for (s, f) in skip.iter_mut().zip(found?) {
+                    *s |= f;
                 }
+                keys
             }
             None if !snapshot.files.is_empty() => {
                 let stored = self.stored_keys(dataset, snapshot.files.clone()).await?;
@@ -470,9 +494,10 @@ impl Lake {
                         skip[i] = true;
                     }
                 }
+                keys
             }
-            None => {}
-        }
+            None => keys,
+        };
         let duplicate_rows: Vec<usize> = (0..total).filter(|&i| skip[i]).collect();
 
         let cluster_idx = dataset
@@ -534,10 +559,16 @@ impl Lake {
             .with_actions(actions)
             .build(Some(table.snapshot()?), table.log_store(), operation)
             .await?;
-        if let Some(index) = &index {
-            let added: Vec<&str> = added.iter().map(String::as_str).collect();
-            let keys = by_date.values().flatten().map(|(k, _)| k.as_str());
-            index.record(dataset, keys, &added, &[])?;
+        if let Some(index) = index {
+            // Recorded while the caller answers and gathers its next batch; the next
+            // append waits for it. A crash before it ends loses nothing: the next
+            // catch-up reads the files this commit added.
+            let keys: Vec<String> = by_date.into_values().flatten().map(|(k, _)| k).collect();
+            let task = tokio::task::spawn_blocking(move || {
+                let added: Vec<&str> = added.iter().map(String::as_str).collect();
+                index.record(dataset, keys.iter().map(String::as_str), &added, &[])
+            });
+            *self.pending_index.lock().await = Some(task);
         }
         Ok(AppendOutcome {
             written,
@@ -638,6 +669,7 @@ impl Lake {
     /// sorted file, in one commit per partition. Readers of older versions keep their
     /// files (until vacuum); readers of the new version see each row exactly once.
     pub async fn compact(&self, dataset: Dataset, min_files: usize) -> Result<CompactOutcome> {
+        self.flush_index().await?;
         let Some(table) = self.load(dataset, None).await? else {
             return Ok(CompactOutcome::default());
         };
