@@ -297,3 +297,53 @@ async fn a_retry_is_a_duplicate_whatever_its_timestamp() {
         assert_eq!(stored_ids(&lake).await, want, "{mode}");
     }
 }
+
+/// The key index belongs to one table: a lake deleted and created again under the
+/// same state (or another data location sharing the state directory) never has its
+/// records taken for the old table's.
+#[tokio::test]
+async fn the_key_index_follows_the_table_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("state").join("key-index");
+    let data = dir.path().join("data");
+    let other = dir.path().join("other");
+    let lake = lake_with_index(&data, Some(index_dir.clone()));
+    let first = lake
+        .append(
+            Dataset::Events,
+            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.written, 1);
+    lake.flush_index().await.unwrap();
+    // Another data location with the same state directory: its own index.
+    let elsewhere = lake_with_index(&other, Some(index_dir.clone()));
+    let out = elsewhere
+        .append(
+            Dataset::Events,
+            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.written, 1, "another lake's ids are not this lake's");
+    // The data directory deleted and filled again: the index forgets the old table.
+    std::fs::remove_dir_all(&data).unwrap();
+    let again = lake
+        .append(
+            Dataset::Events,
+            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.written, 1, "the new table holds nothing yet");
+    assert_eq!(stored_ids(&lake).await, vec!["k-1"]);
+    let retry = lake
+        .append(
+            Dataset::Events,
+            vec![event_at("k-1", "2026-03-03T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.duplicate_rows, vec![0]);
+}

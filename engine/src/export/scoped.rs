@@ -132,6 +132,7 @@ impl PinnedTables {
                     dataset: ds,
                     version: None,
                     files: Vec::new(),
+                    table_id: None,
                 };
                 snapshots.insert(ds, empty);
                 continue;
@@ -143,6 +144,7 @@ impl PinnedTables {
                     dataset: ds,
                     version: None,
                     files: Vec::new(),
+                    table_id: None,
                 }
             } else {
                 lake.snapshot(ds, version).await?

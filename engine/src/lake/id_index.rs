@@ -41,6 +41,8 @@ pub struct IdIndex {
     db: Database,
     keys: HashMap<Dataset, Keyspace>,
     files: Keyspace,
+    /// Which Delta table (its `metaData.id`) each dataset's keys came from.
+    tables: Keyspace,
 }
 
 impl std::fmt::Debug for IdIndex {
@@ -86,7 +88,15 @@ impl IdIndex {
         let files = db
             .keyspace("indexed_files", KeyspaceCreateOptions::default)
             .map_err(|e| index_error(dir, e))?;
-        let index = Arc::new(IdIndex { db, keys, files });
+        let tables = db
+            .keyspace("tables", KeyspaceCreateOptions::default)
+            .map_err(|e| index_error(dir, e))?;
+        let index = Arc::new(IdIndex {
+            db,
+            keys,
+            files,
+            tables,
+        });
         open.push((dir.to_path_buf(), Arc::downgrade(&index)));
         Ok(Some(index))
     }
@@ -112,6 +122,43 @@ impl IdIndex {
 
     fn file_key(dataset: Dataset, relative: &str) -> Vec<u8> {
         format!("{}/{relative}", dataset.table_name()).into_bytes()
+    }
+
+    /// Makes sure the index holds keys of the Delta table `table_id` (its
+    /// `metaData.id`; `None`: the table does not exist). When the table was
+    /// replaced — the data directory deleted or pointed elsewhere while the state
+    /// stayed — every key of the dataset is forgotten, so no record of the new table
+    /// is ever taken for a record of the old one.
+    pub fn ensure_table(&self, dataset: Dataset, table_id: Option<&str>) -> Result<()> {
+        let err = |e| index_error(self.db_path(), e);
+        let name = dataset.table_name();
+        let stored = self.tables.get(name).map_err(err)?;
+        let same = match (&stored, table_id) {
+            (Some(s), Some(t)) => s.as_ref() == t.as_bytes(),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        if stored.is_some() {
+            tracing::warn!(
+                table = name,
+                "the lake's table is not the one the key index was built from; rebuilding the index"
+            );
+        }
+        self.keys[&dataset].clear().map_err(err)?;
+        let prefix = format!("{name}/");
+        let mut batch = self.db.batch();
+        for kv in self.files.prefix(prefix.as_bytes()) {
+            let key = kv.key().map_err(err)?;
+            batch.remove(&self.files, key);
+        }
+        match table_id {
+            Some(t) => batch.insert(&self.tables, name, t.as_bytes()),
+            None => batch.remove(&self.tables, name),
+        }
+        batch.commit().map_err(err)
     }
 
     /// Whether the keys of data file `relative` are in the index.

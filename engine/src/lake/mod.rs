@@ -38,6 +38,7 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::error::{EngineError, Result};
+use crate::integrity::sha256_hex;
 use crate::model::{ColumnKind, DATE_PARTITION, Dataset};
 use crate::rows::{Row, rows_to_batch, utc_date};
 
@@ -102,6 +103,8 @@ pub struct TableSnapshot {
     pub version: Option<u64>,
     /// Active data files, ordered by date then first key.
     pub files: Vec<DataFile>,
+    /// The Delta table's identity (`metaData.id`, a UUID set when it was created).
+    pub table_id: Option<String>,
 }
 
 impl TableSnapshot {
@@ -206,7 +209,10 @@ impl Lake {
         if let Some(index) = &*slot {
             return Ok(index.clone());
         }
-        let index = IdIndex::open(dir)?;
+        // One index per lake: a state directory may serve lakes at several data
+        // locations (a local directory and a bucket, say).
+        let lake_dir = dir.join(&sha256_hex(self.root.as_str().as_bytes())[..16]);
+        let index = IdIndex::open(&lake_dir)?;
         if index.is_none() {
             tracing::warn!(
                 dir = %dir.display(),
@@ -221,6 +227,7 @@ impl Lake {
     /// Adds the keys of snapshot files the index has not read yet (written by another
     /// process, or committed before a crash lost the index update).
     async fn catch_up(&self, index: &IdIndex, snapshot: &TableSnapshot) -> Result<()> {
+        index.ensure_table(snapshot.dataset, snapshot.table_id.as_deref())?;
         let mut missing = Vec::new();
         for f in &snapshot.files {
             if !index.has_file(snapshot.dataset, &f.relative)? {
@@ -375,6 +382,7 @@ impl Lake {
                 dataset,
                 version: None,
                 files: Vec::new(),
+                table_id: None,
             });
         };
         self.files_of(dataset, &table)
@@ -420,10 +428,15 @@ impl Lake {
                 cmp_json_keys(&ka, &kb)
             })
         });
+        // The kernel keeps `metaData.id` crate-private; its serialised form has it.
+        let table_id = serde_json::to_value(state.metadata())
+            .ok()
+            .and_then(|m| m.get("id").and_then(Value::as_str).map(str::to_string));
         Ok(TableSnapshot {
             dataset,
             version: Some(state.version()),
             files,
+            table_id,
         })
     }
 
