@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-EVIDEX = os.environ.get("EVIDEX_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "evidex"))
+EVIDEX = os.environ.get("BENCH_EVIDEX_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "evidex"))
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 DATA = OUT / f"data-{ROWS}"
 END = "2026-03-31"

@@ -20,7 +20,13 @@
 //! One process at a time holds the index (fjall locks its folder). Another process
 //! that appends while the server holds it (`evidex ingest` beside `evidex serve`)
 //! gets [`IdIndex::open`] = `None` and the lake falls back to reading the stored keys
-//! of every file, which is exact but slower.
+//! of every file, which is exact but slower. Two processes that append the same new
+//! id in the same instant can both store it: each checks before the other commits.
+//! One ingest writer per lake (the server's batcher) avoids that; several ingest
+//! nodes will need a shared key table (a unique key in PostgreSQL).
+//!
+//! Keys of events that retention later deletes stay in the index, so re-sending a
+//! purged event counts as "already stored".
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
