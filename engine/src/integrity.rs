@@ -286,7 +286,13 @@ filters, table versions, redaction, every file's records and hashes. `evidex ver
 does all of the above and also counts the records of every file.
 ",
         id = manifest.export_id,
-        name = manifest.name.replace('"', "'"),
+        // One line, no quotes: a name must not be able to add lines (or a `$ `
+        // command) to the instructions.
+        name = manifest
+            .name
+            .chars()
+            .map(|c| if c.is_control() || c == '"' { ' ' } else { c })
+            .collect::<String>(),
         records = manifest.statement,
         created = manifest.created_at,
         version = manifest.tool.version,

@@ -266,6 +266,40 @@ fn check_manifest(
     }
 }
 
+/// The number of records in a ZIP's central directory, from its end of central
+/// directory record (APPNOTE.TXT 4.3.16, and 4.3.14 for ZIP64).
+fn central_directory_entries(path: &Path) -> Option<u64> {
+    use std::io::SeekFrom;
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    // The record is 22 bytes plus a comment of at most 65,535 bytes.
+    let tail_len = len.min(22 + 65_535);
+    f.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = vec![0u8; tail_len as usize];
+    f.read_exact(&mut tail).ok()?;
+    let at = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == *b"PK\x05\x06")?;
+    let total = u16::from_le_bytes([tail[at + 10], tail[at + 11]]);
+    if total != 0xFFFF {
+        return Some(u64::from(total));
+    }
+    // ZIP64: the locator (20 bytes) sits just before the record and points at the
+    // ZIP64 end of central directory record, whose total is at offset 32.
+    let loc = at.checked_sub(20)?;
+    if tail[loc..loc + 4] != *b"PK\x06\x07" {
+        return None;
+    }
+    let off = u64::from_le_bytes(tail[loc + 8..loc + 16].try_into().ok()?);
+    f.seek(SeekFrom::Start(off)).ok()?;
+    let mut rec = [0u8; 40];
+    f.read_exact(&mut rec).ok()?;
+    if rec[..4] != *b"PK\x06\x06" {
+        return None;
+    }
+    Some(u64::from_le_bytes(rec[32..40].try_into().ok()?))
+}
+
 /// A plain file name inside one folder: no separators, no `..`, not absolute.
 fn safe_relative(name: &str) -> bool {
     let p = Path::new(name);
@@ -287,6 +321,25 @@ fn verify_zip(path: &Path, trust: &Trust, report: &mut VerifyReport) -> Result<(
             return Ok(());
         }
     };
+    // The zip crate keeps one entry per name (the last); an archive with two entries
+    // of one name would be checked on one copy and extracted, by some tools, from
+    // the other. Count the central directory's records ourselves.
+    match central_directory_entries(path) {
+        Some(n) if n == zip.len() as u64 => {}
+        Some(n) => {
+            report.problems.push(format!(
+                "{label}: the archive has {n} entries but {} distinct names: two entries share a name",
+                zip.len()
+            ));
+            return Ok(());
+        }
+        None => {
+            report.problems.push(format!(
+                "{label}: the end of central directory record cannot be read"
+            ));
+            return Ok(());
+        }
+    }
     let mut names = Vec::new();
     for i in 0..zip.len() {
         let entry = zip.by_index_raw(i).map_err(zip_err)?;

@@ -851,7 +851,13 @@ async fn rerun_export(
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
     let catalog = service::Catalog::load(&s.config, &s.store)?;
-    let valid = service::export_from_params(&job.params, &s.config, &catalog)?;
+    // A re-run keeps the SQL its preset had, but applies the redaction rules in force
+    // now: rules tightened after a leak must not be undone by re-running old jobs.
+    let mut params = job.params.clone();
+    if let Some(p) = params.as_object_mut() {
+        p.remove("_redaction");
+    }
+    let valid = service::export_from_params(&params, &s.config, &catalog)?;
     create_job_from(&s, &p, valid, None, "export.rerun").await
 }
 
@@ -973,7 +979,7 @@ async fn download(
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
     let (path, artifact) = artifact_path(&s, &job)?;
-    audit_download(&s, &p.actor(), &id, &method, &headers)?;
+    audit_download(&s, &p.actor(), &p.actor(), &id, &method, &headers, &path).await?;
     send_file(&path, &artifact, &headers).await
 }
 
@@ -981,39 +987,51 @@ async fn download(
 const RANGED_DOWNLOAD_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 /// Logs `export.downloaded` for a download request, by this rule: a `HEAD` is not a
-/// download (remote Parquet readers and download managers send one first); a `GET`
-/// without `Range` is always one; a `GET` with `Range` is one unless the same
-/// requester (token, or "link") already had a ranged download of this export logged
-/// within the last 10 minutes — a reader fetching a file in pieces counts once. The
-/// entry records the range asked for.
-fn audit_download(
+/// download (remote Parquet readers and download managers send one first), nor is a
+/// range that cannot be served (416); a response with the whole file always is one;
+/// a partial response (206) is one unless the same requester (token, or the same
+/// link) already had a partial download of this export logged within the last 10
+/// minutes — a reader fetching a file in pieces counts once. The entry records the
+/// bytes served (`bytes A-B/LEN`, or `whole file`).
+async fn audit_download(
     s: &Service,
     actor: &str,
+    requester: &str,
     id: &str,
     method: &Method,
     headers: &HeaderMap,
+    path: &std::path::Path,
 ) -> ApiResult<()> {
     if method == Method::HEAD {
         return Ok(());
     }
-    let now = s.now_ms();
-    let range = headers
+    let len = tokio::fs::metadata(path)
+        .await
+        .map_err(|_| ApiError::not_found("artifact file"))?
+        .len();
+    let served = match headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if range.is_some() {
+        .and_then(|v| parse_range(v, len))
+    {
+        Some(Err(())) => return Ok(()),
+        Some(Ok((a, b))) => Some(format!("bytes {a}-{b}/{len}")),
+        None => None,
+    };
+    let now = s.now_ms();
+    if served.is_some() {
         let mut recent = s
             .recent_downloads
             .lock()
             .map_err(|_| anyhow::anyhow!("download log lock poisoned"))?;
         recent.retain(|_, at| now - *at < RANGED_DOWNLOAD_WINDOW_MS);
-        let key = (id.to_string(), actor.to_string());
+        let key = (id.to_string(), requester.to_string());
         if recent.contains_key(&key) {
             return Ok(());
         }
         recent.insert(key, now);
     }
-    let details = json!({"range": range.as_deref().unwrap_or("whole file")});
+    let details = json!({"range": served.as_deref().unwrap_or("whole file")});
     s.store
         .audit(now, actor, "export.downloaded", Some(id), Some(&details))?;
     Ok(())
@@ -1201,7 +1219,7 @@ async fn follow_link(
     }
     let job = job_or_404(&s, id)?;
     let (path, artifact) = artifact_path(&s, &job)?;
-    audit_download(&s, "link", id, &method, &headers)?;
+    audit_download(&s, "link", &token, id, &method, &headers, &path).await?;
     send_file(&path, &artifact, &headers).await
 }
 

@@ -326,7 +326,8 @@ pub fn validate_export(
         (Some(name), None) => {
             let found = catalog.presets.iter().find(|d| &d.name == name).cloned();
             match (found, &p.pinned_preset_sql) {
-                // A stored job runs the SQL its preset had when the job was created.
+                // A stored job runs the SQL its preset had when the job was created,
+                // checked again under today's rules.
                 (found, Some(sql)) => Some(Definition {
                     name: name.clone(),
                     description: found
@@ -334,7 +335,10 @@ pub fn validate_export(
                         .map(|d| d.description.clone())
                         .unwrap_or_default(),
                     format: found.as_ref().map(|d| d.format).unwrap_or(Format::Csv),
-                    sql: sql.clone(),
+                    sql: {
+                        definition::check_sql(sql)?;
+                        sql.clone()
+                    },
                     source: format!("preset {name} as saved when the job was created"),
                 }),
                 (Some(d), None) => Some(d),

@@ -178,11 +178,14 @@ async fn send(
     service: &Service,
     m: &WebhookMessage,
 ) -> std::result::Result<(i64, Option<String>), String> {
-    let (hook, _) = service
+    let (hook, deleted) = service
         .store
         .webhook(&m.webhook_id)
         .map_err(|e| format!("{e:#}"))?
         .ok_or("the webhook no longer exists")?;
+    if deleted {
+        return Err("the webhook was deleted".to_string());
+    }
     let secret = service
         .master_key
         .open(&format!("webhook:{}", hook.id), &hook.secret_sealed)

@@ -506,6 +506,61 @@ fn packages_check_with_standard_tools_and_verify_needs_no_installation() {
     let here = run(&data, &["verify", repacked.to_str().unwrap()]);
     assert!(!here.status.success());
 
+    // Two entries of one name: the first tampered, the second the original. Readers
+    // that keep one copy disagree on which; verify refuses the archive.
+    let doubled = dir.path().join("doubled.zip");
+    let script = format!(
+        "import zipfile, warnings\nwarnings.simplefilter('ignore')\n\
+         src = zipfile.ZipFile({src:?})\nout = zipfile.ZipFile({dst:?}, 'w')\n\
+         out.writestr('events-00001.csv', b'id\\r\\nforged\\r\\n')\n\
+         for n in src.namelist(): out.writestr(n, src.read(n))\nout.close()\n",
+        src = zip.to_str().unwrap(),
+        dst = doubled.to_str().unwrap()
+    );
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text_of(&py));
+    let out = run(
+        &auditor,
+        &[
+            "verify",
+            doubled.to_str().unwrap(),
+            "--fingerprint",
+            &published,
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("two entries share a name"),
+        "{}",
+        text(&out)
+    );
+
+    // A name cannot add lines (or commands) to VERIFY.txt.
+    let evil = dir.path().join("evil.csv");
+    ok(run(
+        &data,
+        &[
+            "export",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-05",
+            "--format",
+            "csv",
+            "--name",
+            "q1\n$ touch pwned\n",
+            "--output",
+            evil.to_str().unwrap(),
+        ],
+    ));
+    let results = run_verify_txt(&sdir, "evil.csv.VERIFY.txt");
+    assert!(all_pass(&results), "{results:#?}");
+    assert!(!sdir.join("pwned").exists());
+
     // A single file with its manifest re-signed by a forger: strict checks fail.
     forge(&sdir, "single.csv.", &forger);
     let strict = run(
@@ -703,9 +758,29 @@ async fn over_http_retries_count_once_and_a_download_has_everything_an_auditor_n
     }
     let log = downloads(&c.get("/v1/audit-log", &admin).await.json());
     assert_eq!(log.len(), 2, "{log:#?}");
-    assert_eq!(log[1]["details"]["range"], "bytes=-8", "{log:#?}");
-    c.get(&path, &admin).await;
+    let len = d.body.len();
+    assert_eq!(
+        log[1]["details"]["range"],
+        format!("bytes {}-{}/{len}", len - 8, len - 1),
+        "{log:#?}"
+    );
+    // A Range header that is not served as a part (several ranges: the whole file
+    // comes back) is a whole download, always logged.
+    let r = c
+        .call(
+            "GET",
+            &path,
+            Some(&admin),
+            None,
+            &[("range", "bytes=0-1,5-9")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
     let log = downloads(&c.get("/v1/audit-log", &admin).await.json());
     assert_eq!(log.len(), 3, "{log:#?}");
     assert_eq!(log[2]["details"]["range"], "whole file");
+    c.get(&path, &admin).await;
+    let log = downloads(&c.get("/v1/audit-log", &admin).await.json());
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert_eq!(log[3]["details"]["range"], "whole file");
 }

@@ -273,10 +273,13 @@ fn validate_fields<'a>(
         for (k, v) in &metadata.0 {
             push(&mut out, k, v.get());
         }
+        // A set, not a scan per field: a record may hold tens of thousands of keys.
+        let metadata_keys: std::collections::HashSet<&str> =
+            metadata.0.iter().map(|(k, _)| k.as_ref()).collect();
         let mut clashes = String::new();
         for (k, v) in &fields {
             let v = compact_json(v.get());
-            if metadata.0.iter().any(|(mk, _)| mk == k) {
+            if metadata_keys.contains(k.as_ref()) {
                 clashes.push(if clashes.is_empty() { '{' } else { ',' });
                 clashes.push_str(&serde_json::to_string(k.as_ref()).expect("strings serialize"));
                 clashes.push(':');

@@ -142,6 +142,12 @@ pub struct CompactOutcome {
     pub files_added: usize,
 }
 
+/// The key index once opened, or when an attempt found it held by another process.
+type IndexSlot = std::result::Result<Arc<IdIndex>, std::time::Instant>;
+
+/// A commit's key index update running in the background.
+type PendingIndexUpdate = tokio::task::JoinHandle<Result<()>>;
+
 /// The event lake.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -152,14 +158,15 @@ pub struct Lake {
     storage_options: HashMap<String, String>,
     clock: Arc<dyn Clock>,
     index_dir: Option<PathBuf>,
-    /// The key index once opened: `Some(None)` when another process holds it.
-    index: Arc<std::sync::Mutex<Option<Option<Arc<IdIndex>>>>>,
+    /// The key index once opened, or when the last attempt found it held by
+    /// another process (tried again a minute later).
+    index: Arc<std::sync::Mutex<Option<IndexSlot>>>,
     /// Serialises this process's appends per dataset: the duplicate check and the
     /// commit that follows it must not interleave with another append's.
     append_locks: Arc<[tokio::sync::Mutex<()>; 3]>,
     /// The key index update of the last commit, which runs while the caller answers
     /// and gathers the next batch; the next append (or compaction) waits for it.
-    pending_index: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<()>>>>>,
+    pending_index: Arc<[tokio::sync::Mutex<Option<PendingIndexUpdate>>; 3]>,
 }
 
 impl Lake {
@@ -184,13 +191,23 @@ impl Lake {
             index_dir: options.index_dir.clone(),
             index: Arc::default(),
             append_locks: Arc::new(Default::default()),
-            pending_index: Arc::default(),
+            pending_index: Arc::new(Default::default()),
         })
     }
 
-    /// Waits for the key index update of the last commit (see `pending_index`).
+    /// Waits for the key index updates of the last commits (see `pending_index`).
     pub async fn flush_index(&self) -> Result<()> {
-        let pending = self.pending_index.lock().await.take();
+        for ds in Dataset::ALL {
+            self.flush_index_of(ds).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_index_of(&self, dataset: Dataset) -> Result<()> {
+        let pending = self.pending_index[dataset_slot(dataset)]
+            .lock()
+            .await
+            .take();
         match pending {
             Some(task) => task
                 .await
@@ -206,21 +223,27 @@ impl Lake {
             return Ok(None);
         };
         let mut slot = self.index.lock().expect("index slot lock");
-        if let Some(index) = &*slot {
-            return Ok(index.clone());
+        match &*slot {
+            Some(Ok(index)) => return Ok(Some(index.clone())),
+            Some(Err(at)) if at.elapsed() < std::time::Duration::from_secs(60) => return Ok(None),
+            _ => {}
         }
         // One index per lake: a state directory may serve lakes at several data
         // locations (a local directory and a bucket, say).
         let lake_dir = dir.join(&sha256_hex(self.root.as_str().as_bytes())[..16]);
         let index = IdIndex::open(&lake_dir)?;
-        if index.is_none() {
-            tracing::warn!(
-                dir = %dir.display(),
-                "the key index is held by another evidex process; this process checks \
-                 re-sent records against every stored file instead"
-            );
+        match &index {
+            Some(i) => *slot = Some(Ok(i.clone())),
+            None => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the key index is held by another evidex process; this process checks \
+                     re-sent records against every stored file instead (and tries the index \
+                     again in a minute)"
+                );
+                *slot = Some(Err(std::time::Instant::now()));
+            }
         }
-        *slot = Some(index.clone());
         Ok(index)
     }
 
@@ -469,7 +492,7 @@ impl Lake {
         let snapshot = self.files_of(dataset, &table)?;
         let index = self.id_index()?;
         if let Some(index) = &index {
-            self.flush_index().await?;
+            self.flush_index_of(dataset).await?;
             self.catch_up(index, &snapshot).await?;
         }
 
@@ -581,7 +604,7 @@ impl Lake {
                 let added: Vec<&str> = added.iter().map(String::as_str).collect();
                 index.record(dataset, keys.iter().map(String::as_str), &added, &[])
             });
-            *self.pending_index.lock().await = Some(task);
+            *self.pending_index[dataset_slot(dataset)].lock().await = Some(task);
         }
         Ok(AppendOutcome {
             written,
@@ -682,7 +705,7 @@ impl Lake {
     /// sorted file, in one commit per partition. Readers of older versions keep their
     /// files (until vacuum); readers of the new version see each row exactly once.
     pub async fn compact(&self, dataset: Dataset, min_files: usize) -> Result<CompactOutcome> {
-        self.flush_index().await?;
+        self.flush_index_of(dataset).await?;
         let Some(table) = self.load(dataset, None).await? else {
             return Ok(CompactOutcome::default());
         };
