@@ -27,6 +27,17 @@ pub fn refused_reason(ip: IpAddr) -> Option<&'static str> {
                 return refused_v4(v4);
             }
             let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            // 6to4 (2002::/16) carries an IPv4 address in bits 16-48.
+            if s[0] == 0x2002 {
+                return refused_v4(embedded(s[1], s[2]));
+            }
+            // The local-use NAT64 prefix (RFC 8215) translates to anything.
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                return Some("local-use NAT64 (64:ff9b:1::/48)");
+            }
             if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
                 let v4 =
                     Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
@@ -50,6 +61,8 @@ pub fn refused_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("unique-local (private) IPv6")
             } else if (s[0] & 0xffc0) == 0xfe80 {
                 Some("link-local")
+            } else if (s[0] & 0xffc0) == 0xfec0 {
+                Some("site-local (deprecated private) IPv6")
             } else if (s[0] & 0xff00) == 0xff00 {
                 Some("multicast")
             } else if s[0] == 0x2001 && s[1] == 0xdb8 {
@@ -63,7 +76,11 @@ pub fn refused_reason(ip: IpAddr) -> Option<&'static str> {
 
 fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let o = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(100, 100, 100, 200) {
+    // AWS/GCP/Azure IMDS, Alibaba's metadata service, Azure's wire server.
+    if ip == Ipv4Addr::new(169, 254, 169, 254)
+        || ip == Ipv4Addr::new(100, 100, 100, 200)
+        || ip == Ipv4Addr::new(168, 63, 129, 16)
+    {
         Some("cloud metadata service")
     } else if ip.is_loopback() {
         Some("loopback")
@@ -250,6 +267,11 @@ mod tests {
             ("::ffff:169.254.169.254", "metadata"),
             ("64:ff9b::a00:1", "private"),
             ("::127.0.0.1", "loopback"),
+            ("2002:7f00:1::", "loopback"),
+            ("2002:a9fe:a9fe::1", "metadata"),
+            ("64:ff9b:1::a00:1", "NAT64"),
+            ("fec0::1", "site-local"),
+            ("168.63.129.16", "metadata"),
             ("ff02::1", "multicast"),
         ];
         for (ip, want) in refused {
@@ -266,6 +288,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
         ] {
             assert_eq!(refused_reason(ip.parse().unwrap()), None, "{ip}");
         }

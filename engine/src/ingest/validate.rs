@@ -276,8 +276,16 @@ fn validate_fields<'a>(
         // A set, not a scan per field: a record may hold tens of thousands of keys.
         let metadata_keys: std::collections::HashSet<&str> =
             metadata.0.iter().map(|(k, _)| k.as_ref()).collect();
+        // An unknown key sent twice keeps its last value, as known fields do.
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, (k, _)) in fields.iter().enumerate() {
+            last.insert(k.as_ref(), i);
+        }
         let mut clashes = String::new();
-        for (k, v) in &fields {
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if last.get(k.as_ref()) != Some(&i) {
+                continue;
+            }
             let v = compact_json(v.get());
             if metadata_keys.contains(k.as_ref()) {
                 clashes.push(if clashes.is_empty() { '{' } else { ',' });
@@ -553,6 +561,12 @@ mod tests {
         assert_eq!(m["region"], "eu");
         assert_eq!(m["team"], "x");
         assert_eq!(m["_top_level"]["team"], "y");
+        let row = validate_record(
+            Dataset::Events,
+            event(r#","region":"eu","region":"us""#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(row.cells[21], Cell::Str(r#"{"region":"us"}"#.into()));
     }
 
     #[test]
