@@ -12,25 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Client, Server, token};
-
-fn run(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_evidex"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("EVIDEX_DATA")
-        .output()
-        .expect("evidex runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{Client, Server, run, text, token};
 
 fn ok(out: Output) -> Output {
     assert!(out.status.success(), "evidex failed: {}", text(&out));
@@ -297,9 +279,12 @@ fn a_half_emoji_is_replaced_and_counted_and_bad_lines_name_the_field() {
 /// Runs every `$ ` command of a `VERIFY.txt` in `dir` exactly as written; returns
 /// each command's success and its output.
 fn run_verify_txt(dir: &Path, verify_txt: &str) -> Vec<(String, bool, String)> {
-    let text = std::fs::read_to_string(dir.join(verify_txt)).unwrap();
-    let commands: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("$ ")).collect();
-    assert_eq!(commands.len(), 4, "{text}");
+    let instructions = std::fs::read_to_string(dir.join(verify_txt)).unwrap();
+    let commands: Vec<&str> = instructions
+        .lines()
+        .filter_map(|l| l.strip_prefix("$ "))
+        .collect();
+    assert_eq!(commands.len(), 4, "{instructions}");
     commands
         .into_iter()
         .map(|c| {
@@ -309,17 +294,9 @@ fn run_verify_txt(dir: &Path, verify_txt: &str) -> Vec<(String, bool, String)> {
                 .current_dir(dir)
                 .output()
                 .unwrap();
-            (c.to_string(), out.status.success(), text_of(&out))
+            (c.to_string(), out.status.success(), text(&out))
         })
         .collect()
-}
-
-fn text_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn all_pass(results: &[(String, bool, String)]) -> bool {
@@ -342,7 +319,7 @@ fn forge(dir: &Path, prefix: &str, forger_state: &Path) {
             .current_dir(dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{c}: {}", text_of(&out));
+        assert!(out.status.success(), "{c}: {}", text(&out));
     };
     let key = forger_state.join("forger.pem");
     sh(&format!(
@@ -522,7 +499,7 @@ fn packages_check_with_standard_tools_and_verify_needs_no_installation() {
         .arg(&script)
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", text_of(&py));
+    assert!(py.status.success(), "{}", text(&py));
     let out = run(
         &auditor,
         &[

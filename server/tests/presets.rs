@@ -4,31 +4,12 @@
 //! presets and rules, and every change is in the audit chain.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Client, Server, token};
-
-fn evidex(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_evidex"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("EVIDEX_DATA")
-        .output()
-        .expect("evidex runs")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{Client, Server, run, text, token};
 
 /// Ingests a few events whose input holds an e-mail address and a phone number.
 fn ingest_events(data: &Path, dir: &Path) {
@@ -42,7 +23,7 @@ fn ingest_events(data: &Path, dir: &Path) {
         .collect();
     let f = dir.join("in.ndjson");
     std::fs::write(&f, lines.join("\n")).unwrap();
-    let out = evidex(data, &["ingest", f.to_str().unwrap()]);
+    let out = run(data, &["ingest", f.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -231,7 +212,7 @@ async fn saved_presets_are_checked_pinned_listed_and_audited() {
     assert_eq!(manifest["sql"], BLOCKS);
 
     // The CLI sees the saved preset.
-    let out = evidex(&data, &["presets"]);
+    let out = run(&data, &["presets"]);
     assert!(text(&out).contains("blocks"), "{}", text(&out));
 
     // Delete: gone for new exports.
@@ -351,7 +332,7 @@ async fn redaction_settings_are_checked_applied_and_audited() {
 
     // The CLI applies the same stored rules.
     let out_file = dir.path().join("cli.ndjson");
-    let out = evidex(
+    let out = run(
         &data,
         &[
             "export",

@@ -35,7 +35,9 @@ use std::sync::{Arc, Mutex, Weak};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use sha2::{Digest, Sha256};
 
+use super::{Lake, TableSnapshot, dataset_slot};
 use crate::error::{EngineError, Result};
+use crate::integrity::sha256_hex;
 use crate::model::Dataset;
 
 /// Keys up to this many bytes are stored as they are; longer ones as a SHA-256 (a
@@ -235,4 +237,92 @@ fn index_error(dir: &Path, e: fjall::Error) -> EngineError {
         "key index {}: {e} (it is rebuilt from the lake if you delete the folder)",
         dir.display()
     )))
+}
+
+/// The lake's use of its key index: opening it once per process, waiting for the
+/// update of the last commit, catching up with files it has not read.
+impl Lake {
+    /// Waits for the key index updates of the last commits (see `pending_index`).
+    pub async fn flush_index(&self) -> Result<()> {
+        for ds in Dataset::ALL {
+            self.flush_index_of(ds).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn flush_index_of(&self, dataset: Dataset) -> Result<()> {
+        let pending = self.pending_index[dataset_slot(dataset)]
+            .lock()
+            .await
+            .take();
+        match pending {
+            Some(task) => task
+                .await
+                .map_err(|e| EngineError::Io(std::io::Error::other(e)))?,
+            None => Ok(()),
+        }
+    }
+
+    /// The key index, opened on first use; `None` without an index folder or while
+    /// another process holds it.
+    pub(super) fn id_index(&self) -> Result<Option<Arc<IdIndex>>> {
+        let Some(dir) = &self.index_dir else {
+            return Ok(None);
+        };
+        let mut slot = self.index.lock().expect("index slot lock");
+        match &*slot {
+            Some(Ok(index)) => return Ok(Some(index.clone())),
+            Some(Err(at)) if at.elapsed() < std::time::Duration::from_secs(60) => return Ok(None),
+            _ => {}
+        }
+        // One index per lake: a state directory may serve lakes at several data
+        // locations (a local directory and a bucket, say).
+        let lake_dir = dir.join(&sha256_hex(self.root.as_str().as_bytes())[..16]);
+        let index = IdIndex::open(&lake_dir)?;
+        match &index {
+            Some(i) => *slot = Some(Ok(i.clone())),
+            None => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the key index is held by another evidex process; this process checks \
+                     re-sent records against every stored file instead (and tries the index \
+                     again in a minute)"
+                );
+                *slot = Some(Err(std::time::Instant::now()));
+            }
+        }
+        Ok(index)
+    }
+
+    /// Adds the keys of snapshot files the index has not read yet (written by another
+    /// process, or committed before a crash lost the index update).
+    pub(super) async fn catch_up(&self, index: &IdIndex, snapshot: &TableSnapshot) -> Result<()> {
+        index.ensure_table(snapshot.dataset, snapshot.table_id.as_deref())?;
+        let mut missing = Vec::new();
+        for f in &snapshot.files {
+            if !index.has_file(snapshot.dataset, &f.relative)? {
+                missing.push(f.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            table = snapshot.dataset.table_name(),
+            files = missing.len(),
+            "adding stored keys to the key index"
+        );
+        // A few files at a time, so a first build over a large lake stays bounded.
+        for group in missing.chunks(16) {
+            let keys = self.stored_keys(snapshot.dataset, group.to_vec()).await?;
+            let added: Vec<&str> = group.iter().map(|f| f.relative.as_str()).collect();
+            index.record(
+                snapshot.dataset,
+                keys.iter().map(String::as_str),
+                &added,
+                &[],
+            )?;
+        }
+        Ok(())
+    }
 }

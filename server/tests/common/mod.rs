@@ -31,6 +31,26 @@ pub fn evidex(data: &Path, envs: &[(&str, &str)], args: &[&str]) -> std::process
     out
 }
 
+/// Runs `evidex --data DATA ARGS...` and returns its output, whatever its exit code.
+pub fn run(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_evidex"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("EVIDEX_DATA")
+        .output()
+        .expect("evidex runs")
+}
+
+/// A command's stdout and stderr, as text.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn token(data: &Path, role: &str) -> String {
     let out = evidex(
         data,

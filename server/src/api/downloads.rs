@@ -1,0 +1,378 @@
+//! Getting an artifact out: the download route (with `Range`), the signed manifest
+//! and the other package files, signed download links, and the rule for what the
+//! audit log counts as a download.
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{ApiError, ApiResult, AppState, READ, WRITE, auth, job_or_404};
+use crate::service::Service;
+
+/// The artifact file of a completed job.
+fn artifact_path(s: &Service, job: &crate::store::Job) -> ApiResult<(std::path::PathBuf, Value)> {
+    match job.status.as_str() {
+        "completed" => {}
+        "expired" => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "expired",
+                "the artifact was deleted after its retention period; export again with the same parameters (POST /v1/exports/{id}/rerun)",
+            ));
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("the export is {other}; there is no artifact to download"),
+            ));
+        }
+    }
+    let artifact = job
+        .artifact
+        .clone()
+        .ok_or_else(|| ApiError::not_found("artifact"))?;
+    let name = artifact["file_name"].as_str().unwrap_or_default();
+    let dir = s.job_dir(&job.id)?;
+    // The stored name came from `sanitize_name`; it is a plain file name.
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(ApiError::not_found("artifact"));
+    }
+    Ok((dir.join(name), artifact))
+}
+
+/// Parses a single `bytes=` range against a file of `len` bytes.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: send the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let r = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            if n == 0 || len == 0 {
+                return Some(Err(()));
+            }
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len.saturating_sub(1)),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(len.saturating_sub(1)),
+        ),
+    };
+    if r.0 > r.1 || r.0 >= len {
+        return Some(Err(()));
+    }
+    Some(Ok(r))
+}
+
+async fn send_file(
+    path: &std::path::Path,
+    artifact: &Value,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|_| ApiError::not_found("artifact file"))?;
+    let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
+    let name = artifact["file_name"].as_str().unwrap_or("export");
+    let ctype = artifact["content_type"]
+        .as_str()
+        .unwrap_or("application/octet-stream");
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CONTENT_DISPOSITION, disposition)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Some(sha) = artifact["sha256"].as_str() {
+        builder = builder.header("x-evidex-sha256", sha);
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, len));
+    let (status, start, count) = match range {
+        Some(Ok((a, b))) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+        }
+        Some(Err(())) => {
+            return Ok(Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .body(Body::empty())
+                .map_err(anyhow::Error::from)?);
+        }
+        None => (StatusCode::OK, 0, len),
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 << 10);
+    Ok(builder
+        .status(status)
+        .header(header::CONTENT_LENGTH, count)
+        .body(Body::from_stream(stream))
+        .map_err(anyhow::Error::from)?)
+}
+
+pub(super) async fn download(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    audit_download(&s, &p.actor(), &p.actor(), &id, &method, &headers, &path).await?;
+    send_file(&path, &artifact, &headers).await
+}
+
+/// How long ranged reads of one export by one requester count as one download.
+const RANGED_DOWNLOAD_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Logs `export.downloaded` for a download request, by this rule: a `HEAD` is not a
+/// download (remote Parquet readers and download managers send one first), nor is a
+/// range that cannot be served (416); a response with the whole file always is one;
+/// a partial response (206) is one unless the same requester (token, or the same
+/// link) already had a partial download of this export logged within the last 10
+/// minutes — a reader fetching a file in pieces counts once. The entry records the
+/// bytes served (`bytes A-B/LEN`, or `whole file`).
+async fn audit_download(
+    s: &Service,
+    actor: &str,
+    requester: &str,
+    id: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &std::path::Path,
+) -> ApiResult<()> {
+    if method == Method::HEAD {
+        return Ok(());
+    }
+    let len = tokio::fs::metadata(path)
+        .await
+        .map_err(|_| ApiError::not_found("artifact file"))?
+        .len();
+    let served = match headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, len))
+    {
+        Some(Err(())) => return Ok(()),
+        Some(Ok((a, b))) => Some(format!("bytes {a}-{b}/{len}")),
+        None => None,
+    };
+    let now = s.now_ms();
+    if served.is_some() {
+        let mut recent = s
+            .recent_downloads
+            .lock()
+            .map_err(|_| anyhow::anyhow!("download log lock poisoned"))?;
+        recent.retain(|_, at| now - *at < RANGED_DOWNLOAD_WINDOW_MS);
+        let key = (id.to_string(), requester.to_string());
+        if recent.contains_key(&key) {
+            return Ok(());
+        }
+        recent.insert(key, now);
+    }
+    let details = json!({"range": served.as_deref().unwrap_or("whole file")});
+    s.store
+        .audit(now, actor, "export.downloaded", Some(id), Some(&details))?;
+    Ok(())
+}
+
+pub(super) async fn manifest(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    auth(&s, &headers, READ)?;
+    let job = job_or_404(&s, &id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+        if artifact["content_type"] == "application/zip" {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
+            let mut e = z.by_name("manifest.json")?;
+            let mut b = Vec::new();
+            e.read_to_end(&mut b)?;
+            Ok(b)
+        } else {
+            let side = evidex_engine::export::artifact::sidecar_path(&path, ".manifest.json");
+            Ok(std::fs::read(side)?)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// One package file of an export: a ZIP entry, or the file beside a single-file
+/// artifact, served under the name it has beside the data (`NAME.csv.manifest.sig`).
+/// `file` must be one of the fixed package names: no user string reaches a path.
+pub(super) async fn package_file(
+    State(s): State<AppState>,
+    UrlPath((id, file)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use evidex_engine::integrity::PACKAGE_NAMES;
+    auth(&s, &headers, READ)?;
+    let Some(name) = PACKAGE_NAMES.iter().copied().find(|n| *n == file) else {
+        return Err(ApiError::not_found(&format!(
+            "package file (one of {})",
+            PACKAGE_NAMES.join(", ")
+        )));
+    };
+    let job = job_or_404(&s, &id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    let zipped = artifact["content_type"] == "application/zip";
+    let file_name = artifact["file_name"]
+        .as_str()
+        .unwrap_or("export")
+        .to_string();
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<u8>>> {
+        if zipped {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
+            let Ok(mut e) = z.by_name(name) else {
+                return Ok(None);
+            };
+            let mut b = Vec::new();
+            e.read_to_end(&mut b)?;
+            Ok(Some(b))
+        } else {
+            let side = evidex_engine::export::artifact::sidecar_path(&path, &format!(".{name}"));
+            Ok(std::fs::read(side).ok())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??
+    .ok_or_else(|| {
+        ApiError::not_found("package file (this artifact was made before it existed)")
+    })?;
+    let served = if zipped {
+        name.to_string()
+    } else {
+        format!("{file_name}.{name}")
+    };
+    let ctype = match name {
+        "manifest.json" => "application/json",
+        "manifest.sig" | "SHA256SUMS.sig" => "application/octet-stream",
+        "signing-key.pem" => "application/x-pem-file",
+        _ => "text/plain; charset=utf-8",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{served}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// HMAC-SHA256 (RFC 2104, RustCrypto's `hmac`) of `{id}.{expires_ms}` under the
+/// server's link key, hex.
+fn link_signature(key: &[u8], id: &str, expires_ms: i64) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{expires_ms}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn base_url(s: &Service, headers: &HeaderMap) -> String {
+    if let Some(u) = &s.config.server.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&s.config.server.listen);
+    format!("http://{host}")
+}
+
+pub(super) async fn create_link(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    let (_, artifact) = artifact_path(&s, &job)?;
+    let now = s.clock.now();
+    let mut expires = now + chrono::Duration::seconds(s.config.server.link_ttl_secs as i64);
+    if let Some(a) = artifact["expires_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
+        expires = expires.min(a.with_timezone(&chrono::Utc));
+    }
+    let ms = expires.timestamp_millis();
+    let token = format!("{id}.{ms}.{}", link_signature(&s.link_key, &id, ms));
+    s.store.audit(
+        now.timestamp_millis(),
+        &p.actor(),
+        "export.linked",
+        Some(&id),
+        Some(&json!({"expires_at": crate::store::rfc3339(ms)})),
+    )?;
+    Ok(axum::Json(json!({
+        "url": format!("{}/v1/links/{token}", base_url(&s, &headers)),
+        "expires_at": crate::store::rfc3339(ms),
+    })))
+}
+
+pub(super) async fn follow_link(
+    State(s): State<AppState>,
+    UrlPath(token): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let forbidden = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_link",
+            "this link is not valid (it was altered or not made here); ask for a new link",
+        )
+    };
+    let mut parts = token.rsplitn(3, '.');
+    let (Some(sig), Some(ms), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(forbidden());
+    };
+    let ms: i64 = ms.parse().map_err(|_| forbidden())?;
+    // Constant-time comparison (the hmac crate's `verify_slice`).
+    let same = hex::decode(sig).is_ok_and(|sig| {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(&s.link_key).expect("any key length");
+        mac.update(format!("{id}.{ms}").as_bytes());
+        mac.verify_slice(&sig).is_ok()
+    });
+    if !same {
+        return Err(forbidden());
+    }
+    if s.now_ms() > ms {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "link_expired",
+            format!(
+                "this link expired at {}; export again with the same parameters (POST /v1/exports/{id}/rerun) and make a new link",
+                crate::store::rfc3339(ms)
+            ),
+        ));
+    }
+    let job = job_or_404(&s, id)?;
+    let (path, artifact) = artifact_path(&s, &job)?;
+    audit_download(&s, "link", &token, id, &method, &headers, &path).await?;
+    send_file(&path, &artifact, &headers).await
+}
