@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use deltalake::arrow::record_batch::RecordBatch;
@@ -428,8 +429,15 @@ pub struct Manifest {
     pub redaction: ManifestRedaction,
     /// Escaping applied.
     pub escaping: ManifestEscaping,
-    /// SHA-256 of the previous run's manifest (scheduled runs).
+    /// For a scheduled run after the first: SHA-256 (64 lowercase hex digits) of the
+    /// previous run's `manifest.json`, over its bytes exactly as stored in that
+    /// artifact, so a deleted or replaced period is detectable. `null` for a first run
+    /// and for exports that no schedule made.
     pub previous_manifest_sha256: Option<String>,
+    /// The schedule and period this run belongs to; absent for exports that no
+    /// schedule made (absent, not `null`, so older manifests serialise byte for byte).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ManifestSchedule>,
     /// The tool.
     pub tool: ManifestTool,
     /// Public key of the signer, hex (informational; verify with a key you trust).
@@ -437,6 +445,52 @@ pub struct Manifest {
     /// The PDF report among `files`, and the manifest hash printed on its cover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<ManifestReport>,
+}
+
+/// The schedule run an artifact is, and the run before it: what chains a schedule's
+/// artifacts (see [`crate::verify::chain`]). The hash of the previous run's manifest
+/// is [`Manifest::previous_manifest_sha256`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSchedule {
+    /// The schedule's id (`sch_` + ULID); every run of one schedule carries the same.
+    pub schedule_id: String,
+    /// The schedule's name when this run was made (it may be renamed later).
+    pub schedule_name: String,
+    /// The period's label, unique within the schedule: `2026-Q1` (quarterly),
+    /// `2026-03` (monthly), `2026-W13` (weekly, ISO 8601 week), or for a cron
+    /// schedule the fire time in the schedule's timezone, `2026-03-08T02:30`.
+    pub period: String,
+    /// Start of the period, inclusive: RFC 3339 in UTC with microseconds
+    /// (`2026-01-01T00:00:00.000000Z`). Calendar periods begin at midnight in the
+    /// schedule's timezone (the manifest's `window.timezone`), converted to UTC.
+    pub period_start: String,
+    /// End of the period, exclusive, in the same form as `period_start`.
+    pub period_end: String,
+    /// The label of the schedule's previous run, whose manifest hash
+    /// `previous_manifest_sha256` records; `null` for the schedule's first run.
+    pub previous_period: Option<String>,
+}
+
+impl ManifestSchedule {
+    /// A schedule entry with `period_start` and `period_end` written as manifests write
+    /// times (RFC 3339 UTC with microseconds).
+    pub fn new(
+        schedule_id: impl Into<String>,
+        schedule_name: impl Into<String>,
+        period: impl Into<String>,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        previous_period: Option<String>,
+    ) -> Self {
+        ManifestSchedule {
+            schedule_id: schedule_id.into(),
+            schedule_name: schedule_name.into(),
+            period: period.into(),
+            period_start: crate::scope::format_micros(period_start.timestamp_micros()),
+            period_end: crate::scope::format_micros(period_end.timestamp_micros()),
+            previous_period,
+        }
+    }
 }
 
 /// How a PDF report is bound to its manifest. The report cannot print the hash of a

@@ -1,6 +1,9 @@
 //! Offline verification of an artifact against its signed manifest: every file's
 //! bytes, SHA-256 and record count, no file missing or extra, no ZIP entry escaping
-//! its folder, and the Ed25519 signature.
+//! its folder, and the Ed25519 signature. [`chain`] checks a schedule's series of
+//! artifacts on top of that.
+
+pub mod chain;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -11,6 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 use ed25519_dalek::VerifyingKey;
+
+pub use chain::{ChainReport, ChainRun, SeriesReport, verify_chain};
 
 use crate::integrity::{
     MANIFEST_NAME, Manifest, PACKAGE_NAMES, PUBLIC_KEY_NAME, SIGNATURE_NAME, SUMS_NAME,

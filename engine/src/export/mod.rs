@@ -33,7 +33,8 @@ use crate::definition::Definition;
 use crate::error::{EngineError, Result};
 use crate::integrity::{
     DIGEST_METHOD, IdDigest, Manifest, ManifestEscaping, ManifestFile, ManifestRedaction,
-    ManifestReport, ManifestTool, ManifestWindow, REPORT_BINDING_METHOD, Signer, sha256_hex,
+    ManifestReport, ManifestSchedule, ManifestTool, ManifestWindow, REPORT_BINDING_METHOD, Signer,
+    sha256_hex,
 };
 use crate::lake::Lake;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
@@ -206,8 +207,14 @@ pub struct Evidence {
     pub requested_by: String,
     /// When the export ran (also its `as_of`: the tables were pinned before).
     pub created_at: DateTime<Utc>,
-    /// SHA-256 of the previous run's manifest, for scheduled runs.
+    /// For a scheduled run after the first: SHA-256 (lowercase hex) of the previous
+    /// run's `manifest.json` bytes as stored in its artifact
+    /// ([`ExportOutcome::manifest_sha256`] of that run).
     pub previous_manifest_sha256: Option<String>,
+    /// The schedule and period of a scheduled run (`None` otherwise), recorded in the
+    /// manifest; its `previous_period` names the run `previous_manifest_sha256`
+    /// hashes.
+    pub schedule: Option<ManifestSchedule>,
     /// Signs the manifest.
     pub signer: Arc<Signer>,
 }
@@ -663,6 +670,7 @@ fn build_manifest(
         },
         escaping: escaping(request.format, request.encode),
         previous_manifest_sha256: evidence.previous_manifest_sha256.clone(),
+        schedule: evidence.schedule.clone(),
         tool: ManifestTool {
             name: "evidex".to_string(),
             version: crate::VERSION.to_string(),
