@@ -37,14 +37,23 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 
 # Python tools the tests drive, in a cached virtual environment: the Standard
-# Webhooks reference library verifies every webhook signature evidex sends.
+# Webhooks reference library verifies every webhook signature evidex sends; moto's
+# S3 server (with Object Lock and conditional writes) and boto3 (AWS's own client)
+# receive deliveries and read them back.
 VENV="${TEST_VENV:-$HOME/.cache/evidex-venv}"
-if ! "$VENV/bin/python" -c "import standardwebhooks" >/dev/null 2>&1; then
-  echo "==> creating $VENV (standardwebhooks)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "standardwebhooks==1.1.0"
+if ! "$VENV/bin/python" -c "import standardwebhooks, boto3, moto.server; assert moto.__version__ == '5.2.5'" >/dev/null 2>&1; then
+  echo "==> preparing $VENV (standardwebhooks, moto server, boto3)"
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get install -y -q python3 python3-venv >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q python3 python3-venv >/dev/null; }
+  fi
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "standardwebhooks==1.1.0" "moto[server]==5.2.5"
 fi
 export STANDARDWEBHOOKS_PYTHON="$VENV/bin/python"
+export TEST_PYTHON="$VENV/bin/python"
 
 echo "==> cargo test (workspace)"
 log="$(mktemp)"

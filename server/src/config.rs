@@ -34,6 +34,55 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Keys that protect stored secrets.
     pub secrets: SecretsConfig,
+    /// How deliveries to the bucket (set with `PUT /v1/settings/delivery`) run.
+    pub delivery: DeliveryConfig,
+    /// How schedules run.
+    pub scheduler: SchedulerConfig,
+}
+
+/// Operational settings of S3 delivery (the bucket itself is a stored setting).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// How long a failing delivery keeps being retried, in seconds from the first
+    /// attempt (exponential backoff with jitter between attempts). Default 6 hours.
+    pub retry_for_secs: u64,
+    /// Artifacts of at least this many bytes are uploaded in parts (S3 multipart
+    /// upload). Default 64 MiB; at least 5 MiB, the smallest part S3 accepts.
+    pub multipart_threshold_bytes: u64,
+    /// Bound on each step of a test connection and each request of a delivery, in
+    /// seconds. Default 10.
+    pub step_timeout_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            retry_for_secs: 6 * 3600,
+            multipart_threshold_bytes: 64 << 20,
+            step_timeout_secs: 10,
+        }
+    }
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Seconds between two looks at the schedules. Default 30.
+    pub tick_secs: u64,
+    /// At most this many missed periods of one schedule are queued at once after an
+    /// outage (oldest first; the rest follow on the next ticks). Default 60.
+    pub catch_up_cap: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            tick_secs: 30,
+            catch_up_cap: 60,
+        }
+    }
 }
 
 /// Outbound network settings.
@@ -142,6 +191,8 @@ impl Default for Config {
             report: ReportConfig::default(),
             network: NetworkConfig::default(),
             secrets: SecretsConfig::default(),
+            delivery: DeliveryConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -233,6 +284,21 @@ impl Config {
         }
         if self.ingest.max_record_bytes < 1024 {
             bail!("configuration: ingest.max_record_bytes must be at least 1024");
+        }
+        if self.delivery.multipart_threshold_bytes < 5 << 20 {
+            bail!(
+                "configuration: delivery.multipart_threshold_bytes must be at least 5242880 (5 MiB, the smallest part S3 accepts)"
+            );
+        }
+        if self.delivery.step_timeout_secs == 0 || self.delivery.retry_for_secs == 0 {
+            bail!(
+                "configuration: delivery.step_timeout_secs and delivery.retry_for_secs must be at least 1"
+            );
+        }
+        if self.scheduler.tick_secs == 0 || self.scheduler.catch_up_cap == 0 {
+            bail!(
+                "configuration: scheduler.tick_secs and scheduler.catch_up_cap must be at least 1"
+            );
         }
         self.redaction
             .compile()

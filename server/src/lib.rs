@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod config;
+pub mod delivery;
 pub mod network;
+pub mod schedules;
 pub mod secrets;
 pub mod service;
 pub mod store;
@@ -187,6 +189,8 @@ pub async fn serve(
         })
     };
     let webhooks = tokio::spawn(webhooks::dispatcher(service.clone()));
+    let deliveries = tokio::spawn(delivery::dispatcher(service.clone()));
+    let scheduler = tokio::spawn(schedules::scheduler(service.clone()));
     let app = api::router(service.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -195,6 +199,8 @@ pub async fn serve(
     stop.store(true, Ordering::Relaxed);
     retention.abort();
     webhooks.abort();
+    deliveries.abort();
+    scheduler.abort();
     Ok(())
 }
 

@@ -56,6 +56,12 @@ pub enum Command {
     Verify(commands::VerifyArgs),
     /// Print the public half of the key that signs manifests (created on first use).
     SigningKey,
+    /// The S3 bucket every export is delivered to: set, show, test.
+    #[command(subcommand)]
+    Delivery(commands::DeliveryCommand),
+    /// Scheduled exports: list, show, create, update, delete, run.
+    #[command(subcommand)]
+    Schedule(commands::ScheduleCommand),
 }
 
 /// `evidex token`.

@@ -162,6 +162,10 @@ pub struct ExportParams {
     /// Start each CSV file with a UTF-8 byte-order mark (default from configuration).
     #[serde(default)]
     pub csv_bom: Option<bool>,
+    /// Deliver the artifact to the delivery bucket (default: the delivery settings'
+    /// `enabled`).
+    #[serde(default)]
+    pub deliver: Option<bool>,
     /// Set by evidex when it stores a job, never by a request: the preset's SQL as it
     /// was when the job was created, so an edited preset cannot change a queued job
     /// or a re-run.
@@ -403,6 +407,7 @@ pub fn validate_export(
         "include_payloads": request.include_payloads,
         "csv_formula_guard": request.encode.csv_formula_guard,
         "csv_bom": request.encode.csv_bom,
+        "deliver": p.deliver,
         "_preset_sql": p.preset.as_ref().and(request.definition.as_ref().map(|d| d.sql.clone())),
         "_redaction": request.redaction,
     });
@@ -570,10 +575,14 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     let now = service.now_ms();
     match result {
         Ok((n, artifact)) => {
-            if service
-                .store
-                .complete(&job.id, owner, now, n as i64, &artifact)?
-            {
+            if service.store.complete(
+                &job.id,
+                owner,
+                now,
+                n as i64,
+                &artifact,
+                crate::delivery::wanted(service, &job.params)?,
+            )? {
                 crate::webhooks::notify(service, "export.completed", &job.id)?;
             } else {
                 // Cancelled meanwhile: the artifact is not offered.
@@ -611,11 +620,13 @@ async fn execute(
         .store
         .set_total(&job.id, owner, preview.records as i64)?;
     let now = service.clock.now();
+    let (schedule, previous_manifest_sha256) = crate::schedules::chain_of(service, &job.id)?;
     let evidence = Evidence {
         export_id: job.id.clone(),
         requested_by: job.created_by.clone(),
         created_at: now,
-        previous_manifest_sha256: None,
+        previous_manifest_sha256,
+        schedule,
         signer: service.signer.clone(),
     };
     let progress_rows = rows.clone();

@@ -105,6 +105,11 @@ pub struct Job {
     pub artifact: Option<Value>,
     /// Schedule that made it.
     pub schedule_id: Option<String>,
+    /// The schedule's period it covers (`2026-Q1`), for scheduled runs.
+    pub period: Option<String>,
+    /// `{status: pending|delivered|failed, key, attempts, last_error}` when the
+    /// export is delivered to the bucket.
+    pub delivery: Option<Value>,
 }
 
 impl Job {
@@ -144,7 +149,8 @@ impl Job {
             "error": self.error,
             "artifact": self.artifact,
             "schedule_id": self.schedule_id,
-            "delivery": Value::Null,
+            "period": self.period,
+            "delivery": self.delivery,
         })
     }
 }
@@ -156,8 +162,11 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+mod deliveries;
+mod schedules;
 mod settings;
 mod webhooks;
+pub use schedules::{NewRun, ScheduleRow, ScheduleRun};
 pub use settings::SavedPreset;
 pub use webhooks::{Webhook, WebhookAttempt, WebhookMessage};
 
@@ -214,6 +223,14 @@ CREATE TABLE IF NOT EXISTS secrets (
     value TEXT NOT NULL
 );
 ";
+
+/// A job row with its delivery (as a JSON object) and its schedule period.
+const JOB_SELECT: &str = "SELECT jobs.*,
+    (SELECT json_object('status', d.status, 'key', d.key, 'attempts', d.attempts,
+                        'last_error', d.last_error)
+       FROM deliveries d WHERE d.job_id = jobs.id) AS delivery,
+    (SELECT r.period FROM schedule_runs r WHERE r.job_id = jobs.id) AS period
+  FROM jobs";
 
 /// The hash of the audit entry before the first.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -286,6 +303,10 @@ impl Store {
             .context("cannot create the presets and settings tables")?;
         conn.execute_batch(webhooks::SCHEMA)
             .context("cannot create the webhook tables")?;
+        conn.execute_batch(deliveries::SCHEMA)
+            .context("cannot create the delivery tables")?;
+        conn.execute_batch(schedules::SCHEMA)
+            .context("cannot create the schedule tables")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -493,6 +514,10 @@ impl Store {
                 .get::<_, Option<String>>("artifact")?
                 .and_then(|a| serde_json::from_str(&a).ok()),
             schedule_id: r.get("schedule_id")?,
+            period: r.get("period")?,
+            delivery: r
+                .get::<_, Option<String>>("delivery")?
+                .and_then(|a| serde_json::from_str(&a).ok()),
         })
     }
 
@@ -551,7 +576,7 @@ impl Store {
     /// One job.
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
         self.with(|c| {
-            c.query_row("SELECT * FROM jobs WHERE id = ?1", params![id], |r| {
+            c.query_row(&format!("{JOB_SELECT} WHERE id = ?1"), params![id], |r| {
                 Self::job_from_row(r)
             })
             .optional()
@@ -561,11 +586,11 @@ impl Store {
     /// Jobs, newest first, optionally of one status; `before` is a job id cursor.
     pub fn jobs(&self, status: Option<&str>, limit: i64, before: Option<&str>) -> Result<Vec<Job>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT * FROM jobs
+            let mut st = c.prepare(&format!(
+                "{JOB_SELECT}
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
-                 ORDER BY id DESC LIMIT ?3",
-            )?;
+                 ORDER BY id DESC LIMIT ?3"
+            ))?;
             st.query_map(params![status, before, limit], Self::job_from_row)?
                 .collect()
         })
@@ -605,8 +630,16 @@ impl Store {
             )?;
             let id: Option<String> = tx
                 .query_row(
+                    // A scheduled run waits for the schedule's earlier runs: its
+                    // manifest records the hash of the previous run's manifest.
                     "SELECT id FROM jobs
-                     WHERE status = 'queued' OR (status = 'processing' AND lease_until < ?1)
+                     WHERE (status = 'queued' OR (status = 'processing' AND lease_until < ?1))
+                       AND NOT EXISTS (
+                         SELECT 1 FROM schedule_runs r1
+                           JOIN schedule_runs r0 ON r0.schedule_id = r1.schedule_id
+                                                AND r0.period_start < r1.period_start
+                           JOIN jobs j0 ON j0.id = r0.job_id
+                          WHERE r1.job_id = jobs.id AND j0.status IN ('queued', 'processing'))
                      ORDER BY created_at, id LIMIT 1",
                     params![now_ms],
                     |r| r.get(0),
@@ -666,7 +699,8 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a job this worker holds completed; `false` if it no longer holds it.
+    /// Marks a job this worker holds completed (queuing its delivery in the same
+    /// transaction when `deliver`); `false` if it no longer holds it.
     pub fn complete(
         &self,
         id: &str,
@@ -674,14 +708,21 @@ impl Store {
         now_ms: i64,
         rows: i64,
         artifact: &Value,
+        deliver: bool,
     ) -> Result<bool> {
         let n = self.with(|c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "UPDATE jobs SET status = 'completed', finished_at = ?3, rows_written = ?4,
                    artifact = ?5, error = NULL, lease_owner = NULL
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
                 params![id, owner, now_ms, rows, artifact.to_string()],
-            )
+            )?;
+            if n == 1 && deliver {
+                deliveries::queue(&tx, id, now_ms)?;
+            }
+            tx.commit()?;
+            Ok(n)
         })?;
         Ok(n == 1)
     }

@@ -1,5 +1,4 @@
-//! Webhooks: `export.completed`, `export.failed` (and `export.delivered` once S3
-//! delivery exists) are POSTed as JSON to the endpoints subscribed to them, signed
+//! Webhooks: `export.completed`, `export.failed` and `export.delivered` are POSTed as JSON to the endpoints subscribed to them, signed
 //! per the Standard Webhooks specification (standardwebhooks.com, "Signature
 //! scheme"): headers `webhook-id` (the message id, the same on every retry),
 //! `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64 of
@@ -93,9 +92,9 @@ pub fn payload(service: &Service, event: &str, job: &Job, now_ms: i64) -> Value 
             "from": job.params["from"],
             "to": job.params["to"],
             "schedule_id": job.schedule_id,
-            "period": Value::Null,
+            "period": job.period,
             "artifact": artifact,
-            "delivery_key": Value::Null,
+            "delivery_key": job.delivery.as_ref().and_then(|d| d["key"].as_str()),
             "error": job.error,
             "url": link,
         }

@@ -1,0 +1,209 @@
+//! `/v1/exports`: preview, create (with `Idempotency-Key`), list, get, cancel and
+//! re-run export jobs, and the retention sweep that expires old artifacts.
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use evidex_engine::export;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ApiError, ApiResult, AppState, READ, WRITE, auth, job_or_404, plan_definition, read_body,
+};
+use crate::service::{self, Service};
+use crate::store::Principal;
+
+pub(super) async fn preview(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    let body = read_body(&s, body).await?;
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let mut valid = service::parse_preview(&body, &s.config, &catalog)?;
+    let pinned = s.prepare(&mut valid.request).await?;
+    let p = export::preview(&s.lake, &pinned, &valid.request).await?;
+    Ok(axum::Json(
+        json!({"records": p.records, "by_dataset": p.by_dataset}),
+    ))
+}
+
+async fn create_job_from(
+    s: &Service,
+    principal: &Principal,
+    valid: service::ValidExport,
+    idempotency_key: Option<&str>,
+    action: &str,
+) -> ApiResult<Response> {
+    if valid.request.definition.is_some() {
+        // Plan the SQL now: a missing column is the caller's error, not a worker's.
+        plan_definition(s, &valid.request).await?;
+    }
+    let now = s.clock.now();
+    let id = export::new_export_id(now);
+    let (job, created) = s.store.create_job(
+        &id,
+        &valid.request.name,
+        &valid.description,
+        &valid.params,
+        principal,
+        idempotency_key,
+        now.timestamp_millis(),
+    )?;
+    if created {
+        s.store.audit(
+            now.timestamp_millis(),
+            &principal.actor(),
+            action,
+            Some(&job.id),
+            Some(&json!({"name": job.name, "format": valid.params["format"],
+                         "from": valid.params["from"], "to": valid.params["to"]})),
+        )?;
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(job.to_json())).into_response())
+}
+
+pub(super) async fn create_export(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = auth(&s, &headers, WRITE)?;
+    let body = read_body(&s, body).await?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key: use 1 to 200 visible characters")
+                })?;
+            Some(k.to_string())
+        }
+    };
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let valid = service::parse_export(&body, &s.config, &catalog)?;
+    create_job_from(&s, &p, valid, key.as_deref(), "export.created").await
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub(super) async fn list_exports(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    if let Some(st) = &q.status
+        && ![
+            "queued",
+            "processing",
+            "completed",
+            "failed",
+            "cancelled",
+            "expired",
+        ]
+        .contains(&st.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status: unknown status {st:?}"
+        )));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit: use 1 to 500"));
+    }
+    let jobs = s
+        .store
+        .jobs(q.status.as_deref(), limit + 1, q.cursor.as_deref())?;
+    let more = jobs.len() as i64 > limit;
+    let items: Vec<Value> = jobs
+        .iter()
+        .take(limit as usize)
+        .map(|j| j.to_json())
+        .collect();
+    let next = if more {
+        jobs.get(limit as usize - 1).map(|j| j.id.clone())
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({"items": items, "next_cursor": next})))
+}
+
+pub(super) async fn get_export(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    Ok(axum::Json(job_or_404(&s, &id)?.to_json()))
+}
+
+pub(super) async fn cancel_export(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    if !matches!(job.status.as_str(), "queued" | "processing") {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "the export is {}; only queued or processing exports can be cancelled",
+                job.status
+            ),
+        ));
+    }
+    s.store.cancel(&id, s.now_ms())?;
+    s.store
+        .audit(s.now_ms(), &p.actor(), "export.cancelled", Some(&id), None)?;
+    Ok(axum::Json(job_or_404(&s, &id)?.to_json()))
+}
+
+pub(super) async fn rerun_export(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = auth(&s, &headers, WRITE)?;
+    let job = job_or_404(&s, &id)?;
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    // A re-run keeps the SQL its preset had, but applies the redaction rules in force
+    // now: rules tightened after a leak must not be undone by re-running old jobs.
+    let mut params = job.params.clone();
+    if let Some(p) = params.as_object_mut() {
+        p.remove("_redaction");
+    }
+    let valid = service::export_from_params(&params, &s.config, &catalog)?;
+    create_job_from(&s, &p, valid, None, "export.rerun").await
+}
+
+/// Removes artifacts past their retention and marks their jobs expired.
+pub fn expire_artifacts(s: &Service) -> anyhow::Result<usize> {
+    let ids = s.store.expired_artifacts(s.now_ms())?;
+    for id in &ids {
+        let dir = s.job_dir(id)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        s.store.mark_expired(id)?;
+    }
+    Ok(ids.len())
+}

@@ -1,0 +1,220 @@
+//! Operational routes: the start page, readiness, Prometheus metrics, the OpenAPI
+//! description generated from [`ROUTES`], the signing key and the audit log.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use evidex_engine::model::Dataset;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ANY, ApiError, ApiResult, AppState, ROUTES, WRITE, auth};
+use crate::service::{self, dataset_index};
+
+pub(super) async fn root() -> Response {
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>evidex</title>\
+         <h1>evidex {}</h1><p>Compliance evidence exports. The API is described at \
+         <a href=\"/openapi.json\">/openapi.json</a>; every /v1 route takes \
+         <code>Authorization: Bearer TOKEN</code>.</p>",
+        evidex_engine::VERSION
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str> {
+    s.store.job_counts()?;
+    s.lake
+        .snapshot(Dataset::Events, None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok("ready")
+}
+
+pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP evidex_jobs Export jobs by status.");
+    let _ = writeln!(out, "# TYPE evidex_jobs gauge");
+    let counts = s.store.job_counts()?;
+    for status in [
+        "queued",
+        "processing",
+        "completed",
+        "failed",
+        "cancelled",
+        "expired",
+    ] {
+        let n = counts
+            .iter()
+            .find(|(st, _)| st == status)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "evidex_jobs{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP evidex_rows_exported_total Rows written by completed exports (all workers)."
+    );
+    let _ = writeln!(out, "# TYPE evidex_rows_exported_total counter");
+    let _ = writeln!(
+        out,
+        "evidex_rows_exported_total {}",
+        s.store.rows_exported()?
+    );
+    let _ = writeln!(
+        out,
+        "# HELP evidex_ingest_records_total Records received over HTTP, by dataset and outcome."
+    );
+    let _ = writeln!(out, "# TYPE evidex_ingest_records_total counter");
+    for ds in Dataset::ALL {
+        let i = dataset_index(ds);
+        for (outcome, v) in [
+            ("accepted", &s.metrics.ingest_accepted[i]),
+            ("rejected", &s.metrics.ingest_rejected[i]),
+        ] {
+            let _ = writeln!(
+                out,
+                "evidex_ingest_records_total{{dataset=\"{}\",outcome=\"{outcome}\"}} {}",
+                ds.cli_name(),
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP evidex_ingest_commits_total Delta commits made by the ingest batchers."
+    );
+    let _ = writeln!(out, "# TYPE evidex_ingest_commits_total counter");
+    let _ = writeln!(
+        out,
+        "evidex_ingest_commits_total {}",
+        s.metrics.ingest_commits.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP evidex_http_request_duration_seconds Request latency by route."
+    );
+    let _ = writeln!(out, "# TYPE evidex_http_request_duration_seconds histogram");
+    let latency = s
+        .metrics
+        .latency
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    for (key, h) in latency {
+        let (method, route) = key.split_once(' ').unwrap_or(("", &key));
+        let labels = format!("method=\"{method}\",route=\"{route}\"");
+        for (i, b) in service::BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "evidex_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                h.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "evidex_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "evidex_http_request_duration_seconds_sum{{{labels}}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "evidex_http_request_duration_seconds_count{{{labels}}} {}",
+            h.count
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The OpenAPI 3.1 description, generated from [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, roles, summary) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let mut op = json!({
+            "summary": summary,
+            "x-roles": roles,
+            "responses": {
+                "200": {"description": "OK"},
+                "400": {"description": "Invalid request: {\"error\": {\"code\", \"message\"}} naming the field"},
+            },
+        });
+        if !roles.is_empty() {
+            op["security"] = json!([{"bearer": []}]);
+            op["responses"]["401"] = json!({"description": "No or unknown token"});
+            op["responses"]["403"] = json!({"description": "The token's role may not do this"});
+        }
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        entry[method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "evidex", "version": evidex_engine::VERSION,
+                 "description": "Compliance evidence exports from AI gateway decision events."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    })
+}
+
+pub(super) async fn openapi() -> axum::Json<Value> {
+    axum::Json(openapi_document())
+}
+
+pub(super) async fn signing_key(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, ANY)?;
+    Ok(axum::Json(json!({
+        "algorithm": "ed25519",
+        "public_key": s.signer.public_hex(),
+        "public_key_pem": s.signer.public_pem(),
+        "fingerprint": s.signer.fingerprint(),
+        "fingerprint_method": "SHA-256 of the DER SubjectPublicKeyInfo (openssl pkey -pubin -outform DER | sha256sum)",
+    })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub(super) async fn audit_log(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, WRITE)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: use 1 to 1000"));
+    }
+    let entries = s.store.audit_entries(q.after.unwrap_or(0), limit)?;
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq, "at": crate::store::rfc3339(e.at), "actor": e.actor,
+                "action": e.action, "target": e.target,
+                "details": e.details.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+                "prev_hash": e.prev_hash, "hash": e.hash,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"items": items})))
+}

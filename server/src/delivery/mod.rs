@@ -1,0 +1,746 @@
+//! S3 delivery: the bucket settings (`/v1/settings/delivery`, `evidex delivery`),
+//! the test connection ([`probe`]), and the upload of every completed export to
+//! `{prefix}{file_name}` with its manifest, signature and package files.
+//!
+//! A delivery is a row queued in the same transaction that completes the job, so it
+//! survives any crash; a dispatcher task on every `serve` process claims due rows with
+//! a lease (renewed while it uploads) and retries failures with exponential backoff
+//! and jitter for `delivery.retry_for_secs`. An existing object is never overwritten:
+//! each object is checked first and written with `If-None-Match: *` (conditional
+//! create, S3 API PutObject); when the name is taken by another object the artifact
+//! goes to `{prefix}{job_id}/{file_name}` instead, and an object that carries this
+//! artifact's own SHA-256 (`x-amz-meta-evidex-sha256`, from an earlier attempt) counts
+//! as delivered.
+
+pub mod probe;
+pub mod s3;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, WriteMultipart,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::secrets::MasterKey;
+use crate::service::Service;
+use crate::store::Store;
+use s3::Bucket;
+
+/// Name of the stored setting.
+pub const SETTING: &str = "delivery";
+/// Purpose the secret access key is sealed for.
+const SECRET_PURPOSE: &str = "delivery:secret_access_key";
+/// Metadata that records an uploaded object's SHA-256 (hex).
+const SHA_METADATA: &str = "evidex-sha256";
+/// How long a claimed delivery is held without a renewal.
+const LEASE_MS: i64 = 30_000;
+
+/// Server-side encryption of delivered objects (S3 API: `x-amz-server-side-encryption`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSideEncryption {
+    /// `AES256` (SSE-S3), `aws:kms` (SSE-KMS) or `aws:kms:dsse`.
+    pub algorithm: String,
+    /// The KMS key for `aws:kms`; the bucket's default key when absent.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+}
+
+/// Object Lock retention put on every delivered object (S3 Object Lock: the bucket
+/// must have been created with Object Lock enabled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    /// `GOVERNANCE` or `COMPLIANCE`.
+    pub mode: String,
+    /// Days from the upload until the object may be deleted or overwritten.
+    pub days: u32,
+}
+
+/// The delivery target as stored and shown (the secret is never part of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Deliver every completed export (exports and schedules may still say
+    /// `deliver: false`, or `true` when this is off).
+    pub enabled: bool,
+    /// Bucket name.
+    pub bucket: String,
+    /// Region for request signing (`us-east-1` for most S3-compatible servers,
+    /// `auto` for Cloudflare R2).
+    pub region: String,
+    /// `https://host[:port]` of an S3-compatible server (MinIO, R2, ...); empty for
+    /// AWS, which uses `https://s3.{region}.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`https://host/bucket/key`) instead of virtual-hosted
+    /// (`https://bucket.host/key`); most self-hosted servers need it.
+    pub path_style: bool,
+    /// Prepended to every key, e.g. `evidence/`.
+    pub prefix: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Optional server-side encryption.
+    pub server_side_encryption: Option<ServerSideEncryption>,
+    /// Optional Object Lock retention.
+    pub object_lock: Option<ObjectLock>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            enabled: true,
+            bucket: String::new(),
+            region: "us-east-1".to_string(),
+            endpoint: None,
+            path_style: false,
+            prefix: String::new(),
+            access_key_id: String::new(),
+            server_side_encryption: None,
+            object_lock: None,
+        }
+    }
+}
+
+/// What a `PUT /v1/settings/delivery` (or a test before saving) sends: the settings
+/// and, optionally, the secret access key (kept as stored when omitted).
+#[derive(Debug, Clone)]
+pub struct SettingsInput {
+    /// The settings.
+    pub settings: DeliverySettings,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+}
+
+impl SettingsInput {
+    /// Parses a JSON object of [`DeliverySettings`] fields plus `secret_access_key`;
+    /// an unknown field or a wrong type is an error naming it.
+    pub fn parse(body: &[u8]) -> std::result::Result<SettingsInput, String> {
+        let mut map: serde_json::Map<String, Value> =
+            serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
+        let secret = match map.remove("secret_access_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => return Err("secret_access_key: must be a string".to_string()),
+        };
+        map.remove("secret_access_key_set");
+        let settings: DeliverySettings =
+            serde_json::from_value(Value::Object(map)).map_err(|e| format!("body: {e}"))?;
+        Ok(SettingsInput {
+            settings,
+            secret_access_key: secret,
+        })
+    }
+}
+
+/// Stored form: the settings and the sealed secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    settings: DeliverySettings,
+    secret_sealed: String,
+}
+
+impl DeliverySettings {
+    /// Checks every field; the error names the field and the rule.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        // S3 bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
+        let b = &self.bucket;
+        if !(3..=63).contains(&b.len())
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !b.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err(format!(
+                "bucket: '{b}' is not a valid bucket name (3-63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            ));
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        {
+            return Err(format!("region: '{}' is not a region name", self.region));
+        }
+        if let Some(e) = self.endpoint.as_deref().filter(|e| !e.is_empty()) {
+            crate::network::parse_target_url(e).map_err(|e| format!("endpoint: {e}"))?;
+        }
+        Bucket::bucket_url(self).map_err(|e| e.to_string())?;
+        // S3's "safe characters" for key names, so keys need no escaping anywhere.
+        if self.prefix.starts_with('/')
+            || self.prefix.contains("//")
+            || self.prefix.len() > 512
+            || !self
+                .prefix
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!-_.*'()/".contains(&c))
+        {
+            return Err(format!(
+                "prefix: '{}' may hold only letters, digits and ! - _ . * ' ( ) /, must not start with / or contain //",
+                self.prefix
+            ));
+        }
+        if self.access_key_id.is_empty() || self.access_key_id.len() > 256 {
+            return Err("access_key_id: required".to_string());
+        }
+        if let Some(sse) = &self.server_side_encryption
+            && !["AES256", "aws:kms", "aws:kms:dsse"].contains(&sse.algorithm.as_str())
+        {
+            return Err(format!(
+                "server_side_encryption.algorithm: '{}' is not AES256, aws:kms or aws:kms:dsse",
+                sse.algorithm
+            ));
+        }
+        if let Some(lock) = &self.object_lock {
+            if !["GOVERNANCE", "COMPLIANCE"].contains(&lock.mode.as_str()) {
+                return Err(format!(
+                    "object_lock.mode: '{}' is not GOVERNANCE or COMPLIANCE",
+                    lock.mode
+                ));
+            }
+            if !(1..=36_500).contains(&lock.days) {
+                return Err("object_lock.days: between 1 and 36500".to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stored settings and the opened secret, if delivery was ever set up.
+pub fn load(store: &Store, key: &MasterKey) -> Result<Option<(DeliverySettings, String)>> {
+    let Some(text) = store.setting(SETTING)? else {
+        return Ok(None);
+    };
+    let stored: Stored =
+        serde_json::from_str(&text).context("the stored delivery settings are unreadable")?;
+    let secret = key.open(SECRET_PURPOSE, &stored.secret_sealed)?;
+    let secret = String::from_utf8(secret).context("the stored secret is not text")?;
+    Ok(Some((stored.settings, secret)))
+}
+
+/// Settings to use for `input`: its secret, or the stored one when it has none.
+/// Errors name the field at fault.
+pub fn resolve_input(
+    store: &Store,
+    key: &MasterKey,
+    input: &SettingsInput,
+) -> std::result::Result<(DeliverySettings, String), String> {
+    input.settings.validate()?;
+    let secret = match input.secret_access_key.as_deref() {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => match load(store, key).map_err(|e| format!("{e:#}"))? {
+            Some((_, s)) => s,
+            None => {
+                return Err(
+                    "secret_access_key: required (no delivery secret is stored yet)".to_string(),
+                );
+            }
+        },
+    };
+    if secret.len() > 1024 {
+        return Err("secret_access_key: longer than 1024 characters".to_string());
+    }
+    Ok((input.settings.clone(), secret))
+}
+
+/// Saves settings and their secret (sealed with the master key `key`).
+pub fn save(
+    store: &Store,
+    key: &MasterKey,
+    settings: &DeliverySettings,
+    secret: &str,
+    by: &str,
+    now_ms: i64,
+) -> Result<()> {
+    let stored = Stored {
+        settings: settings.clone(),
+        secret_sealed: key.seal(SECRET_PURPOSE, secret.as_bytes())?,
+    };
+    store.set_setting(SETTING, &serde_json::to_string(&stored)?, by, now_ms)
+}
+
+/// The settings as every response shows them: no secret, only whether one is set.
+pub fn public_view(settings: Option<&DeliverySettings>) -> Value {
+    match settings {
+        Some(s) => {
+            let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+            v["secret_access_key_set"] = json!(true);
+            v
+        }
+        None => json!({"configured": false}),
+    }
+}
+
+/// Whether a job's export asks to be delivered: its own `deliver` parameter, else
+/// the settings' `enabled` (and never without settings).
+pub fn wanted(service: &Service, params: &Value) -> Result<bool> {
+    let Some(text) = service.store.setting(SETTING)? else {
+        return Ok(false);
+    };
+    let stored: Stored = serde_json::from_str(&text)?;
+    Ok(params["deliver"]
+        .as_bool()
+        .unwrap_or(stored.settings.enabled))
+}
+
+/// Delay before attempt `n + 1`: 2 s doubling to at most 5 minutes, with up to 20 %
+/// jitter.
+fn backoff_ms(n: i64) -> i64 {
+    let base = (2_000i64 << n.clamp(0, 8) as u32).min(300_000);
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    base + base * i64::from(u16::from_le_bytes(r)) / (5 * 65_536)
+}
+
+/// Runs due deliveries every second until the process ends.
+pub async fn dispatcher(service: Arc<Service>) {
+    let owner = format!("delivery-{}-{}", std::process::id(), ulid::Ulid::new());
+    loop {
+        match service
+            .store
+            .claim_deliveries(&owner, service.now_ms(), LEASE_MS, 4)
+        {
+            Ok(due) => {
+                let runs = due.into_iter().map(|job_id| {
+                    let (service, owner) = (service.clone(), owner.clone());
+                    async move {
+                        if let Err(e) = attempt(&service, &owner, &job_id).await {
+                            tracing::warn!(export = %job_id, "delivery attempt not recorded: {e:#}");
+                        }
+                    }
+                });
+                futures::future::join_all(runs).await;
+            }
+            Err(e) => tracing::warn!("delivery queue: {e:#}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One attempt to deliver the export `job_id` (claimed by `owner`), recorded
+/// whatever happens.
+async fn attempt(service: &Arc<Service>, owner: &str, job_id: &str) -> Result<()> {
+    let renew = {
+        let (service, owner, job_id) = (service.clone(), owner.to_string(), job_id.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(LEASE_MS as u64 / 3)).await;
+                let _ =
+                    service
+                        .store
+                        .renew_delivery_lease(&job_id, &owner, service.now_ms(), LEASE_MS);
+            }
+        })
+    };
+    let outcome = upload(service, job_id).await;
+    renew.abort();
+    let now = service.now_ms();
+    match outcome {
+        Ok(key) => {
+            if service.store.delivery_done(job_id, owner, &key, now)? {
+                tracing::info!(export = %job_id, %key, "delivered");
+                service.store.audit(
+                    now,
+                    "evidex",
+                    "export.delivered",
+                    Some(job_id),
+                    Some(&json!({"key": key})),
+                )?;
+                crate::webhooks::notify(service, "export.delivered", job_id)?;
+            }
+        }
+        Err(Failure { reason, permanent }) => {
+            let retry_for = service.config.delivery.retry_for_secs as i64 * 1000;
+            let status = service.store.delivery_failed(
+                job_id,
+                owner,
+                &reason,
+                now,
+                |attempts, first_at| {
+                    (!permanent && now + backoff_ms(attempts - 1) < first_at + retry_for)
+                        .then(|| now + backoff_ms(attempts - 1))
+                },
+            )?;
+            tracing::warn!(export = %job_id, error = %reason, %status, "delivery attempt failed");
+            if status == "failed" {
+                service.store.audit(
+                    now,
+                    "evidex",
+                    "export.delivery_failed",
+                    Some(job_id),
+                    Some(&json!({"error": reason})),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a delivery attempt failed, and whether trying again can help.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    permanent: bool,
+}
+
+impl Failure {
+    fn retry(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+    fn permanent(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            permanent: true,
+        }
+    }
+}
+
+/// What `sha256` the object at `path` carries: `None` when there is no object.
+async fn existing_sha(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+) -> std::result::Result<Option<String>, Failure> {
+    let opts = object_store::GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    match store.get_opts(path, opts).await {
+        Ok(r) => Ok(Some(
+            match r.attributes.get(&Attribute::Metadata(SHA_METADATA.into())) {
+                Some(v) => v.to_string(),
+                None => String::new(),
+            },
+        )),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Failure::retry(format!("checking {path}: {}", chain(&e)))),
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Uploads the job's artifact and its package files; returns the main object's key.
+async fn upload(service: &Service, job_id: &str) -> std::result::Result<String, Failure> {
+    let job = service
+        .store
+        .job(job_id)
+        .map_err(|e| Failure::retry(format!("{e:#}")))?
+        .ok_or_else(|| Failure::permanent("the export no longer exists"))?;
+    let main = job
+        .artifact
+        .as_ref()
+        .and_then(|a| a["file_name"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Failure::permanent("the export has no artifact"))?;
+    let dir = service
+        .job_dir(job_id)
+        .map_err(|e| Failure::permanent(format!("{e:#}")))?;
+    if !dir.join(&main).is_file() {
+        return Err(Failure::permanent(
+            "the artifact was deleted (retention ended) before it could be delivered",
+        ));
+    }
+    let (settings, secret) = load(&service.store, &service.master_key)
+        .map_err(|e| Failure::retry(format!("{e:#}")))?
+        .ok_or_else(|| Failure::permanent("delivery is not set up (PUT /v1/settings/delivery)"))?;
+    let timeout = Duration::from_secs(service.config.delivery.step_timeout_secs);
+    let bucket = Bucket::connect(
+        &settings,
+        &secret,
+        service.config.network.allow_private_targets,
+        timeout,
+    )
+    .await
+    .map_err(|e| Failure::retry(e.to_string()))?;
+    let plain = bucket
+        .store(Default::default())
+        .map_err(|e| Failure::permanent(format!("S3 client: {e}")))?;
+    let lock = settings.object_lock.as_ref().map(|l| {
+        Bucket::lock_headers(
+            &l.mode,
+            service.clock.now() + chrono::Duration::days(i64::from(l.days)),
+        )
+    });
+    let writer = match lock {
+        Some(h) => bucket
+            .store(h)
+            .map_err(|e| Failure::permanent(format!("S3 client: {e}")))?,
+        None => plain.clone(),
+    };
+    // The files: the package files first, the artifact itself last, so an object
+    // under the artifact's name means its package is complete.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| Failure::retry(format!("reading the artifact: {e}")))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.') && n != &main)
+        .collect();
+    names.sort();
+    names.push(main.clone());
+    let mut files = Vec::new();
+    for n in &names {
+        let sha =
+            sha256_file(&dir.join(n)).map_err(|e| Failure::retry(format!("reading {n}: {e}")))?;
+        files.push((n.clone(), sha));
+    }
+    let main_sha = files.last().map(|f| f.1.clone()).unwrap_or_default();
+    // Where: `{prefix}` unless another object already has the artifact's name.
+    let mut folder = settings.prefix.clone();
+    let first = ObjectPath::from(format!("{folder}{main}"));
+    match existing_sha(&plain, &first).await? {
+        Some(s) if s == main_sha => return Ok(first.to_string()),
+        Some(_) => folder = format!("{}{job_id}/", settings.prefix),
+        None => {}
+    }
+    for (name, sha) in &files {
+        let path = ObjectPath::from(format!("{folder}{name}"));
+        match existing_sha(&plain, &path).await? {
+            Some(s) if &s == sha => continue,
+            Some(_) => {
+                return Err(Failure::permanent(format!(
+                    "{path} exists with other content and is never overwritten"
+                )));
+            }
+            None => {}
+        }
+        put_file(&writer, &path, &dir.join(name), sha, service).await?;
+    }
+    Ok(format!("{folder}{main}"))
+}
+
+/// Uploads one file with conditional create (multipart above the threshold).
+async fn put_file(
+    store: &object_store::aws::AmazonS3,
+    path: &ObjectPath,
+    file: &Path,
+    sha: &str,
+    service: &Service,
+) -> std::result::Result<(), Failure> {
+    let mut attributes = Attributes::new();
+    attributes.insert(
+        Attribute::Metadata(SHA_METADATA.into()),
+        AttributeValue::from(sha.to_string()),
+    );
+    attributes.insert(
+        Attribute::ContentType,
+        AttributeValue::from(content_type(path.as_ref())),
+    );
+    let size = std::fs::metadata(file)
+        .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?
+        .len();
+    let threshold = service.config.delivery.multipart_threshold_bytes;
+    if size < threshold {
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            attributes,
+            ..Default::default()
+        };
+        return match store.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                match existing_sha(store, path).await? {
+                    Some(s) if s == sha => Ok(()),
+                    _ => Err(Failure::retry(format!(
+                        "{path} was created by someone else meanwhile; it is never overwritten"
+                    ))),
+                }
+            }
+            Err(e) => Err(Failure::retry(format!("uploading {path}: {}", chain(&e)))),
+        };
+    }
+    // Multipart: object_store has no conditional completion, so the check before
+    // the upload is the guard here.
+    let upload = store
+        .put_multipart_opts(
+            path,
+            PutMultipartOptions {
+                attributes,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            Failure::retry(format!(
+                "starting the multipart upload of {path}: {}",
+                chain(&e)
+            ))
+        })?;
+    let part = threshold.clamp(5 << 20, 64 << 20) as usize;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, part);
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?;
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = w.wait_for_capacity(2).await {
+            return Err(Failure::retry(format!("uploading {path}: {}", chain(&e))));
+        }
+        w.write(&buf[..n]);
+    }
+    w.finish()
+        .await
+        .map(|_| ())
+        .map_err(|e| Failure::retry(format!("uploading {path}: {}", chain(&e))))
+}
+
+/// An error and its sources, which say what actually happened ("connection
+/// refused") where the error itself says "error sending request".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("") {
+        "csv" => "text/csv; charset=utf-8",
+        "json" => "application/json",
+        "ndjson" => "application/x-ndjson",
+        "parquet" => "application/vnd.apache.parquet",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "txt" | "pem" => "text/plain; charset=utf-8",
+        _ if name.ends_with("SHA256SUMS") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> DeliverySettings {
+        DeliverySettings {
+            bucket: "evidence-bucket".into(),
+            access_key_id: "AKIA".into(),
+            prefix: "evidence/".into(),
+            ..DeliverySettings::default()
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_field_by_field() {
+        assert_eq!(good().validate(), Ok(()));
+        let cases: Vec<(DeliverySettings, &str)> = vec![
+            (
+                DeliverySettings {
+                    bucket: "Bad_Bucket".into(),
+                    ..good()
+                },
+                "bucket:",
+            ),
+            (
+                DeliverySettings {
+                    region: "eu west".into(),
+                    ..good()
+                },
+                "region:",
+            ),
+            (
+                DeliverySettings {
+                    prefix: "/abs".into(),
+                    ..good()
+                },
+                "prefix:",
+            ),
+            (
+                DeliverySettings {
+                    prefix: "a b/".into(),
+                    ..good()
+                },
+                "prefix:",
+            ),
+            (
+                DeliverySettings {
+                    access_key_id: String::new(),
+                    ..good()
+                },
+                "access_key_id:",
+            ),
+            (
+                DeliverySettings {
+                    endpoint: Some("file:///etc".into()),
+                    ..good()
+                },
+                "endpoint:",
+            ),
+            (
+                DeliverySettings {
+                    object_lock: Some(ObjectLock {
+                        mode: "LEGAL".into(),
+                        days: 1,
+                    }),
+                    ..good()
+                },
+                "object_lock.mode",
+            ),
+            (
+                DeliverySettings {
+                    object_lock: Some(ObjectLock {
+                        mode: "COMPLIANCE".into(),
+                        days: 0,
+                    }),
+                    ..good()
+                },
+                "object_lock.days",
+            ),
+            (
+                DeliverySettings {
+                    server_side_encryption: Some(ServerSideEncryption {
+                        algorithm: "rot13".into(),
+                        kms_key_id: None,
+                    }),
+                    ..good()
+                },
+                "server_side_encryption.algorithm",
+            ),
+        ];
+        for (s, want) in cases {
+            let e = s.validate().unwrap_err();
+            assert!(e.starts_with(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_a_bound() {
+        assert!((2_000..=2_400).contains(&backoff_ms(0)));
+        assert!((4_000..=4_800).contains(&backoff_ms(1)));
+        assert!(backoff_ms(30) <= 360_000);
+    }
+}

@@ -1,0 +1,338 @@
+//! Schedules: an export made for every period of a cadence (`weekly`, `monthly`,
+//! `quarterly`, or a `cron` expression) in an IANA timezone, named from a template
+//! (`{name}-{period}` gives `SOC2-2026-Q1`), optionally delivered, after an optional
+//! delay for late data.
+//!
+//! The scheduler ([`tick`]) runs on every `serve` process every
+//! `scheduler.tick_secs`: for each schedule it queues every period that is due and
+//! has not run (periods missed while everything was down included, oldest first, at
+//! most `scheduler.catch_up_cap` per tick). Each (schedule, period) row is inserted in
+//! the transaction that queues its export, under a unique key, so a period runs once
+//! however many processes share the database. A scheduled export waits for the same
+//! schedule's earlier runs, and its manifest records the SHA-256 of the previous
+//! run's manifest (the manifest chain, `evidex verify --chain`).
+
+pub mod period;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use evidex_engine::export;
+use evidex_engine::integrity::ManifestSchedule;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::service::{Catalog, Service, export_from_params};
+use crate::store::{NewRun, ScheduleRow};
+use period::{Cadence, Period};
+
+/// A schedule as created and edited through the API (`POST /v1/schedules`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// What `{name}` in the template stands for (`SOC2`).
+    pub name: String,
+    /// `weekly`, `monthly`, `quarterly` or `cron`.
+    pub kind: String,
+    /// The cron expression for `kind: cron` (5 fields, or 6/7 with seconds/year),
+    /// in local wall-clock time of `timezone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA timezone whose calendar cuts the periods (`Europe/Berlin`).
+    pub timezone: String,
+    /// Export name template: `{name}` and `{period}`.
+    #[serde(default = "default_template")]
+    pub name_template: String,
+    /// Minutes to wait after a period ends before exporting it (late data).
+    #[serde(default)]
+    pub delay_minutes: u32,
+    /// Deliver each run to the bucket (default: the delivery settings' `enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<bool>,
+    /// Paused schedules queue nothing (periods that end meanwhile are run when it is
+    /// enabled again, like an outage).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The export's parameters, as `POST /v1/exports` takes them, without `name`,
+    /// `from`, `to` and `timezone` (the schedule sets those): `format`, `filters`,
+    /// `include`, `preset` or `sql`, `include_payloads`, ...
+    #[serde(default)]
+    pub export: Map<String, Value>,
+}
+
+fn default_template() -> String {
+    "{name}-{period}".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ScheduleSpec {
+    /// The cadence and timezone; errors name the field.
+    pub fn cadence(&self) -> std::result::Result<(Cadence, Tz), String> {
+        let cadence =
+            Cadence::parse(&self.kind, self.cron.as_deref()).map_err(|e| e.to_string())?;
+        let tz: Tz = self
+            .timezone
+            .parse()
+            .map_err(|_| format!("timezone: '{}' is not an IANA timezone", self.timezone))?;
+        Ok((cadence, tz))
+    }
+
+    /// The delay after a period's end.
+    pub fn delay(&self) -> chrono::Duration {
+        chrono::Duration::minutes(i64::from(self.delay_minutes))
+    }
+
+    /// The export parameters of one period's run.
+    pub fn params_for(&self, period: &Period) -> std::result::Result<Value, String> {
+        let name = period::render_name(&self.name_template, &self.name, period)
+            .map_err(|e| format!("name_template: {e}"))?;
+        let mut p = self.export.clone();
+        p.insert("name".into(), json!(name));
+        p.insert("from".into(), json!(rfc3339(period.start)));
+        p.insert("to".into(), json!(rfc3339(period.end)));
+        p.insert("timezone".into(), json!(self.timezone));
+        if !self.description.is_empty() && !p.contains_key("description") {
+            p.insert("description".into(), json!(self.description));
+        }
+        if let Some(d) = self.deliver {
+            p.insert("deliver".into(), json!(d));
+        }
+        Ok(Value::Object(p))
+    }
+
+    /// Checks the whole schedule as a run would use it: the cadence, the timezone,
+    /// the template, and the export parameters (with the latest period), exactly as
+    /// `POST /v1/exports` checks them. Errors name the field.
+    pub fn validate(
+        &self,
+        service: &Service,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), String> {
+        if self.name.trim().is_empty() || self.name.len() > 120 {
+            return Err("name: required, at most 120 bytes".to_string());
+        }
+        if self.delay_minutes > 60 * 24 * 31 {
+            return Err("delay_minutes: at most 44640 (31 days)".to_string());
+        }
+        for k in ["name", "from", "to", "timezone"] {
+            if self.export.contains_key(k) {
+                return Err(format!(
+                    "export.{k}: the schedule sets it (name_template, the period, timezone)"
+                ));
+            }
+        }
+        let (cadence, tz) = self.cadence()?;
+        let sample = period::period_ending_at_or_before(&cadence, tz, now)
+            .or_else(|| {
+                period::periods_due(
+                    &cadence,
+                    tz,
+                    chrono::Duration::zero(),
+                    now,
+                    DateTime::<Utc>::MAX_UTC,
+                    1,
+                )
+                .into_iter()
+                .next()
+            })
+            .ok_or_else(|| "cron: the expression never fires".to_string())?;
+        let params = self.params_for(&sample)?;
+        export_from_params(&params, &service.config, catalog).map_err(|e| {
+            format!(
+                "export: {}",
+                e.to_string().trim_start_matches("stored parameters: ")
+            )
+        })?;
+        Ok(())
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn ms(t: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The stored spec of a schedule row.
+pub fn spec_of(row: &ScheduleRow) -> std::result::Result<ScheduleSpec, String> {
+    serde_json::from_value(row.spec.clone()).map_err(|e| format!("stored schedule {}: {e}", row.id))
+}
+
+/// Queues the run of `period` for the schedule `row`; `None` if that period already
+/// ran (here or in another process).
+pub fn queue_period(
+    service: &Service,
+    row: &ScheduleRow,
+    spec: &ScheduleSpec,
+    period: &Period,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    let raw = spec.params_for(period).map_err(anyhow::Error::msg)?;
+    // Normalised like an API request (preset SQL and redaction pinned); parameters
+    // that no longer validate (a deleted preset) are queued as they are, and the run
+    // fails with the reason, visible in the schedule's history.
+    let (params, name, description) = match export_from_params(&raw, &service.config, catalog) {
+        Ok(v) => (v.params, v.request.name, v.description),
+        Err(_) => (
+            raw.clone(),
+            raw["name"].as_str().unwrap_or_default().to_string(),
+            spec.description.clone(),
+        ),
+    };
+    let job_id = export::new_export_id(now);
+    let queued = service.store.queue_scheduled_run(
+        &NewRun {
+            schedule_id: &row.id,
+            period: &period.label,
+            period_start: period.start.timestamp_millis(),
+            period_end: period.end.timestamp_millis(),
+            job_id: &job_id,
+            name: &name,
+            description: &description,
+            params: &params,
+            created_by: &format!("schedule:{} ({})", row.id, row.created_by),
+        },
+        now.timestamp_millis(),
+    )?;
+    if let Some(id) = &queued {
+        service.store.audit(
+            now.timestamp_millis(),
+            "evidex",
+            "schedule.run_queued",
+            Some(id),
+            Some(&json!({"schedule_id": row.id, "period": period.label})),
+        )?;
+        tracing::info!(schedule = %row.id, period = %period.label, export = %id, "scheduled run queued");
+    }
+    Ok(queued)
+}
+
+/// Queues every due period of every enabled schedule as of `now` (the injected
+/// clock); returns the export ids queued by this call.
+pub fn tick(service: &Service, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let catalog = Catalog::load(&service.config, &service.store)?;
+    let mut queued = Vec::new();
+    for row in service.store.schedules()? {
+        let spec = match spec_of(&row) {
+            Ok(s) if s.enabled => s,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let (cadence, tz) = match spec.cadence() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(schedule = %row.id, "{e}");
+                continue;
+            }
+        };
+        let after = row
+            .run_after
+            .max(service.store.last_period_end(&row.id)?.unwrap_or(i64::MIN));
+        let due = period::periods_due(
+            &cadence,
+            tz,
+            spec.delay(),
+            ms(after),
+            now,
+            service.config.scheduler.catch_up_cap,
+        );
+        for p in due {
+            if let Some(id) = queue_period(service, &row, &spec, &p, &catalog, now)? {
+                queued.push(id);
+            }
+        }
+    }
+    Ok(queued)
+}
+
+/// Runs [`tick`] every `scheduler.tick_secs` until the process ends.
+pub async fn scheduler(service: Arc<Service>) {
+    loop {
+        let now = service.clock.now();
+        if let Err(e) = tick(&service, now) {
+            tracing::warn!("scheduler: {e:#}");
+        }
+        tokio::time::sleep(Duration::from_secs(service.config.scheduler.tick_secs)).await;
+    }
+}
+
+/// The API view of a schedule: its spec, id, next three run times in its timezone,
+/// and its history of (period, export, status).
+pub fn view(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Result<Value> {
+    let mut v = row.spec.clone();
+    v["id"] = json!(row.id);
+    v["created_by"] = json!(row.created_by);
+    v["created_at"] = json!(crate::store::rfc3339(row.created_at));
+    v["updated_at"] = json!(crate::store::rfc3339(row.updated_at));
+    let next: Vec<String> = match spec_of(row).and_then(|s| Ok((s.cadence()?, s))) {
+        Ok(((cadence, tz), spec)) if spec.enabled => {
+            let from = now.max(ms(row.run_after));
+            period::next_runs(&cadence, tz, spec.delay(), from, 3)
+                .iter()
+                .map(|t| t.to_rfc3339())
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    v["next_runs"] = json!(next);
+    let history: Vec<Value> = service
+        .store
+        .schedule_runs(&row.id, 100)?
+        .into_iter()
+        .map(|r| {
+            json!({"period": r.period, "export_id": r.job_id, "status": r.status,
+                   "period_start": crate::store::rfc3339(r.period_start),
+                   "period_end": crate::store::rfc3339(r.period_end)})
+        })
+        .collect();
+    v["history"] = json!(history);
+    Ok(v)
+}
+
+/// The manifest chain entry of a scheduled export, and the hash of the schedule's
+/// previous completed run's manifest: `(None, None)` for an unscheduled export.
+pub fn chain_of(
+    service: &Service,
+    job_id: &str,
+) -> Result<(Option<ManifestSchedule>, Option<String>)> {
+    let Some((run, previous)) = service.store.run_and_previous(job_id)? else {
+        return Ok((None, None));
+    };
+    let Some(job) = service.store.job(job_id)? else {
+        return Ok((None, None));
+    };
+    let schedule_id = job.schedule_id.clone().unwrap_or_default();
+    let schedule_name = service
+        .store
+        .schedule(&schedule_id)?
+        .and_then(|r| spec_of(&r).ok())
+        .map(|s| s.name)
+        .unwrap_or_default();
+    let entry = ManifestSchedule::new(
+        schedule_id,
+        schedule_name,
+        run.period.clone(),
+        ms(run.period_start),
+        ms(run.period_end),
+        previous.as_ref().map(|p| p.period.clone()),
+    );
+    Ok((Some(entry), previous.and_then(|p| p.manifest_sha256)))
+}
