@@ -16,8 +16,14 @@ use evidex_server::store::Store;
 pub struct VerifyArgs {
     /// A ZIP artifact, a single data file (its NAME.manifest.json and
     /// NAME.manifest.sig beside it), or such a manifest.
-    #[arg(required_unless_present = "audit_log")]
+    #[arg(required_unless_present_any = ["audit_log", "chain"])]
     pub artifact: Option<PathBuf>,
+    /// Check a schedule's series instead: the artifacts given (directories: every
+    /// artifact directly inside) each verified, and each run's manifest recording the
+    /// hash of the previous run's manifest; names a period that is missing, replaced
+    /// or out of order.
+    #[arg(long, num_args = 1.., value_name = "DIR_OR_ARTIFACT", conflicts_with_all = ["artifact", "audit_log"])]
+    pub chain: Vec<PathBuf>,
     /// Check the audit log's hash chain in the metadata database instead.
     #[arg(long)]
     pub audit_log: bool,
@@ -48,7 +54,6 @@ pub(super) fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode>
             }
         });
     }
-    let artifact = args.artifact.as_deref().expect("clap requires it");
     let trust = match (&args.key, &args.fingerprint) {
         (Some(_), Some(_)) => bail!("--key and --fingerprint: give one of them"),
         (Some(k), None) => {
@@ -72,6 +77,10 @@ pub(super) fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode>
             _ => verify::Trust::Enclosed,
         },
     };
+    if !args.chain.is_empty() {
+        return run_chain(&args.chain, &trust);
+    }
+    let artifact = args.artifact.as_deref().expect("clap requires it");
     let report = verify::verify(artifact, &trust)?;
     for line in &report.checked {
         println!("ok       {line}");
@@ -97,6 +106,52 @@ pub(super) fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode>
         Ok(ExitCode::SUCCESS)
     } else {
         println!("verification FAILED: {} problem(s)", report.problems.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `evidex verify --chain`: every artifact, then each schedule's links.
+fn run_chain(paths: &[PathBuf], trust: &verify::Trust) -> Result<ExitCode> {
+    let report = verify::verify_chain(paths, trust)?;
+    for line in &report.checked {
+        println!("ok       {line}");
+    }
+    for line in &report.problems {
+        println!("MISMATCH {line}");
+    }
+    for line in &report.notes {
+        println!("NOTE     {line}");
+    }
+    for series in &report.series {
+        println!(
+            "series {} ({}): {} run(s), {} to {}",
+            series.schedule_id,
+            series.schedule_name,
+            series.runs.len(),
+            series.runs.first().map_or("-", |r| r.label.as_str()),
+            series.runs.last().map_or("-", |r| r.label.as_str()),
+        );
+        for line in &series.checked {
+            println!("ok       {line}");
+        }
+        for line in &series.problems {
+            println!("MISMATCH {line}");
+        }
+        for line in &series.notes {
+            println!("NOTE     {line}");
+        }
+    }
+    if report.ok() {
+        println!("chain verified");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let n = report.problems.len()
+            + report
+                .series
+                .iter()
+                .map(|s| s.problems.len())
+                .sum::<usize>();
+        println!("chain verification FAILED: {n} problem(s)");
         Ok(ExitCode::from(1))
     }
 }

@@ -254,8 +254,10 @@ pub fn tick(service: &Service, now: DateTime<Utc>) -> Result<Vec<String>> {
             now,
             service.config.scheduler.catch_up_cap,
         );
-        for p in due {
-            if let Some(id) = queue_period(service, &row, &spec, &p, &catalog, now)? {
+        for (i, p) in due.iter().enumerate() {
+            // A millisecond apart, so the runs' export ids (ULIDs) sort by period.
+            let at = now + chrono::Duration::milliseconds(i as i64);
+            if let Some(id) = queue_period(service, &row, &spec, p, &catalog, at)? {
                 queued.push(id);
             }
         }
