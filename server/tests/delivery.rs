@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Client, Server, token};
+use common::{Client, Receiver, Server, token};
 
 const AK: &str = "evidex-delivery-ak";
 const SK: &str = "evidex-delivery-secret-key-1";
@@ -494,6 +494,17 @@ async fn exports_are_delivered_verified_and_never_overwrite() {
         200
     );
 
+    // Other systems hear of each delivery (signature checked by the reference library).
+    let receiver = Receiver::start(dir.path(), 0);
+    let r = c
+        .post(
+            "/v1/webhooks",
+            &admin,
+            &json!({"url": format!("http://localhost:{}/hook", receiver.port), "events": ["export.delivered"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    std::fs::write(&receiver.secret_file, r.json()["secret"].as_str().unwrap()).unwrap();
     for (name, format, main) in [
         ("Evidence-CSV", "csv", "Evidence-CSV.csv"),
         ("Evidence-PDF", "pdf", "Evidence-PDF.pdf"),
@@ -524,6 +535,24 @@ async fn exports_are_delivered_verified_and_never_overwrite() {
             head["Metadata"]["evidex-sha256"], j["artifact"]["sha256"],
             "{head}"
         );
+    }
+
+    let start = Instant::now();
+    while receiver.requests().len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            receiver.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for req in receiver.requests() {
+        assert_eq!(req["verified"], true, "{req}");
+        let body = &req["payload"];
+        assert_eq!(body["type"], "export.delivered", "{req}");
+        let key = body["data"]["delivery_key"].as_str().unwrap();
+        assert!(key.starts_with("evidence/Evidence-"), "{body}");
+        assert!(body["data"]["artifact"]["sha256"].is_string(), "{body}");
     }
 
     // The name is taken: the artifact goes under the job id; the other object stays.
@@ -651,6 +680,59 @@ async fn a_store_that_is_down_gets_the_delivery_once_it_is_up_even_across_a_rest
         "evidence-bucket",
         "evidence/",
         "Down-Then-Up.csv",
+        &dir.path().join("got"),
+        &data,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_artifacts_go_up_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::evidex(
+        &data,
+        &[],
+        &[
+            "generate",
+            "--rows",
+            "30000",
+            "--days",
+            "2",
+            "--end",
+            "2026-03-02",
+            "--seed",
+            "9",
+        ],
+    );
+    let moto = S3::moto();
+    moto.tool(&["create-bucket", "big-bucket"]);
+    let admin = token(&data, "admin");
+    let compliance = token(&data, "compliance");
+    let server = Server::start(
+        &data,
+        1,
+        &[
+            ("EVIDEX_NETWORK__ALLOW_PRIVATE_TARGETS", "true"),
+            ("EVIDEX_DELIVERY__MULTIPART_THRESHOLD_BYTES", "5242880"),
+        ],
+    );
+    let c = Client::new(&server.base);
+    let s = settings(&moto.endpoint(), "big-bucket", json!({"prefix": ""}));
+    assert_eq!(
+        put(&c, "/v1/settings/delivery", &admin, &s).await.status,
+        200
+    );
+    let j = export(&c, &compliance, "Big", "ndjson").await;
+    assert!(j["artifact"]["bytes"].as_u64().unwrap() > 6 << 20, "{j}");
+    let id = j["id"].as_str().unwrap();
+    let j = wait_delivery(&c, id, &compliance, Duration::from_secs(120)).await;
+    assert_eq!(j["delivery"]["status"], "delivered", "{j}");
+    assert_eq!(j["delivery"]["key"], "Big.ndjson");
+    fetch_and_verify(
+        &moto,
+        "big-bucket",
+        "",
+        "Big.ndjson",
         &dir.path().join("got"),
         &data,
     );

@@ -257,3 +257,69 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
 }
+
+/// The Python that has `standardwebhooks` (scripts/test.sh makes a venv with it).
+pub fn python() -> String {
+    let py = std::env::var("STANDARDWEBHOOKS_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let ok = Command::new(&py)
+        .args(["-c", "import standardwebhooks"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} lacks the standardwebhooks package: run ./scripts/test.sh, which installs it into a virtual environment"
+    );
+    py
+}
+
+/// A local webhook receiver (tests/support/webhook_receiver.py) that verifies every
+/// signature with the Standard Webhooks reference library.
+pub struct Receiver {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    pub secret_file: PathBuf,
+}
+
+impl Receiver {
+    pub fn start(dir: &Path, fail_first: u32) -> Receiver {
+        let log = dir.join("received.ndjson");
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, "whsec_AAAA").unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/webhook_receiver.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg(&secret_file)
+            .arg(&log)
+            .arg(fail_first.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Receiver {
+            child,
+            port: line.trim().parse().unwrap(),
+            log,
+            secret_file,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
