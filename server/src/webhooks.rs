@@ -112,9 +112,30 @@ pub fn notify(service: &Service, event: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sends due messages every second until the process ends.
+/// Queues the events of the last hour that a crash kept from being queued when the
+/// job ended (the job's end and the queuing are two steps). Messages are unique per
+/// (webhook, event, export), so this never queues one twice.
+pub fn sweep(service: &Service) -> Result<usize> {
+    let since = service.now_ms() - 3_600_000;
+    let missing = service.store.missing_webhook_events(since)?;
+    for (export_id, event) in &missing {
+        tracing::info!(export = %export_id, %event, "queuing a webhook event missed by a stopped process");
+        notify(service, event, export_id)?;
+    }
+    Ok(missing.len())
+}
+
+/// Sends due messages every second until the process ends; every 30 s (and at
+/// start) queues events a stopped process missed ([`sweep`]).
 pub async fn dispatcher(service: Arc<Service>) {
+    let mut last_sweep: Option<Instant> = None;
     loop {
+        if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            last_sweep = Some(Instant::now());
+            if let Err(e) = sweep(&service) {
+                tracing::warn!("webhook sweep: {e:#}");
+            }
+        }
         match service.store.claim_webhook_messages(
             service.now_ms(),
             2 * ATTEMPT_TIMEOUT.as_millis() as i64,

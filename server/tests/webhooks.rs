@@ -297,3 +297,65 @@ async fn audit_actions(c: &Client, admin: &str) -> Vec<String> {
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A process that stops between finishing a job and queuing its webhook messages
+/// loses nothing: the dispatcher's sweep queues them (once, however often it runs).
+#[test]
+fn events_missed_by_a_stopped_process_are_queued_by_the_sweep() {
+    use evidex_engine::clock::{Clock, FixedClock};
+    use evidex_server::store::{Principal, Role, Webhook};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = evidex_server::config::Config {
+        data: dir.path().join("data").to_str().unwrap().to_string(),
+        ..Default::default()
+    };
+    config.network.allow_private_targets = true;
+    let now = chrono::Utc::now();
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(FixedClock(now));
+    let lake = evidex_server::open_lake(&config, &std::collections::HashMap::new(), clock.clone())
+        .unwrap();
+    let s = evidex_server::build_service(config, lake, clock, false).unwrap();
+    let t = now.timestamp_millis();
+    let hook = Webhook {
+        id: evidex_server::store::Store::new_webhook_id(),
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec!["export.completed".into()],
+        description: String::new(),
+        created_by: "test".into(),
+        created_at: t - 10_000,
+        secret_sealed: s.master_key.seal("webhook:x", b"whsec_AAAA").unwrap(),
+    };
+    s.store.insert_webhook(&hook).unwrap();
+    let p = Principal {
+        token_id: "t".into(),
+        name: "t".into(),
+        role: Role::Admin,
+    };
+    let (job, _) = s
+        .store
+        .create_job(
+            "exp_01SWEEP",
+            "swept",
+            "",
+            &json!({"format": "csv"}),
+            &p,
+            None,
+            t,
+        )
+        .unwrap();
+    let claimed = s.store.claim("w", t, 60_000).unwrap().unwrap();
+    assert_eq!(claimed.id, job.id);
+    // Completed, and the process "dies" before notify().
+    assert!(
+        s.store
+            .complete(&job.id, "w", t, 0, &json!({"file_name": "x.csv"}), false)
+            .unwrap()
+    );
+    assert!(s.store.webhook_messages(&hook.id, 10).unwrap().is_empty());
+    assert_eq!(evidex_server::webhooks::sweep(&s).unwrap(), 1);
+    assert_eq!(evidex_server::webhooks::sweep(&s).unwrap(), 0);
+    let msgs = s.store.webhook_messages(&hook.id, 10).unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].0.event, "export.completed");
+    assert_eq!(msgs[0].0.export_id.as_deref(), Some(job.id.as_str()));
+}
