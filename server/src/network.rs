@@ -235,6 +235,22 @@ pub fn pinned_client(target: &Target, timeout: Duration) -> reqwest::Result<reqw
         .build()
 }
 
+/// Like [`pinned_client`] for transfers of any size (S3 uploads): `timeout` bounds
+/// the connection and each wait for the other side (no bytes moving), not the whole
+/// request, so a large part on a slow link is not cut off while it progresses.
+pub fn pinned_transfer_client(
+    target: &Target,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .resolve(&target.host, target.addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout)
+        .read_timeout(timeout)
+        .no_proxy()
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

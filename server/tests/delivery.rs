@@ -404,6 +404,15 @@ async fn settings_and_test_connection_against_real_servers() {
         (json!({"prefix": "/abs"}), "prefix:"),
         (json!({"endpoint": "ftp://x"}), "endpoint:"),
         (json!({"colour": "red"}), "colour"),
+        (json!({"path_style": "yes"}), "path_style"),
+        (
+            json!({"object_lock": {"mode": "GOVERNANCE", "days": -1}}),
+            "object_lock.days",
+        ),
+        (json!({"access_key_id": "AK\nX"}), "access_key_id"),
+        (json!({"prefix": "a/*/"}), "prefix:"),
+        (json!({"prefix": "a/../"}), "prefix:"),
+        (json!({"endpoint": "http://127.0.0.1:9000/#x"}), "endpoint"),
         (
             json!({"object_lock": {"mode": "FOREVER", "days": 1}}),
             "object_lock.mode",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use evidex_engine::clock::{Clock, FixedClock};
 use evidex_server::config::Config;
 use evidex_server::schedules;
@@ -582,4 +582,79 @@ async fn schedule_api_checks_input_and_roles_and_runs_on_request() {
     ] {
         assert!(audit.contains(a), "{a}");
     }
+}
+
+#[test]
+fn run_now_fills_the_gap_since_the_last_run_and_the_chain_survives_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(&dir.path().join("data"), 60);
+    create(
+        &s,
+        "sch_gap",
+        spec("Gap", "weekly", None, "UTC"),
+        "2026-03-02T00:00:00Z",
+    );
+    assert_eq!(
+        schedules::tick(&s, t("2026-03-09T00:00:00Z"))
+            .unwrap()
+            .len(),
+        1
+    );
+    let row = s.store.schedule("sch_gap").unwrap().unwrap();
+    // Weeks 11 to 14 ended since; "run now" queues all of them, oldest first.
+    let schedules::RunNow::Queued(ids) =
+        schedules::run_now(&s, &row, t("2026-04-08T00:00:00Z")).unwrap()
+    else {
+        panic!("nothing queued");
+    };
+    assert_eq!(ids.len(), 4);
+    let labels: Vec<String> = runs(&s, "sch_gap").into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        labels,
+        ["2026-W10", "2026-W11", "2026-W12", "2026-W13", "2026-W14"]
+    );
+    assert_eq!(
+        s.store
+            .job(ids.last().unwrap())
+            .unwrap()
+            .unwrap()
+            .period
+            .as_deref(),
+        Some("2026-W14")
+    );
+    match schedules::run_now(&s, &row, t("2026-04-08T00:00:00Z")).unwrap() {
+        schedules::RunNow::AlreadyRan { period, export_id } => {
+            assert_eq!(period, "2026-W14");
+            assert_eq!(&export_id, ids.last().unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A completed run whose artifact later expired still anchors the chain.
+    let first = s
+        .store
+        .run_of_period("sch_gap", "2026-W10")
+        .unwrap()
+        .unwrap();
+    let claimed = s.store.claim("w", 0, 60_000).unwrap().unwrap();
+    assert_eq!(claimed.id, first, "the oldest period runs first");
+    assert!(
+        s.store.claim("w2", 0, 60_000).unwrap().is_none(),
+        "a later run of the schedule waits for the earlier one"
+    );
+    s.store
+        .complete(
+            &first,
+            "w",
+            1,
+            0,
+            &json!({"file_name": "a.csv", "manifest_sha256": "ab".repeat(32)}),
+            false,
+        )
+        .unwrap();
+    s.store.mark_expired(&first).unwrap();
+    let (schedule, previous) = schedules::chain_of(&s, &ids[0]).unwrap();
+    assert_eq!(previous.as_deref(), Some("ab".repeat(32).as_str()));
+    let schedule = schedule.unwrap();
+    assert_eq!(schedule.period, "2026-W11");
+    assert_eq!(schedule.previous_period.as_deref(), Some("2026-W10"));
 }

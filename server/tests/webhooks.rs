@@ -5,9 +5,8 @@
 //! guard refuses loopback targets unless `network.allow_private_targets` is set; the
 //! signing secret is shown once and never stored in clear.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -310,7 +309,9 @@ fn events_missed_by_a_stopped_process_are_queued_by_the_sweep() {
         ..Default::default()
     };
     config.network.allow_private_targets = true;
-    let now = chrono::Utc::now();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-03-05T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(FixedClock(now));
     let lake = evidex_server::open_lake(&config, &std::collections::HashMap::new(), clock.clone())
         .unwrap();

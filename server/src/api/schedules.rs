@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, AppState, READ, WRITE, auth, read_body};
-use crate::schedules::{self, ScheduleSpec, period};
+use crate::schedules::{self, ScheduleSpec};
 use crate::service::{Catalog, Service};
 use crate::store::ScheduleRow;
 
@@ -121,45 +121,34 @@ pub(super) async fn run(
 ) -> ApiResult<Response> {
     let p = auth(&s, &headers, WRITE)?;
     let row = row_or_404(&s, &id)?;
-    let spec = schedules::spec_of(&row).map_err(ApiError::bad_request)?;
-    let (cadence, tz) = spec.cadence().map_err(ApiError::bad_request)?;
     let now = s.clock.now();
-    let period = period::period_ending_at_or_before(&cadence, tz, now).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "no period of this schedule has ended yet",
-        )
-    })?;
-    let catalog = Catalog::load(&s.config, &s.store)?;
-    match schedules::queue_period(&s, &row, &spec, &period, &catalog, now)? {
-        Some(job_id) => {
+    match schedules::run_now(&s, &row, now)? {
+        schedules::RunNow::Queued(ids) => {
             s.store.audit(
                 now.timestamp_millis(),
                 &p.actor(),
                 "schedule.run_requested",
                 Some(&id),
-                Some(&json!({"period": period.label, "export_id": job_id})),
+                Some(&json!({"export_ids": ids})),
             )?;
+            let last = ids.last().cloned().unwrap_or_default();
             let job = s
                 .store
-                .job(&job_id)?
-                .ok_or_else(|| ApiError::not_found(&format!("export {job_id}")))?;
-            Ok((StatusCode::ACCEPTED, axum::Json(job.to_json())).into_response())
+                .job(&last)?
+                .ok_or_else(|| ApiError::not_found(&format!("export {last}")))?;
+            let mut v = job.to_json();
+            v["queued"] = json!(ids);
+            Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
         }
-        None => {
-            let existing = s
-                .store
-                .run_of_period(&id, &period.label)?
-                .unwrap_or_default();
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!(
-                    "period {} of this schedule already ran as export {existing}",
-                    period.label
-                ),
-            ))
-        }
+        schedules::RunNow::AlreadyRan { period, export_id } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("period {period} of this schedule already ran as export {export_id}"),
+        )),
+        schedules::RunNow::NoPeriod => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "no period of this schedule has ended yet",
+        )),
     }
 }

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use evidex_engine::clock::Clock;
 use evidex_engine::lake::Lake;
 use evidex_server::config::Config;
-use evidex_server::schedules::{self, ScheduleSpec, period};
+use evidex_server::schedules::{self, ScheduleSpec};
 use evidex_server::service::Catalog;
 
 /// `evidex schedule ...`.
@@ -155,22 +155,16 @@ pub(super) async fn run_schedule(
                 .store
                 .schedule(id)?
                 .with_context(|| format!("no schedule {id}"))?;
-            let spec = schedules::spec_of(&row).map_err(anyhow::Error::msg)?;
-            let (cadence, tz) = spec.cadence().map_err(anyhow::Error::msg)?;
-            let Some(p) = period::period_ending_at_or_before(&cadence, tz, now) else {
-                bail!("no period of schedule {id} has ended yet");
-            };
-            let catalog = Catalog::load(&service.config, &service.store)?;
-            match schedules::queue_period(&service, &row, &spec, &p, &catalog, now)? {
-                Some(job) => println!("{job}\tqueued period {} (evidex serve runs it)", p.label),
-                None => bail!(
-                    "period {} already ran as export {}",
-                    p.label,
-                    service
-                        .store
-                        .run_of_period(id, &p.label)?
-                        .unwrap_or_default()
-                ),
+            match schedules::run_now(&service, &row, now)? {
+                schedules::RunNow::Queued(ids) => {
+                    for id in ids {
+                        println!("{id}\tqueued (evidex serve runs it)");
+                    }
+                }
+                schedules::RunNow::AlreadyRan { period, export_id } => {
+                    bail!("period {period} already ran as export {export_id}")
+                }
+                schedules::RunNow::NoPeriod => bail!("no period of schedule {id} has ended yet"),
             }
         }
     }

@@ -41,6 +41,8 @@ pub const SETTING: &str = "delivery";
 const SECRET_PURPOSE: &str = "delivery:secret_access_key";
 /// Metadata that records an uploaded object's SHA-256 (hex).
 const SHA_METADATA: &str = "evidex-sha256";
+/// Metadata that records which export uploaded an object.
+const EXPORT_METADATA: &str = "evidex-export-id";
 /// How long a claimed delivery is held without a renewal.
 const LEASE_MS: i64 = 30_000;
 
@@ -111,13 +113,26 @@ impl Default for DeliverySettings {
 }
 
 /// What a `PUT /v1/settings/delivery` (or a test before saving) sends: the settings
-/// and, optionally, the secret access key (kept as stored when omitted).
-#[derive(Debug, Clone)]
+/// and, optionally, the secret access key (kept as stored when omitted). Its `Debug`
+/// never shows the secret.
+#[derive(Clone)]
 pub struct SettingsInput {
     /// The settings.
     pub settings: DeliverySettings,
     /// The secret access key.
     pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for SettingsInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettingsInput")
+            .field("settings", &self.settings)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl SettingsInput {
@@ -132,8 +147,15 @@ impl SettingsInput {
             Some(_) => return Err("secret_access_key: must be a string".to_string()),
         };
         map.remove("secret_access_key_set");
-        let settings: DeliverySettings =
-            serde_json::from_value(Value::Object(map)).map_err(|e| format!("body: {e}"))?;
+        let settings: DeliverySettings = serde_path_to_error::deserialize(Value::Object(map))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." {
+                    format!("body: {}", e.inner())
+                } else {
+                    format!("{path}: {}", e.inner())
+                }
+            })?;
         Ok(SettingsInput {
             settings,
             secret_access_key: secret,
@@ -183,15 +205,27 @@ impl DeliverySettings {
             || !self
                 .prefix
                 .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"!-_.*'()/".contains(&c))
+                .all(|c| c.is_ascii_alphanumeric() || b"!-_.'()/".contains(&c))
+            || self.prefix.split('/').any(|seg| seg == "." || seg == "..")
         {
             return Err(format!(
-                "prefix: '{}' may hold only letters, digits and ! - _ . * ' ( ) /, must not start with / or contain //",
+                "prefix: '{}' may hold only letters, digits and ! - _ . ' ( ) /, must not start with / or contain //, . or .. segments",
                 self.prefix
             ));
         }
-        if self.access_key_id.is_empty() || self.access_key_id.len() > 256 {
-            return Err("access_key_id: required".to_string());
+        // Access key ids are letters and digits on AWS, R2 and MinIO; anything that
+        // cannot go into an HTTP header is refused here, not at the first request.
+        if self.access_key_id.is_empty()
+            || self.access_key_id.len() > 128
+            || !self
+                .access_key_id
+                .bytes()
+                .all(|c| c.is_ascii_graphic() && c != b'/' && c != b',')
+        {
+            return Err(
+                "access_key_id: required, at most 128 printable characters without spaces, '/' or ','"
+                    .to_string(),
+            );
         }
         if let Some(sse) = &self.server_side_encryption
             && !["AES256", "aws:kms", "aws:kms:dsse"].contains(&sse.algorithm.as_str())
@@ -330,9 +364,16 @@ pub async fn dispatcher(service: Arc<Service>) {
 /// One attempt to deliver the export `job_id` (claimed by `owner`), recorded
 /// whatever happens.
 async fn attempt(service: &Arc<Service>, owner: &str, job_id: &str) -> Result<()> {
+    /// Stops the lease renewal however the attempt ends (a panic included).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
     let renew = {
         let (service, owner, job_id) = (service.clone(), owner.to_string(), job_id.to_string());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(LEASE_MS as u64 / 3)).await;
                 let _ =
@@ -340,10 +381,10 @@ async fn attempt(service: &Arc<Service>, owner: &str, job_id: &str) -> Result<()
                         .store
                         .renew_delivery_lease(&job_id, &owner, service.now_ms(), LEASE_MS);
             }
-        })
+        }))
     };
     let outcome = upload(service, job_id).await;
-    renew.abort();
+    drop(renew);
     let now = service.now_ms();
     match outcome {
         Ok(key) => {
@@ -367,8 +408,8 @@ async fn attempt(service: &Arc<Service>, owner: &str, job_id: &str) -> Result<()
                 &reason,
                 now,
                 |attempts, first_at| {
-                    (!permanent && now + backoff_ms(attempts - 1) < first_at + retry_for)
-                        .then(|| now + backoff_ms(attempts - 1))
+                    let next = now + backoff_ms(attempts - 1);
+                    (!permanent && next < first_at + retry_for).then_some(next)
                 },
             )?;
             tracing::warn!(export = %job_id, error = %reason, %status, "delivery attempt failed");
@@ -417,13 +458,19 @@ async fn existing_sha(
         head: true,
         ..Default::default()
     };
+    let meta = |r: &object_store::GetResult, k: &'static str| {
+        r.attributes
+            .get(&Attribute::Metadata(k.into()))
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
     match store.get_opts(path, opts).await {
-        Ok(r) => Ok(Some(
-            match r.attributes.get(&Attribute::Metadata(SHA_METADATA.into())) {
-                Some(v) => v.to_string(),
-                None => String::new(),
-            },
-        )),
+        // "sha256 export_id": ours only if both match.
+        Ok(r) => Ok(Some(format!(
+            "{} {}",
+            meta(&r, SHA_METADATA),
+            meta(&r, EXPORT_METADATA)
+        ))),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(Failure::retry(format!("checking {path}: {}", chain(&e)))),
     }
@@ -501,29 +548,34 @@ async fn upload(service: &Service, job_id: &str) -> std::result::Result<String, 
             sha256_file(&dir.join(n)).map_err(|e| Failure::retry(format!("reading {n}: {e}")))?;
         files.push((n.clone(), sha));
     }
-    let main_sha = files.last().map(|f| f.1.clone()).unwrap_or_default();
-    // Where: `{prefix}` unless another object already has the artifact's name.
+    // Where: `{prefix}`, unless another object has one of the package's names; then
+    // the whole package goes to `{prefix}{job_id}/`. An object that is this export's
+    // own (same SHA-256 and export id, from an earlier attempt) is not written again.
+    let mine = |sha: &str| format!("{sha} {job_id}");
     let mut folder = settings.prefix.clone();
-    let first = ObjectPath::from(format!("{folder}{main}"));
-    match existing_sha(&plain, &first).await? {
-        Some(s) if s == main_sha => return Ok(first.to_string()),
-        Some(_) => folder = format!("{}{job_id}/", settings.prefix),
-        None => {}
-    }
-    for (name, sha) in &files {
-        let path = ObjectPath::from(format!("{folder}{name}"));
-        match existing_sha(&plain, &path).await? {
-            Some(s) if &s == sha => continue,
-            Some(_) => {
-                return Err(Failure::permanent(format!(
-                    "{path} exists with other content and is never overwritten"
-                )));
+    'folders: for round in 0..2 {
+        for (name, sha) in &files {
+            let path = ObjectPath::from(format!("{folder}{name}"));
+            match existing_sha(&plain, &path).await? {
+                Some(s) if s == mine(sha) => continue,
+                Some(_) if round == 0 => {
+                    folder = format!("{}{job_id}/", settings.prefix);
+                    continue 'folders;
+                }
+                Some(_) => {
+                    // Only this export writes under its job id; another writer there
+                    // is a race to retry, not a reason to give up.
+                    return Err(Failure::retry(format!(
+                        "{path} exists with other content and is never overwritten"
+                    )));
+                }
+                None => {}
             }
-            None => {}
+            put_file(&writer, &path, &dir.join(name), sha, job_id, service).await?;
         }
-        put_file(&writer, &path, &dir.join(name), sha, service).await?;
+        return Ok(format!("{folder}{main}"));
     }
-    Ok(format!("{folder}{main}"))
+    Err(Failure::retry("the package's names are taken"))
 }
 
 /// Uploads one file with conditional create (multipart above the threshold).
@@ -532,12 +584,17 @@ async fn put_file(
     path: &ObjectPath,
     file: &Path,
     sha: &str,
+    job_id: &str,
     service: &Service,
 ) -> std::result::Result<(), Failure> {
     let mut attributes = Attributes::new();
     attributes.insert(
         Attribute::Metadata(SHA_METADATA.into()),
         AttributeValue::from(sha.to_string()),
+    );
+    attributes.insert(
+        Attribute::Metadata(EXPORT_METADATA.into()),
+        AttributeValue::from(job_id.to_string()),
     );
     attributes.insert(
         Attribute::ContentType,
@@ -560,7 +617,7 @@ async fn put_file(
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 match existing_sha(store, path).await? {
-                    Some(s) if s == sha => Ok(()),
+                    Some(s) if s == format!("{sha} {job_id}") => Ok(()),
                     _ => Err(Failure::retry(format!(
                         "{path} was created by someone else meanwhile; it is never overwritten"
                     ))),
@@ -593,18 +650,24 @@ async fn put_file(
         .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?;
+        let n = match f.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Parts already sent would stay in the bucket (and be billed).
+                let _ = w.abort().await;
+                return Err(Failure::retry(format!("reading {}: {e}", file.display())));
+            }
+        };
         if n == 0 {
             break;
         }
         if let Err(e) = w.wait_for_capacity(2).await {
+            let _ = w.abort().await;
             return Err(Failure::retry(format!("uploading {path}: {}", chain(&e))));
         }
         w.write(&buf[..n]);
     }
+    // object_store's finish aborts the upload itself when the completion fails.
     w.finish()
         .await
         .map(|_| ())

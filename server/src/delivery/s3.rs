@@ -41,6 +41,8 @@ pub struct Bucket {
     /// What object_store is given as endpoint.
     store_endpoint: String,
     client: reqwest::Client,
+    /// Seconds each step may take.
+    timeout_secs: u64,
     /// The address every request connects to.
     pub addr: std::net::SocketAddr,
 }
@@ -132,7 +134,7 @@ impl Bucket {
             None => format!("https://s3.{}.amazonaws.com", settings.region),
         };
         let base = network::parse_target_url(&endpoint)?;
-        if base.path() != "/" || base.query().is_some() {
+        if base.path() != "/" || base.query().is_some() || base.fragment().is_some() {
             return Err(TargetError::BadUrl(
                 "endpoint: give the server only (https://host[:port]), without a path or query"
                     .to_string(),
@@ -165,7 +167,7 @@ impl Bucket {
     ) -> Result<Bucket, Unreachable> {
         let (bucket_url, store_endpoint) = Self::bucket_url(settings)?;
         let target = network::resolve_target(bucket_url.as_str(), allow_private, timeout).await?;
-        let client = network::pinned_client(&target, timeout)
+        let client = network::pinned_transfer_client(&target, timeout)
             .map_err(|e| Unreachable::Other(e.to_string()))?;
         Ok(Bucket {
             settings: settings.clone(),
@@ -177,6 +179,7 @@ impl Bucket {
             bucket_url,
             store_endpoint,
             client,
+            timeout_secs: timeout.as_secs(),
             addr: target.addr,
         })
     }
@@ -262,7 +265,7 @@ impl Bucket {
         let text = chain.join(": ");
         let lower = text.to_ascii_lowercase();
         if lower.contains("timed out") || lower.contains("timeout") {
-            Unreachable::Timeout(10)
+            Unreachable::Timeout(self.timeout_secs)
         } else if lower.contains("certificate")
             || lower.contains("tls")
             || lower.contains("handshake")

@@ -223,46 +223,108 @@ pub fn queue_period(
 }
 
 /// Queues every due period of every enabled schedule as of `now` (the injected
-/// clock); returns the export ids queued by this call.
+/// clock); returns the export ids queued by this call. A schedule that cannot be
+/// run (a stored spec that no longer parses, a template that fails for a period) is
+/// logged and skipped; the others still run.
 pub fn tick(service: &Service, now: DateTime<Utc>) -> Result<Vec<String>> {
     let catalog = Catalog::load(&service.config, &service.store)?;
     let mut queued = Vec::new();
     for row in service.store.schedules()? {
-        let spec = match spec_of(&row) {
-            Ok(s) if s.enabled => s,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!("{e}");
-                continue;
-            }
-        };
-        let (cadence, tz) = match spec.cadence() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(schedule = %row.id, "{e}");
-                continue;
-            }
-        };
-        let after = row
-            .run_after
-            .max(service.store.last_period_end(&row.id)?.unwrap_or(i64::MIN));
-        let due = period::periods_due(
-            &cadence,
-            tz,
-            spec.delay(),
-            ms(after),
-            now,
-            service.config.scheduler.catch_up_cap,
-        );
-        for (i, p) in due.iter().enumerate() {
-            // A millisecond apart, so the runs' export ids (ULIDs) sort by period.
-            let at = now + chrono::Duration::milliseconds(i as i64);
-            if let Some(id) = queue_period(service, &row, &spec, p, &catalog, at)? {
-                queued.push(id);
-            }
+        match tick_one(service, &row, &catalog, now) {
+            Ok(ids) => queued.extend(ids),
+            Err(e) => tracing::warn!(schedule = %row.id, "scheduler: {e:#}"),
         }
     }
     Ok(queued)
+}
+
+fn tick_one(
+    service: &Service,
+    row: &ScheduleRow,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let spec = spec_of(row).map_err(anyhow::Error::msg)?;
+    if !spec.enabled {
+        return Ok(Vec::new());
+    }
+    let (cadence, tz) = spec.cadence().map_err(anyhow::Error::msg)?;
+    let after = row
+        .run_after
+        .max(service.store.last_period_end(&row.id)?.unwrap_or(i64::MIN));
+    let due = period::periods_due(
+        &cadence,
+        tz,
+        spec.delay(),
+        ms(after),
+        now,
+        service.config.scheduler.catch_up_cap,
+    );
+    let mut queued = Vec::new();
+    for (i, p) in due.iter().enumerate() {
+        // A millisecond apart, so the runs' export ids (ULIDs) sort by period.
+        let at = now + chrono::Duration::milliseconds(i as i64);
+        if let Some(id) = queue_period(service, row, &spec, p, catalog, at)? {
+            queued.push(id);
+        }
+    }
+    Ok(queued)
+}
+
+/// What "run now" did.
+#[derive(Debug)]
+pub enum RunNow {
+    /// Queued these exports, oldest period first (the last is the latest period).
+    Queued(Vec<String>),
+    /// The latest ended period already ran, as this export.
+    AlreadyRan {
+        /// Its label.
+        period: String,
+        /// The export that ran it.
+        export_id: String,
+    },
+    /// No period has ended yet.
+    NoPeriod,
+}
+
+/// "Run now": the latest period that has ended, ignoring the delay, and every
+/// earlier period not yet run since the last run (so the series has no gap and the
+/// chain stays in order); a schedule that never ran gets its latest period only.
+pub fn run_now(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Result<RunNow> {
+    let spec = spec_of(row).map_err(anyhow::Error::msg)?;
+    let (cadence, tz) = spec.cadence().map_err(anyhow::Error::msg)?;
+    let Some(latest) = period::period_ending_at_or_before(&cadence, tz, now) else {
+        return Ok(RunNow::NoPeriod);
+    };
+    let periods = match service.store.last_period_end(&row.id)? {
+        None => vec![latest.clone()],
+        Some(end) => period::periods_due(
+            &cadence,
+            tz,
+            chrono::Duration::zero(),
+            ms(end.max(row.run_after)),
+            now,
+            service.config.scheduler.catch_up_cap,
+        ),
+    };
+    let catalog = Catalog::load(&service.config, &service.store)?;
+    let mut queued = Vec::new();
+    for (i, p) in periods.iter().enumerate() {
+        let at = now + chrono::Duration::milliseconds(i as i64);
+        if let Some(id) = queue_period(service, row, &spec, p, &catalog, at)? {
+            queued.push(id);
+        }
+    }
+    if queued.is_empty() {
+        return Ok(RunNow::AlreadyRan {
+            export_id: service
+                .store
+                .run_of_period(&row.id, &latest.label)?
+                .unwrap_or_default(),
+            period: latest.label,
+        });
+    }
+    Ok(RunNow::Queued(queued))
 }
 
 /// Runs [`tick`] every `scheduler.tick_secs` until the process ends.

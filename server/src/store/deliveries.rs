@@ -27,11 +27,11 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_at);
 ";
 
 /// Queues (or re-queues) the delivery of `job_id` on `tx`: pending, due now, with a
-/// fresh retry window; attempts made before stay counted.
+/// fresh retry window and backoff (the attempt count starts again).
 pub(super) fn queue(c: &rusqlite::Connection, job_id: &str, now_ms: i64) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO deliveries(job_id, status, next_at, created_at) VALUES (?1, 'pending', ?2, ?2)
-         ON CONFLICT(job_id) DO UPDATE SET status = 'pending', next_at = ?2,
+         ON CONFLICT(job_id) DO UPDATE SET status = 'pending', next_at = ?2, attempts = 0,
              first_attempt_at = NULL, finished_at = NULL",
         params![job_id, now_ms],
     )?;

@@ -225,8 +225,11 @@ impl Store {
         };
         let runs = self.schedule_runs(&schedule_id, i64::MAX)?;
         let this = runs.iter().find(|r| r.job_id == job_id).cloned();
+        // Expired runs count: their artifact is gone but its manifest hash is kept.
         let previous = runs.into_iter().find(|r| {
-            r.period_start < start && r.status == "completed" && r.manifest_sha256.is_some()
+            r.period_start < start
+                && matches!(r.status.as_str(), "completed" | "expired")
+                && r.manifest_sha256.is_some()
         });
         Ok(this.map(|t| (t, previous)))
     }
