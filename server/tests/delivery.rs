@@ -352,6 +352,16 @@ async fn settings_and_test_connection_against_real_servers() {
             "resolve",
             "name_resolution",
         ),
+        // TLS to a server that speaks plain HTTP: the handshake fails.
+        (
+            settings(
+                &format!("https://127.0.0.1:{}", s3.port),
+                "evidence-bucket",
+                json!({}),
+            ),
+            "tls",
+            "tls",
+        ),
         (
             settings(
                 &moto.endpoint(),

@@ -120,15 +120,6 @@ fn unreachable_kind(e: &Unreachable) -> &'static str {
     }
 }
 
-/// Which step a transport error belongs to.
-fn step_of(e: &Unreachable) -> &'static str {
-    match e {
-        Unreachable::Target(_) => "resolve",
-        Unreachable::Tls { .. } => "tls",
-        _ => "connect",
-    }
-}
-
 /// Classifies an S3 error answer of a step that needs the keys.
 fn answer_kind(a: &Answer) -> &'static str {
     match (a.status, a.s3_code().as_deref()) {
@@ -220,7 +211,12 @@ pub async fn run(
     .await
     {
         Err(e) => {
-            run.fail(step_of(&e), unreachable_kind(&e), e.to_string());
+            // TCP worked (the connect step), so this is the handshake or the request.
+            let step = match e {
+                Unreachable::Tls { .. } => "tls",
+                _ => "bucket",
+            };
+            run.fail(step, unreachable_kind(&e), e.to_string());
             return run.finish(None, None);
         }
         Ok(a) => {

@@ -270,6 +270,11 @@ impl Bucket {
             || lower.contains("tls")
             || lower.contains("handshake")
             || lower.contains("invalid peer")
+            // rustls reading a non-TLS answer ("received corrupt message of type
+            // InvalidContentType"), or any failure while connecting after the TCP
+            // connection itself was made: on https that is the handshake.
+            || lower.contains("corrupt message")
+            || (self.is_https() && lower.contains("client error (connect)"))
         {
             Unreachable::Tls {
                 host: self.host(),
