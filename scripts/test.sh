@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every evidex test on a fresh machine: installs what the tests need (the
-# S3-compatible test server, poppler-utils), then builds and runs the whole
-# workspace's tests.
+# S3-compatible test server, poppler-utils, chromium with chromedriver and axe-core for
+# the console's browser tests), then builds and runs the whole workspace's tests.
 # Safe to re-run: installed tools are reused, and the build directory is the one
 # `cargo run -p evidex -- demo` uses (./target, or $CARGO_TARGET_DIR when set, as
 # .ci/run does), so the README's two commands share one build.
@@ -35,6 +35,34 @@ if ! command -v openssl >/dev/null 2>&1; then
   $SUDO apt-get install -y -q openssl >/dev/null 2>&1 \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q openssl >/dev/null; }
 fi
+
+# Chromium and its WebDriver server: the console tests drive a real headless browser.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  echo "==> installing chromium and chromium-driver (the console's browser tests)"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
+export CHROMEDRIVER="$(command -v chromedriver)"
+
+# axe-core, the accessibility engine the console tests inject into every page. It
+# goes into a cache directory, not the repository: no third-party source is committed.
+AXE_VERSION=4.10.3
+NPM_CACHE="${TEST_NPM_CACHE:-$HOME/.cache/evidex-npm}"
+AXE_DIR="$NPM_CACHE/node_modules/axe-core"
+if ! grep -q "\"version\": \"$AXE_VERSION\"" "$AXE_DIR/package.json" 2>/dev/null; then
+  echo "==> installing axe-core $AXE_VERSION into $NPM_CACHE"
+  if ! command -v npm >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get install -y -q npm >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q npm >/dev/null; }
+  fi
+  mkdir -p "$NPM_CACHE"
+  npm install --prefix "$NPM_CACHE" --no-audit --no-fund --silent "axe-core@$AXE_VERSION"
+fi
+export AXE_CORE_JS="$AXE_DIR/axe.min.js"
 
 # Python tools the tests drive, in a cached virtual environment: the Standard
 # Webhooks reference library verifies every webhook signature evidex sends; moto's

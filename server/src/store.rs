@@ -164,6 +164,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 mod deliveries;
 mod schedules;
+mod sessions;
 mod settings;
 mod webhooks;
 pub use schedules::{NewRun, ScheduleRow, ScheduleRun};
@@ -307,6 +308,8 @@ impl Store {
             .context("cannot create the delivery tables")?;
         conn.execute_batch(schedules::SCHEMA)
             .context("cannot create the schedule tables")?;
+        conn.execute_batch(sessions::SCHEMA)
+            .context("cannot create the console session table")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -846,3 +846,141 @@ fn verify_audit_log_detects_edited_and_deleted_entries() {
         .unwrap();
     check(false, "entry 2 is missing");
 }
+
+/// The console's pages: without a session they send the browser to sign in; with one,
+/// each role gets the pages it may see and a 403 page for the others; ingest tokens
+/// cannot sign in; a console session calls the API only with its CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_pages_check_roles_and_csrf() {
+    let e = env(200, 2);
+    let server = Server::start(&e.data, 0, &[]);
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = server.base.clone();
+    let sign_in = |role: &'static str| {
+        let (plain, base, data) = (plain.clone(), base.clone(), e.data.clone());
+        async move {
+            let tok = token(&data, role);
+            let r = plain
+                .post(format!("{base}/sign-in"))
+                .form(&[("token", tok.as_str()), ("next", "/exports")])
+                .send()
+                .await
+                .unwrap();
+            let cookie = r
+                .headers()
+                .get("set-cookie")
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+            (r.status().as_u16(), cookie)
+        }
+    };
+    let (status, cookie) = sign_in("ingest").await;
+    assert_eq!(status, 401);
+    assert!(cookie.is_none());
+    let mut checked = 0;
+    for role in ["admin", "compliance", "viewer"] {
+        let (status, cookie) = sign_in(role).await;
+        assert_eq!(status, 303, "{role}");
+        let cookie = cookie.unwrap();
+        for (method, path, roles) in evidex_server::console::PAGES {
+            if *method != "GET"
+                || path.starts_with("/assets")
+                || *path == "/"
+                || *path == "/sign-in"
+            {
+                continue;
+            }
+            let concrete = path.replace("{id}", "exp_01ABCDEFGHJKMNPQRSTVWXYZ00");
+            let anon = plain.get(format!("{base}{concrete}")).send().await.unwrap();
+            assert_eq!(anon.status().as_u16(), 303, "{path} without a session");
+            let r = plain
+                .get(format!("{base}{concrete}"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let csp = r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+                "{csp}"
+            );
+            let allowed = roles.iter().any(|r| r.as_str() == role);
+            if concrete.contains("exp_01") {
+                assert_eq!(code, if allowed { 404 } else { 403 }, "{role} {path}");
+            } else {
+                assert_eq!(code, if allowed { 200 } else { 403 }, "{role} {path}");
+            }
+            checked += 1;
+        }
+        // The session works for the API: reading freely, changing only with the CSRF
+        // token that the pages carry.
+        let page = plain
+            .get(format!("{base}/exports"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split("name=\"csrf-token\" content=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let list = plain
+            .get(format!("{base}/v1/exports"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status().as_u16(), 200);
+        let body = json!({"name": "via-console", "from": "2026-03-01", "to": "2026-03-03", "format": "csv"});
+        let no_csrf = plain
+            .post(format!("{base}/v1/exports"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(no_csrf.status().as_u16(), 403, "{role}");
+        let with = plain
+            .post(format!("{base}/v1/exports"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let want = if role == "viewer" { 403 } else { 201 };
+        assert_eq!(with.status().as_u16(), want, "{role}");
+        // Sign out ends the session.
+        let out = plain
+            .post(format!("{base}/sign-out"))
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status().as_u16(), 303);
+        let after = plain
+            .get(format!("{base}/exports"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(after.status().as_u16(), 303, "{role}: signed out");
+    }
+    assert_eq!(checked, 27, "every GET page, for three roles");
+}

@@ -120,7 +120,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "GET",
         "/",
         PUBLIC,
-        "A start page linking the API description",
+        "The web console (redirects to its sign-in page or to Exports)",
     ),
     ("GET", "/healthz", PUBLIC, "Liveness: the process answers"),
     (
@@ -358,7 +358,6 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
 /// The router.
 pub fn router(service: AppState) -> Router {
     Router::new()
-        .route("/", get(ops::root))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -413,7 +412,12 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/audit-log", get(ops::audit_log))
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            crate::console::sessions,
+        ))
         .layer(middleware::from_fn_with_state(service.clone(), observe))
         .with_state(service)
 }
@@ -444,14 +448,23 @@ fn auth(s: &Service, headers: &HeaderMap, allowed: &[Role]) -> ApiResult<Princip
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a bearer token is required (Authorization: Bearer TOKEN)",
-        ));
+    // A console session (checked, CSRF included, by the console's middleware, which
+    // removes this header from every incoming request first).
+    let session = headers
+        .get(crate::console::SESSION_PRINCIPAL)
+        .and_then(|v| v.to_str().ok());
+    let p = match (token, session) {
+        (Some(token), _) => s.store.authenticate(token)?,
+        (None, Some(token_id)) => s.store.principal(token_id)?,
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+            ));
+        }
     };
-    let Some(p) = s.store.authenticate(token)? else {
+    let Some(p) = p else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -13,17 +13,6 @@ use serde_json::{Value, json};
 use super::{ANY, ApiError, ApiResult, AppState, ROUTES, WRITE, auth};
 use crate::service::{self, dataset_index};
 
-pub(super) async fn root() -> Response {
-    let body = format!(
-        "<!doctype html><meta charset=utf-8><title>evidex</title>\
-         <h1>evidex {}</h1><p>Compliance evidence exports. The API is described at \
-         <a href=\"/openapi.json\">/openapi.json</a>; every /v1 route takes \
-         <code>Authorization: Bearer TOKEN</code>.</p>",
-        evidex_engine::VERSION
-    );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
-}
-
 pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str> {
     s.store.job_counts()?;
     s.lake
