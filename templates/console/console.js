@@ -82,7 +82,7 @@
       if (r.ok) return location.assign("/exports/" + r.data.id);
     } else if (d.deleteSchedule) {
       r = await api("DELETE", "/v1/schedules/" + d.deleteSchedule);
-      if (r.ok) return location.reload();
+      if (r.ok) return location.assign("/schedules");
     } else if (d.apiClick) {
       const [m, u] = d.apiClick.split(" ");
       r = await api(m, u);
@@ -263,18 +263,39 @@
       if (f[k].value) p.set(k, f[k].value);
     }
     for (const o of f.decision.selectedOptions) p.append("decision", o.value);
-    for (const k of LISTS) for (const v of splitList(f[k].value)) p.append(k, v);
+    for (const k of LISTS) for (const o of f[k].selectedOptions) p.append(k, o.value);
     for (const c of wiz.querySelectorAll('input[name="include"]:checked')) p.append("include", c.value);
     if (!f.include_payloads.checked) p.set("include_payloads", "false");
     history.replaceState(null, "", "/exports/new?" + p.toString());
   }
-  const splitList = (s) => s.split(",").map((x) => x.trim()).filter(Boolean);
+  // Filter values offered from the data in the chosen period (selected ones kept).
+  let valuesFor = "";
+  async function loadValues() {
+    const key = [f.from.value, f.to.value, f.timezone.value].join("|");
+    if (key === valuesFor || !f.from.value || !f.to.value) return;
+    valuesFor = key;
+    for (const k of LISTS) {
+      const sel = f[k];
+      const r = await api("POST", "/v1/exports/values", {
+        field: sel.dataset.values, from: f.from.value, to: f.to.value,
+        timezone: f.timezone.value.trim() || "UTC",
+      });
+      if (!r.ok) continue;
+      const have = new Set([...sel.options].map((o) => o.value));
+      for (const v of r.data.values) {
+        if (!have.has(v)) sel.append(new Option(v, v));
+      }
+    }
+  }
   function body() {
     const filters = {};
     const dec = [...f.decision.selectedOptions].map((o) => o.value);
     if (dec.length) filters.decision = dec;
     if (f.min_severity.value) filters.min_severity = f.min_severity.value;
-    for (const k of LISTS) { const v = splitList(f[k].value); if (v.length) filters[k] = v; }
+    for (const k of LISTS) {
+      const v = [...f[k].selectedOptions].map((o) => o.value);
+      if (v.length) filters[k] = v;
+    }
     const b = {
       name: f.name.value.trim(), from: f.from.value, to: f.to.value,
       timezone: f.timezone.value.trim() || "UTC", format: f.format.value, filters,
@@ -311,7 +332,7 @@
     if (step === 1) document.getElementById("step-1-label").setAttribute("aria-current", "step");
     if (step === 2) document.getElementById("step-2-label").setAttribute("aria-current", "step");
     syncUrl();
-    if (step === 2) count();
+    if (step === 2) { count(); loadValues(); }
   }
   let timer = null;
   let seq = 0;
@@ -386,5 +407,5 @@
     if (r.ok) return location.assign("/exports");
     showError(errMsg(r));
   });
-  if (wiz.dataset.step === "2") count();
+  if (wiz.dataset.step === "2") { count(); loadValues(); }
 })();

@@ -31,6 +31,31 @@ pub(super) async fn preview(
     ))
 }
 
+/// `POST /v1/exports/values`: `{field, from, to, timezone, filters, ...}` gives the
+/// distinct values of an event field (policy, gateway_id, consumer_group, consumer,
+/// provider, model, reason_code) within that scope, redacted like an export, at most
+/// 200: what the console offers as filter values.
+pub(super) async fn values(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    let body = read_body(&s, body).await?;
+    let mut v: serde_json::Map<String, Value> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let field = match v.remove("field") {
+        Some(Value::String(f)) => f,
+        _ => return Err(ApiError::bad_request("field: required, e.g. \"policy\"")),
+    };
+    let rest = serde_json::to_vec(&v).map_err(anyhow::Error::from)?;
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let mut valid = service::parse_preview(&rest, &s.config, &catalog)?;
+    let pinned = s.prepare(&mut valid.request).await?;
+    let values = export::distinct_values(&s.lake, &pinned, &valid.request, &field, 200).await?;
+    Ok(axum::Json(json!({"field": field, "values": values})))
+}
+
 async fn create_job_from(
     s: &Service,
     principal: &Principal,

@@ -168,6 +168,12 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     ),
     (
         "POST",
+        "/v1/exports/values",
+        READ,
+        "The distinct values of an event field (policy, gateway_id, consumer_group, consumer, provider, model, reason_code) in a scope, redacted: filter suggestions",
+    ),
+    (
+        "POST",
         "/v1/exports",
         WRITE,
         "Create an export job (honours Idempotency-Key)",
@@ -365,6 +371,7 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/signing-key", get(ops::signing_key))
         .route("/v1/ingest/{dataset}", post(ingest::ingest_handler))
         .route("/v1/exports/preview", post(exports::preview))
+        .route("/v1/exports/values", post(exports::values))
         .route(
             "/v1/exports",
             post(exports::create_export).get(exports::list_exports),

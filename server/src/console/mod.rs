@@ -57,6 +57,7 @@ pub const PAGES: &[(&str, &str, &[Role])] = &[
     ("GET", "/exports/new", pages::WRITE),
     ("GET", "/exports/{id}", pages::READ),
     ("GET", "/schedules", pages::READ),
+    ("GET", "/schedules/{id}", pages::READ),
     ("GET", "/presets", pages::READ),
     ("GET", "/audit", pages::WRITE),
     ("GET", "/settings/delivery", pages::ADMIN),
@@ -76,6 +77,7 @@ pub fn router() -> Router<Arc<Service>> {
         .route("/exports/new", get(pages::new_export))
         .route("/exports/{id}", get(pages::export_detail))
         .route("/schedules", get(pages::schedules))
+        .route("/schedules/{id}", get(pages::schedule_detail))
         .route("/presets", get(pages::presets))
         .route("/audit", get(pages::audit))
         .route("/settings/delivery", get(pages::settings_delivery))

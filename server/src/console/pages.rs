@@ -387,6 +387,40 @@ pub(super) async fn schedules(State(s): S, session: Sess) -> Response {
     )
 }
 
+pub(super) async fn schedule_detail(
+    State(s): S,
+    session: Sess,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let sn = match require(sess(&session), READ, &format!("/schedules/{id}")) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let row = match s.store.schedule(&id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return render(
+                "message.html",
+                Some(&sn),
+                context! { title => "Not found", message => format!("There is no schedule {id}.") },
+                StatusCode::NOT_FOUND,
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let view = match crate::schedules::view(&s, &row, s.clock.now()) {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    let export_json = serde_json::to_string(&row.spec["export"]).unwrap_or_default();
+    render(
+        "schedule_detail.html",
+        Some(&sn),
+        context! { page => "schedules", sc => view, export_json => export_json },
+        StatusCode::OK,
+    )
+}
+
 pub(super) async fn presets(State(s): S, session: Sess) -> Response {
     let sn = match require(sess(&session), READ, "/presets") {
         Ok(x) => x,
