@@ -2,17 +2,19 @@
 //! loopback: sign in and out, the Create Export wizard (live count equal to `POST
 //! /v1/exports/preview`, a rejected field shown beside it, state kept in the URL
 //! across a reload), a job turning completed without a reload, its download equal to
-//! the API's, what a viewer may not do, and axe-core on every page with a screenshot
-//! of each (committed under `docs/screenshots/`).
+//! the API's, what a viewer may not do, the settings pages (delivery tested against
+//! `s3s-fs`, webhooks with their secret shown once), a schedule created, edited, run
+//! and deleted, and axe-core on every page with a screenshot of each (committed under
+//! `docs/screenshots/`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Browser, Client, Env, Server, env, evidex, token};
+use common::{Browser, Client, Env, S3sFs, Server, env, evidex, token};
 
 /// How long a job may take to turn completed in the page.
 const JOB_TIMEOUT: Duration = Duration::from_secs(90);
@@ -24,30 +26,52 @@ struct Console {
     api: Client,
     tokens: HashMap<&'static str, String>,
     /// Held so that the server stops with the test.
-    _server: Server,
+    server: Server,
+    /// The server's export workers, for [`Console::restart`].
+    workers: usize,
     e: Env,
 }
+
+/// The server setting that lets delivery and webhooks reach this machine (the test
+/// S3 server and receivers listen on loopback).
+const ALLOW_PRIVATE: &[(&str, &str)] = &[("EVIDEX_NETWORK__ALLOW_PRIVATE_TARGETS", "true")];
 
 impl Console {
     /// `workers` export workers in the server; 0 keeps created jobs queued until a
     /// [`Console::worker`] is started.
     async fn start(workers: usize) -> Console {
+        Console::start_with(workers, &[]).await
+    }
+
+    /// [`Console::start`] with `envs` set for the server.
+    async fn start_with(workers: usize, envs: &[(&str, &str)]) -> Console {
         let e = env(2_000, 4);
         evidex(&e.data, &[], &["ingest", e.src.to_str().unwrap()]);
         let tokens = ["admin", "compliance", "viewer"]
             .into_iter()
             .map(|r| (r, token(&e.data, r)))
             .collect();
-        let server = Server::start(&e.data, workers, &[]);
+        let server = Server::start(&e.data, workers, envs);
         let api = Client::new(&server.base);
         let browser = Browser::start(&server.base).await;
         Console {
             browser,
             api,
             tokens,
-            _server: server,
+            server,
+            workers,
             e,
         }
+    }
+
+    /// Stops the server and starts another on the same data with `envs`; the API and
+    /// the browser follow it to its new port. Sessions live in the store, so a
+    /// signed-in browser stays signed in (cookies do not depend on the port).
+    fn restart(&mut self, envs: &[(&str, &str)]) {
+        self.server.kill();
+        self.server = Server::start(&self.e.data, self.workers, envs);
+        self.api = Client::new(&self.server.base);
+        self.browser.base = self.server.base.clone();
     }
 
     fn token(&self, role: &str) -> &str {
@@ -608,4 +632,401 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let be = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().unwrap());
     (be(16), be(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_settings_are_tested_against_s3s_fs_and_saved_with_a_write_only_secret() {
+    let c = Console::start_with(0, ALLOW_PRIVATE).await;
+    let b = &c.browser;
+    let s3 = S3sFs::start(&c.e.dir.path().join("s3root"), &["evidence-bucket"]);
+    let admin = c.token("admin");
+    c.sign_in("admin").await;
+    b.goto("/settings/delivery").await;
+    b.type_into("#d-bucket", "evidence-bucket").await;
+    b.type_into("#d-region", "us-east-1").await;
+    b.type_into("#d-endpoint", &s3.endpoint()).await;
+    b.type_into("#d-prefix", "evidence/").await;
+    b.type_into("#d-ak", S3sFs::ACCESS_KEY).await;
+    b.type_into("#d-sk", S3sFs::SECRET_KEY).await;
+    b.set_checked(r#"input[name="path_style"]"#, true).await;
+    b.set_checked(r#"input[name="enabled"]"#, true).await;
+
+    // Test connection before saving: every step passes, and nothing is saved.
+    b.click("button#test-connection").await;
+    let steps = test_steps(b).await;
+    for s in ["resolve", "connect", "bucket", "write", "read", "delete"] {
+        assert_eq!(step_status(&steps, s), "ok", "{s}: {steps:#?}");
+    }
+    assert_eq!(
+        step_status(&steps, "tls"),
+        "skipped",
+        "plain http: {steps:#?}"
+    );
+    let supports = b.text("#test-supports").await;
+    assert!(supports.starts_with("All steps passed."), "{supports}");
+    assert!(supports.contains("Conditional create: "), "{supports}");
+    assert_eq!(
+        c.api.get("/v1/settings/delivery", admin).await.json()["configured"],
+        false
+    );
+    b.scroll_to("#test-result").await;
+    assert_accessible(b, "settings-delivery-tested").await;
+
+    b.click("button#save-delivery").await;
+    b.wait_for_text("#delivery-form [data-ok]", common::BROWSER_WAIT, |t| {
+        t == "Saved."
+    })
+    .await;
+    assert_eq!(b.text("#delivery-form [data-error]").await, "");
+    let saved = c.api.get("/v1/settings/delivery", admin).await;
+    let v = saved.json();
+    assert_eq!(v["bucket"], "evidence-bucket", "{v}");
+    assert_eq!(v["endpoint"], s3.endpoint(), "{v}");
+    assert_eq!(v["prefix"], "evidence/", "{v}");
+    assert_eq!(v["access_key_id"], S3sFs::ACCESS_KEY, "{v}");
+    assert_eq!(v["path_style"], true, "{v}");
+    assert_eq!(v["enabled"], true, "{v}");
+    assert_eq!(v["secret_access_key_set"], true, "{v}");
+    assert!(!String::from_utf8_lossy(&saved.body).contains(S3sFs::SECRET_KEY));
+
+    // After a reload the form shows what was saved, except the secret.
+    b.client.refresh().await.unwrap();
+    assert_eq!(b.value("#d-bucket").await, "evidence-bucket");
+    assert_eq!(b.value("#d-endpoint").await, s3.endpoint());
+    assert_eq!(b.value("#d-prefix").await, "evidence/");
+    assert_eq!(b.value("#d-ak").await, S3sFs::ACCESS_KEY);
+    assert!(b.is_checked(r#"input[name="path_style"]"#).await);
+    assert_eq!(b.value("#d-sk").await, "");
+    let placeholder = b.attr("#d-sk", "placeholder").await.unwrap_or_default();
+    assert!(placeholder.contains("stored"), "{placeholder:?}");
+    let page = c.fetch_as_browser("/settings/delivery").await;
+    assert!(!String::from_utf8_lossy(&page.body).contains(S3sFs::SECRET_KEY));
+
+    // A wrong secret fails at the bucket step, as credentials, and the later steps
+    // are not run.
+    b.type_into("#d-sk", "wrong-secret").await;
+    b.click("button#test-connection").await;
+    let steps = test_steps(b).await;
+    assert_eq!(step_status(&steps, "resolve"), "ok", "{steps:#?}");
+    assert_eq!(step_status(&steps, "bucket"), "failed", "{steps:#?}");
+    assert!(steps["bucket"].1.contains("credentials"), "{steps:#?}");
+    assert_eq!(step_status(&steps, "write"), "skipped", "{steps:#?}");
+    let supports = b.text("#test-supports").await;
+    assert!(supports.starts_with("A step failed."), "{supports}");
+    // Testing saved nothing: the stored secret is still the good one.
+    let rep = c
+        .api
+        .call(
+            "POST",
+            "/v1/settings/delivery/test",
+            Some(admin),
+            Some(Vec::new()),
+            &[],
+        )
+        .await
+        .json();
+    assert_eq!(rep["ok"], true, "{rep}");
+}
+
+/// The Test connection result on the delivery page, once it is shown: each step's
+/// name with its status (`ok`, `failed` or `skipped`, from the `step` item's class)
+/// and its text.
+async fn test_steps(b: &Browser) -> BTreeMap<String, (String, String)> {
+    // The steps are drawn all at once, so the first one means all of them.
+    b.wait_for("ol#test-steps li[data-step]", Duration::from_secs(60))
+        .await;
+    let mut out = BTreeMap::new();
+    for li in b.find_all("ol#test-steps li[data-step]").await {
+        let step = li.attr("data-step").await.unwrap().unwrap_or_default();
+        let class = li.attr("class").await.unwrap().unwrap_or_default();
+        let classes: Vec<&str> = class.split_whitespace().collect();
+        assert!(classes.contains(&"step"), "{step}: class {class:?}");
+        let status = ["ok", "failed", "skipped"]
+            .into_iter()
+            .find(|s| classes.contains(s))
+            .unwrap_or("")
+            .to_string();
+        out.insert(step, (status, li.text().await.unwrap_or_default()));
+    }
+    out
+}
+
+/// The status of `step` in [`test_steps`]' result; fails the test when it is absent.
+fn step_status<'a>(steps: &'a BTreeMap<String, (String, String)>, step: &str) -> &'a str {
+    match steps.get(step) {
+        Some((status, _)) => status,
+        None => panic!("no step {step} in {steps:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_added_with_its_secret_shown_once_and_a_refused_url_shows_why() {
+    let mut c = Console::start(0).await;
+    let admin = c.token("admin").to_string();
+    let hook = "http://localhost:9/hook";
+    let refused = c
+        .api
+        .post(
+            "/v1/webhooks",
+            &admin,
+            &json!({"url": hook, "events": ["export.completed"]}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let message = refused.message();
+    assert!(message.contains("allow_private_targets"), "{message}");
+
+    // Without network.allow_private_targets, the page shows the API's refusal and
+    // keeps what was typed.
+    c.sign_in("admin").await;
+    {
+        let b = &c.browser;
+        b.goto("/settings/webhooks").await;
+        b.find("#empty").await;
+        b.type_into("#w-url", hook).await;
+        b.type_into("#w-desc", "SIEM").await;
+        b.click("button#add-webhook").await;
+        let shown = b
+            .wait_for_text("#webhook-form [data-error]", common::BROWSER_WAIT, |t| {
+                !t.trim().is_empty()
+            })
+            .await;
+        assert_eq!(shown.trim(), message);
+        assert!(!b.find("#secret-once").await.is_displayed().await.unwrap());
+        assert_eq!(b.value("#w-url").await, hook);
+        assert_eq!(b.value("#w-desc").await, "SIEM");
+    }
+    let list = c.api.get("/v1/webhooks", &admin).await.json();
+    assert_eq!(list["items"], json!([]), "{list}");
+
+    // With it, the webhook is added and its secret shown once.
+    c.restart(ALLOW_PRIVATE);
+    let b = &c.browser;
+    b.goto("/settings/webhooks").await;
+    assert_eq!(b.text("#whoami").await, "admin · admin");
+    b.type_into("#w-url", hook).await;
+    b.type_into("#w-desc", "SIEM").await;
+    b.set_checked(r#"input[name="events"][value="export.failed"]"#, false)
+        .await;
+    b.click("button#add-webhook").await;
+    let secret = b
+        .wait_for_text("#secret-value", common::BROWSER_WAIT, |t| {
+            t.starts_with("whsec_")
+        })
+        .await;
+    assert!(b.find("#secret-once").await.is_displayed().await.unwrap());
+    assert_eq!(b.text("#webhook-form [data-error]").await, "");
+    b.scroll_to("#secret-once").await;
+    assert_accessible(b, "settings-webhooks-added").await;
+    let list = c.api.get("/v1/webhooks", &admin).await.json();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["url"], hook);
+    assert_eq!(
+        items[0]["events"],
+        json!(["export.completed", "export.delivered"])
+    );
+    assert_eq!(items[0]["description"], "SIEM");
+
+    // After a reload the table lists it, and the secret is gone for good.
+    b.client.refresh().await.unwrap();
+    let table = b.text("table#webhooks").await;
+    assert!(table.contains(hook), "{table}");
+    assert!(!b.body_text().await.contains(&secret));
+    assert!(
+        !String::from_utf8_lossy(&c.fetch_as_browser("/settings/webhooks").await.body)
+            .contains(&secret)
+    );
+
+    // Remove, after a confirmation.
+    b.click(r#"table#webhooks button[data-api-click^="DELETE"]"#)
+        .await;
+    let asked = b.accept_dialog(common::BROWSER_WAIT).await;
+    assert!(asked.contains(hook), "{asked}");
+    b.find("#empty").await;
+    let list = c.api.get("/v1/webhooks", &admin).await.json();
+    assert_eq!(list["items"], json!([]), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_created_edited_run_and_deleted() {
+    let c = Console::start(0).await;
+    let b = &c.browser;
+    let token = c.token("compliance");
+    c.sign_in("compliance").await;
+    b.goto("/schedules").await;
+    b.find("#empty").await;
+    b.type_into("#s-name", "SOC2").await;
+    b.set_value("#s-kind", &["quarterly"]).await;
+    b.type_into("#s-tz", "Europe/Berlin").await;
+    b.type_into("#s-export", r#"{"format":"csv"}"#).await;
+    b.click(r#"#schedule-form button[type="submit"]"#).await;
+    let id = b
+        .find("table#schedules tr[data-schedule-id]")
+        .await
+        .attr("data-schedule-id")
+        .await
+        .unwrap()
+        .expect("a schedule id");
+    let v = c
+        .api
+        .get(&format!("/v1/schedules/{id}"), token)
+        .await
+        .json();
+    assert_eq!(v["name"], "SOC2", "{v}");
+    assert_eq!(v["kind"], "quarterly", "{v}");
+    assert_eq!(v["timezone"], "Europe/Berlin", "{v}");
+    assert_eq!(v["name_template"], "{name}-{period}", "{v}");
+    assert_eq!(v["export"]["format"], "csv", "{v}");
+
+    // Its own page: the next three runs (those of the API) and the form, prefilled.
+    let detail = format!("/schedules/{id}");
+    b.click(&format!(r#"tr[data-schedule-id="{id}"] a.schedule-link"#))
+        .await;
+    b.wait_for_location(|l| l == detail, common::BROWSER_WAIT)
+        .await;
+    let runs = next_runs(b).await;
+    let want: Vec<String> = v["next_runs"]
+        .as_array()
+        .expect("next_runs")
+        .iter()
+        .take(3)
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(want.len(), 3, "{v}");
+    assert_eq!(runs, want);
+    assert_eq!(b.value("#s-name").await, "SOC2");
+    assert_eq!(b.value("#s-kind").await, "quarterly");
+    assert_eq!(b.value("#s-tz").await, "Europe/Berlin");
+    assert_eq!(b.value("#s-template").await, "{name}-{period}");
+    let export: Value = serde_json::from_str(&b.value("#s-export").await).unwrap();
+    assert_eq!(export["format"], "csv", "{export}");
+
+    // Edit: PUT, "Saved.", and the change survives a reload.
+    b.type_into("#s-template", "{period}-{name}").await;
+    b.click(r#"#schedule-form button[type="submit"]"#).await;
+    b.wait_for_text("#schedule-form [data-ok]", common::BROWSER_WAIT, |t| {
+        t == "Saved."
+    })
+    .await;
+    let v = c
+        .api
+        .get(&format!("/v1/schedules/{id}"), token)
+        .await
+        .json();
+    assert_eq!(v["name_template"], "{period}-{name}", "{v}");
+    assert_eq!(v["kind"], "quarterly", "{v}");
+    assert_eq!(v["timezone"], "Europe/Berlin", "{v}");
+    assert_eq!(v["export"]["format"], "csv", "{v}");
+    b.client.refresh().await.unwrap();
+    assert_eq!(b.value("#s-template").await, "{period}-{name}");
+
+    // Run now: the latest quarter that ended in Berlin, named by the new template.
+    let period = last_ended_quarter(chrono_tz::Europe::Berlin);
+    b.click("button[data-run-schedule]").await;
+    b.wait_for_location(
+        |l| l.starts_with("/exports/") && !l.starts_with("/exports/new"),
+        common::BROWSER_WAIT,
+    )
+    .await;
+    let job_id = b.location().await["/exports/".len()..].to_string();
+    b.find("#status").await;
+    let job = c
+        .api
+        .get(&format!("/v1/exports/{job_id}"), token)
+        .await
+        .json();
+    assert_eq!(job["period"], period.as_str(), "{job}");
+    assert_eq!(job["name"], format!("{period}-SOC2").as_str(), "{job}");
+    assert_eq!(job["schedule_id"], id.as_str(), "{job}");
+
+    // Back on the schedule's page, its history lists that period with its export.
+    b.goto(&detail).await;
+    let link = format!(r#"table#history a[href$="/exports/{job_id}"]"#);
+    b.find(&link).await;
+    let mut periods = Vec::new();
+    for tr in b.find_all("table#history tbody tr").await {
+        let text = tr.text().await.unwrap();
+        if text.contains(&job_id) {
+            periods.push(text);
+        }
+    }
+    assert!(
+        periods.len() == 1 && periods[0].contains(&period),
+        "{periods:?}"
+    );
+    assert_accessible(b, "schedule-detail").await;
+
+    // Delete, after a confirmation: back at the list, without it; its export stays.
+    b.click("button[data-delete-schedule]").await;
+    let asked = b.accept_dialog(common::BROWSER_WAIT).await;
+    assert!(asked.contains("SOC2"), "{asked}");
+    b.wait_for_location(|l| l == "/schedules", common::BROWSER_WAIT)
+        .await;
+    b.find("#empty").await;
+    assert!(
+        b.try_find(&format!(r#"tr[data-schedule-id="{id}"]"#))
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        c.api
+            .get(&format!("/v1/schedules/{id}"), token)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        c.api
+            .get(&format!("/v1/exports/{job_id}"), token)
+            .await
+            .status,
+        200
+    );
+}
+
+/// The next run times on a schedule's page: the `datetime` of each `ul#next-runs li`'s
+/// `time` (the page's script rewrites the text in the browser's timezone), or the
+/// item's text when it has none.
+async fn next_runs(b: &Browser) -> Vec<String> {
+    b.find("ul#next-runs").await;
+    let mut out = Vec::new();
+    for li in b.find_all("ul#next-runs li").await {
+        let t = match li.find(fantoccini::Locator::Css("time[datetime]")).await {
+            Ok(time) => time.attr("datetime").await.unwrap().unwrap_or_default(),
+            Err(_) => li.text().await.unwrap(),
+        };
+        out.push(t.trim().to_string());
+    }
+    out
+}
+
+/// The label (`2026-Q3`) of the latest calendar quarter that has ended in `tz`, which
+/// is what "Run now" of a quarterly schedule without runs queues.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the server under test runs on the wall clock, so the expected period follows it"
+)]
+fn last_ended_quarter(tz: chrono_tz::Tz) -> String {
+    use chrono::Datelike;
+    let now = chrono::Utc::now().with_timezone(&tz);
+    match now.month0() / 3 {
+        0 => format!("{}-Q4", now.year() - 1),
+        q => format!("{}-Q{q}", now.year()),
+    }
+}
+
+/// [`check_page`], failing the test on any serious or critical violation.
+async fn assert_accessible(b: &Browser, name: &str) {
+    let violations = check_page(b, name).await;
+    assert!(
+        violations.is_empty(),
+        "serious or critical accessibility violations:\n{}",
+        violations.join("\n")
+    );
 }

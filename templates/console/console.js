@@ -38,7 +38,7 @@
       const iso = t.getAttribute("datetime");
       const d = new Date(iso);
       if (isNaN(d)) continue;
-      t.title = iso + " (UTC)";
+      t.title = d.toISOString().replace(".000Z", "Z") + " (UTC)";
       t.textContent = d.toLocaleString();
     }
   }

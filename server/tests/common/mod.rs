@@ -745,3 +745,118 @@ impl Drop for Browser {
         }
     }
 }
+
+/// Dialogs and checkboxes, for the console's settings and schedule pages.
+impl Browser {
+    /// Waits for a dialog (`confirm`, `alert`) to open, accepts it and returns its
+    /// text; fails the test when none opens within `timeout`.
+    pub async fn accept_dialog(&self, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            match self.client.get_alert_text().await {
+                Ok(text) => {
+                    self.client
+                        .accept_alert()
+                        .await
+                        .unwrap_or_else(|e| panic!("accept the dialog {text:?}: {e}"));
+                    return text;
+                }
+                Err(e) if start.elapsed() > timeout => {
+                    panic!(
+                        "no dialog opened on {} within {timeout:?}: {e}",
+                        self.location().await
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Scrolls the page until the element matching `css` is at the bottom of the
+    /// viewport (or as far as the page goes), so a screenshot shows it and what is
+    /// above it.
+    pub async fn scroll_to(&self, css: &str) {
+        let e = self.find(css).await;
+        let arg = serde_json::to_value(&e).expect("element reference");
+        self.client
+            .execute("arguments[0].scrollIntoView({ block: 'end' });", vec![arg])
+            .await
+            .unwrap_or_else(|e| panic!("scroll to {css}: {e}"));
+    }
+
+    /// Whether the checkbox matching `css` is checked.
+    pub async fn is_checked(&self, css: &str) -> bool {
+        self.find(css)
+            .await
+            .prop("checked")
+            .await
+            .unwrap_or_else(|e| panic!("checked of {css}: {e}"))
+            .as_deref()
+            == Some("true")
+    }
+
+    /// Checks or unchecks the checkbox matching `css` by clicking it, as a person would.
+    pub async fn set_checked(&self, css: &str, checked: bool) {
+        if self.is_checked(css).await != checked {
+            self.click(css).await;
+        }
+        assert_eq!(self.is_checked(css).await, checked, "{css} did not toggle");
+    }
+}
+
+/// An `s3s-fs` server on a free loopback port: S3 over a directory (each
+/// subdirectory a bucket) that checks SigV4 signatures, so a wrong secret fails as it
+/// would on AWS. Killed when dropped.
+pub struct S3sFs {
+    child: Child,
+    pub port: u16,
+}
+
+impl S3sFs {
+    /// The access key id every `S3sFs` accepts.
+    pub const ACCESS_KEY: &'static str = "evidex-console-ak";
+    /// The secret access key every `S3sFs` accepts.
+    pub const SECRET_KEY: &'static str = "evidex-console-secret-key-1";
+
+    /// Serves `root`, creating a directory for each of `buckets` first.
+    pub fn start(root: &Path, buckets: &[&str]) -> S3sFs {
+        for b in buckets {
+            std::fs::create_dir_all(root.join(b)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", Self::ACCESS_KEY])
+            .args(["--secret-key", Self::SECRET_KEY])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs is installed (./scripts/test.sh installs it)");
+        let s3 = S3sFs { child, port };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "s3s-fs is not listening on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s3
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
