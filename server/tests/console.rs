@@ -904,8 +904,19 @@ async fn a_schedule_is_created_edited_run_and_deleted() {
     assert_eq!(b.value("#s-kind").await, "quarterly");
     assert_eq!(b.value("#s-tz").await, "Europe/Berlin");
     assert_eq!(b.value("#s-template").await, "{name}-{period}");
-    let export: Value = serde_json::from_str(&b.value("#s-export").await).unwrap();
-    assert_eq!(export["format"], "csv", "{export}");
+    // The export parameters are form fields; only what has none goes in the JSON box.
+    assert_eq!(b.value("#s-format").await, "csv");
+    assert_eq!(b.value("#s-export").await, "");
+    // The form says in words what the schedule does, with the next periods' names.
+    let said = b
+        .wait_for_text("#schedule-preview", Duration::from_secs(10), |t| {
+            t.contains("quarter")
+        })
+        .await;
+    assert!(
+        said.contains("Europe/Berlin") && said.contains("SOC2-2026-Q4"),
+        "{said}"
+    );
 
     // Edit: PUT, "Saved.", and the change survives a reload.
     b.type_into("#s-template", "{period}-{name}").await;

@@ -168,14 +168,16 @@
   }
   function formJson(form) {
     const out = {};
+    const arrays = {};
     const jsonFields = (form.dataset.jsonFields || "").split(",").filter(Boolean);
+    const [mergeFrom, mergeInto] = (form.dataset.merge || ":").split(":");
     for (const f of form.elements) {
       if (!f.name || f.disabled || f.type === "submit" || f.type === "button") continue;
       let v;
       if (f.type === "checkbox") {
         if (f.hasAttribute("data-array")) {
-          out[f.name] = out[f.name] || [];
-          if (f.checked) out[f.name].push(f.value);
+          arrays[f.name] = arrays[f.name] || [];
+          if (f.checked) arrays[f.name].push(f.value);
           continue;
         }
         v = f.checked;
@@ -185,13 +187,62 @@
         v = f.value.trim();
         if (v === "") continue;
         if (f.hasAttribute("data-number")) v = Number(v);
-        if (jsonFields.includes(f.name)) {
+        if (jsonFields.includes(f.name) || f.name === mergeFrom) {
           try { v = JSON.parse(v); } catch (_) { throw new Error(f.name + ": not valid JSON"); }
         }
       }
       setPath(out, f.name, v);
     }
+    for (const [k, v] of Object.entries(arrays)) setPath(out, k, v);
+    // Drop empty lists inside nested objects (an unselected multi-select).
+    (function prune(o) {
+      for (const [k, v] of Object.entries(o)) {
+        if (Array.isArray(v) && v.length === 0 && o !== out) delete o[k];
+        else if (v && typeof v === "object" && !Array.isArray(v)) prune(v);
+      }
+    })(out);
+    if (mergeFrom && out[mergeFrom] !== undefined) {
+      const extra = out[mergeFrom];
+      delete out[mergeFrom];
+      const into = (out[mergeInto] = out[mergeInto] || {});
+      for (const [k, v] of Object.entries(extra)) {
+        if (v && typeof v === "object" && !Array.isArray(v) && into[k] && typeof into[k] === "object") {
+          Object.assign(into[k], v);
+        } else {
+          into[k] = v;
+        }
+      }
+    }
     return out;
+  }
+
+  // Schedule forms: say in words what the schedule does, and its next runs.
+  for (const form of document.querySelectorAll("form[data-schedule-preview]")) {
+    const box = form.querySelector("#schedule-preview");
+    let t = null;
+    const update = () => {
+      clearTimeout(t);
+      t = setTimeout(async () => {
+        let body;
+        try { body = formJson(form); } catch (e) { box.hidden = false; box.textContent = e.message; return; }
+        if (!body.name) body.name = "name";
+        const r = await api("POST", "/v1/schedules/preview", body);
+        box.hidden = false;
+        box.replaceChildren();
+        if (!r.ok) { box.append(el("p", "error", errMsg(r))); return; }
+        box.append(el("p", null, r.data.explanation));
+        const ul = el("ul");
+        ul.id = "preview-runs";
+        for (const p of r.data.periods) {
+          ul.append(el("li", null, p.name + ": " + p.from.slice(0, 16).replace("T", " ") + " to " +
+            p.to.slice(0, 16).replace("T", " ") + ", runs " + p.runs_at.slice(0, 16).replace("T", " ")));
+        }
+        box.append(ul);
+      }, 300);
+    };
+    form.addEventListener("input", update);
+    form.addEventListener("change", update);
+    update();
   }
   for (const form of document.querySelectorAll("form[data-api]")) {
     form.addEventListener("submit", async (ev) => {

@@ -330,6 +330,12 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "Create a schedule {name, kind: weekly|monthly|quarterly|cron, cron, timezone, name_template, delay_minutes, deliver, export}",
     ),
     (
+        "POST",
+        "/v1/schedules/preview",
+        READ,
+        "What a schedule would do, without saving it: explanation, next three runs, the periods they export",
+    ),
+    (
         "GET",
         "/v1/schedules/{id}",
         READ,
@@ -404,6 +410,7 @@ pub fn router(service: AppState) -> Router {
                 .delete(schedules::delete),
         )
         .route("/v1/schedules/{id}/run", post(schedules::run))
+        .route("/v1/schedules/preview", post(schedules::preview))
         .route("/v1/presets", get(presets::list).post(presets::create))
         .route(
             "/v1/presets/{id}",

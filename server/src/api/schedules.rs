@@ -152,3 +152,46 @@ pub(super) async fn run(
         )),
     }
 }
+
+/// `POST /v1/schedules/preview`: what a schedule would do, without saving it: the next
+/// three runs in its timezone and the periods they export, and a sentence saying when
+/// it runs. The body is a schedule as for `POST /v1/schedules` (checked the same way).
+pub(super) async fn preview(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<axum::Json<Value>> {
+    auth(&s, &headers, READ)?;
+    let body = read_body(&s, body).await?;
+    let spec = parse_spec(&s, &body)?;
+    let (cadence, tz) = spec.cadence().map_err(ApiError::bad_request)?;
+    let now = s.clock.now();
+    let runs = schedules::period::next_runs(&cadence, tz, spec.delay(), now, 3);
+    let mut periods = Vec::new();
+    let mut after = now - spec.delay();
+    for _ in 0..3 {
+        let next = schedules::period::periods_due(
+            &cadence,
+            tz,
+            spec.delay(),
+            after,
+            chrono::DateTime::<chrono::Utc>::MAX_UTC,
+            1,
+        );
+        let Some(p) = next.into_iter().next() else {
+            break;
+        };
+        after = p.end;
+        let name = schedules::period::render_name(&spec.name_template, &spec.name, &p)
+            .map_err(|e| ApiError::bad_request(format!("name_template: {e}")))?;
+        periods.push(json!({"period": p.label, "name": name,
+            "from": p.start.with_timezone(&tz).to_rfc3339(),
+            "to": p.end.with_timezone(&tz).to_rfc3339(),
+            "runs_at": p.due.with_timezone(&tz).to_rfc3339()}));
+    }
+    Ok(axum::Json(json!({
+        "explanation": schedules::explain(&spec),
+        "next_runs": runs.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+        "periods": periods,
+    })))
+}

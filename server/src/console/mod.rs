@@ -206,6 +206,10 @@ fn templates() -> &'static Environment<'static> {
                 include_str!("../../../templates/console/schedules.html"),
             ),
             (
+                "schedule_fields.html",
+                include_str!("../../../templates/console/schedule_fields.html"),
+            ),
+            (
                 "schedule_detail.html",
                 include_str!("../../../templates/console/schedule_detail.html"),
             ),

@@ -382,7 +382,7 @@ pub(super) async fn schedules(State(s): S, session: Sess) -> Response {
     render(
         "schedules.html",
         Some(&sn),
-        context! { page => "schedules", schedules => list },
+        context! { page => "schedules", schedules => list, presets => preset_names(&s) },
         StatusCode::OK,
     )
 }
@@ -412,11 +412,29 @@ pub(super) async fn schedule_detail(
         Ok(v) => v,
         Err(e) => return internal(e),
     };
-    let export_json = serde_json::to_string(&row.spec["export"]).unwrap_or_default();
+    // The fields the form shows one by one; the rest of the export parameters go in
+    // its JSON box.
+    let ex = row.spec["export"].clone();
+    let mut extra = ex.as_object().cloned().unwrap_or_default();
+    for k in ["format", "preset", "include", "include_payloads"] {
+        extra.remove(k);
+    }
+    if let Some(Value::Object(f)) = extra.get_mut("filters") {
+        f.remove("decision");
+        f.remove("min_severity");
+        if f.is_empty() {
+            extra.remove("filters");
+        }
+    }
+    let extra_json = (!extra.is_empty())
+        .then(|| serde_json::to_string(&Value::Object(extra)).unwrap_or_default());
     render(
         "schedule_detail.html",
         Some(&sn),
-        context! { page => "schedules", sc => view, export_json => export_json },
+        context! {
+            page => "schedules", sc => view, ex => ex, extra_json => extra_json,
+            presets => preset_names(&s),
+        },
         StatusCode::OK,
     )
 }
@@ -552,4 +570,11 @@ pub(super) async fn settings_redaction(State(s): S, session: Sess) -> Response {
         context! { page => "redaction", rules => rules },
         StatusCode::OK,
     )
+}
+
+/// Every preset's name, for the schedule forms.
+fn preset_names(s: &Service) -> Vec<Value> {
+    Catalog::load(&s.config, &s.store)
+        .map(|c| c.presets.iter().map(|d| json!({"name": d.name})).collect())
+        .unwrap_or_default()
 }

@@ -327,6 +327,32 @@ pub fn run_now(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Resu
     Ok(RunNow::Queued(queued))
 }
 
+/// One sentence saying when a schedule runs and what each run exports.
+pub fn explain(spec: &ScheduleSpec) -> String {
+    let when = match spec.kind.as_str() {
+        "weekly" => "Every Monday at 00:00, exports the previous Monday–Sunday week".to_string(),
+        "monthly" => {
+            "On the 1st of every month at 00:00, exports the previous calendar month".to_string()
+        }
+        "quarterly" => {
+            "On 1 January, April, July and October at 00:00, exports the previous quarter"
+                .to_string()
+        }
+        _ => format!(
+            "At each local time of the cron expression {} (a time skipped by a clock change runs when the gap ends, a repeated one once), exports the time since the previous run",
+            spec.cron.as_deref().unwrap_or("")
+        ),
+    };
+    let delay = match spec.delay_minutes {
+        0 => String::new(),
+        m => format!(", {m} minutes later for late data"),
+    };
+    format!(
+        "{when}{delay}, in {}; runs are named {}.",
+        spec.timezone, spec.name_template
+    )
+}
+
 /// Runs [`tick`] every `scheduler.tick_secs` until the process ends.
 pub async fn scheduler(service: Arc<Service>) {
     loop {
