@@ -240,9 +240,25 @@ pub fn presets(config: &Config) -> Result<Vec<Definition>, EngineError> {
 }
 
 /// Parses a request body's export parameters, refusing the fields only evidex sets.
+/// A deserialisation error as `path: message`, without the fields only evidex sets.
+pub fn field_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    let msg = e
+        .inner()
+        .to_string()
+        .replace(", `_preset_sql`, `_redaction`", "")
+        .replace(", `deliver`, `_preset_sql`", ", `deliver`");
+    if path == "." || path.is_empty() {
+        format!("body: {msg}")
+    } else {
+        format!("{path}: {msg}")
+    }
+}
+
 fn parse_request(body: &[u8]) -> Result<ExportParams, EngineError> {
     let params: ExportParams =
-        serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("body: {e}")))?;
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| EngineError::invalid(field_error(&e)))?;
     if params.pinned_preset_sql.is_some() || params.pinned_redaction.is_some() {
         return Err(EngineError::invalid(
             "body: _preset_sql and _redaction are set by evidex when it stores a job, not by a request",

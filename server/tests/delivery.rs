@@ -415,6 +415,7 @@ async fn settings_and_test_connection_against_real_servers() {
         (json!({"endpoint": "ftp://x"}), "endpoint:"),
         (json!({"colour": "red"}), "colour"),
         (json!({"path_style": "yes"}), "path_style"),
+        (json!({"path_style": false}), "set path_style: true"),
         (
             json!({"object_lock": {"mode": "GOVERNANCE", "days": -1}}),
             "object_lock.days",

@@ -369,13 +369,37 @@ async fn scheduled_runs_form_a_manifest_chain_that_verify_checks() {
             "2026-07-15T00:00:00Z",
         );
     }
+    // The server runs on the wall clock: every month from July to the last one that
+    // has ended is due.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the server under test reads the wall clock"
+    )]
+    let today = chrono::Utc::now().date_naive();
+    let mut months = Vec::new();
+    let mut m = chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
+    let this_month = chrono::NaiveDate::from_ymd_opt(
+        chrono::Datelike::year(&today),
+        chrono::Datelike::month(&today),
+        1,
+    )
+    .unwrap();
+    while m < this_month {
+        months.push(m.format("%Y-%m").to_string());
+        m = m.checked_add_months(chrono::Months::new(1)).unwrap();
+    }
+    let next_run = this_month
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap()
+        .format("%Y-%m-%dT00:00:00")
+        .to_string();
     let server = Server::start(&data, 2, &[("EVIDEX_SCHEDULER__TICK_SECS", "1")]);
     let c = Client::new(&server.base);
     let start = Instant::now();
     let sched = loop {
         let v = c.get("/v1/schedules/sch_chain", &compliance).await.json();
         let h = v["history"].as_array().unwrap();
-        if h.len() >= 4 && h.iter().all(|r| r["status"] == "completed") {
+        if h.len() >= months.len() && h.iter().all(|r| r["status"] == "completed") {
             break v;
         }
         assert!(start.elapsed() < Duration::from_secs(120), "{v}");
@@ -386,7 +410,7 @@ async fn scheduled_runs_form_a_manifest_chain_that_verify_checks() {
         sched["next_runs"][0]
             .as_str()
             .unwrap()
-            .starts_with("2026-12-01T00:00:00"),
+            .starts_with(&next_run),
         "{sched}"
     );
     // Each run's artifact, copied out of the state directory.
@@ -410,10 +434,7 @@ async fn scheduled_runs_form_a_manifest_chain_that_verify_checks() {
             j["artifact"]["file_name"].as_str().unwrap().to_string(),
         );
     }
-    assert_eq!(
-        by_period.keys().collect::<Vec<_>>(),
-        ["2026-07", "2026-08", "2026-09", "2026-10"]
-    );
+    assert_eq!(by_period.keys().cloned().collect::<Vec<_>>(), months);
     let ok = common::run(&data, &["verify", "--chain", out.to_str().unwrap()]);
     let text = common::text(&ok);
     assert!(ok.status.success(), "{text}");
@@ -506,12 +527,18 @@ async fn schedule_api_checks_input_and_roles_and_runs_on_request() {
         (json!({"timezone": "Mars/Olympus"}), "timezone:"),
         (json!({"name_template": "{name}-{quarter}"}), "quarter"),
         (json!({"kind": "cron", "cron": "61 * * * *"}), "cron"),
-        (json!({"export": {"format": "xlsx"}}), "export:"),
+        (json!({"export": {"format": "xlsx"}}), "export"),
+        (
+            json!({"export": {"format": "csv", "fitlers": {}}}),
+            "unknown field `fitlers`",
+        ),
         (
             json!({"export": {"format": "csv", "from": "2026-01-01"}}),
             "export.from",
         ),
         (json!({"colour": "red"}), "colour"),
+        (json!({"delay_minutes": -5}), "delay_minutes:"),
+        (json!({"kind": "cron", "cron": "61 25 * * *"}), "at most 59"),
     ] {
         let mut body = good.clone();
         for (k, v) in patch.as_object().unwrap() {
@@ -525,14 +552,51 @@ async fn schedule_api_checks_input_and_roles_and_runs_on_request() {
             String::from_utf8_lossy(&r.body)
         );
         assert!(r.message().contains(want), "{patch}: {}", r.message());
+        assert!(!r.message().contains('\n'), "one line: {}", r.message());
+        assert!(!r.message().contains("_preset_sql"), "{}", r.message());
     }
     assert_eq!(c.post("/v1/schedules", &viewer, &good).await.status, 403);
     let r = c.post("/v1/schedules", &compliance, &good).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     let id = v["id"].as_str().unwrap();
-    assert_eq!(v["next_runs"][0], "2027-01-01T01:00:00+01:00", "{v}");
-    assert_eq!(v["next_runs"][1], "2027-04-01T01:00:00+02:00", "{v}");
+    // The server runs on the wall clock: the quarter that ended last, and the next
+    // quarter starts (at 01:00 local: 60 minutes' delay), in Berlin time.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the server under test reads the wall clock"
+    )]
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive();
+    let (y, q) = (
+        chrono::Datelike::year(&today),
+        (chrono::Datelike::month(&today) - 1) / 3,
+    );
+    let last = if q == 0 {
+        format!("{}-Q4", y - 1)
+    } else {
+        format!("{y}-Q{q}")
+    };
+    let next_start = if q == 3 {
+        format!("{}-01-01", y + 1)
+    } else {
+        format!("{y}-{:02}-01", q * 3 + 4)
+    };
+    let runs: Vec<&str> = v["next_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 3, "{v}");
+    assert!(
+        runs[0].starts_with(&format!("{next_start}T01:00:00+0")),
+        "{v}"
+    );
+    for r in &runs {
+        assert!(r.contains("-01T01:00:00+0"), "{v}");
+    }
     assert_eq!(
         c.get("/v1/schedules", &viewer).await.json()["schedules"]
             .as_array()
@@ -546,8 +610,8 @@ async fn schedule_api_checks_input_and_roles_and_runs_on_request() {
         .await;
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let job = r.json();
-    assert_eq!(job["period"], "2026-Q3");
-    assert_eq!(job["name"], "SOC2-2026-Q3");
+    assert_eq!(job["period"], last.as_str());
+    assert_eq!(job["name"], format!("SOC2-{last}"));
     let r = c
         .post(&format!("/v1/schedules/{id}/run"), &compliance, &json!({}))
         .await;
@@ -558,7 +622,7 @@ async fn schedule_api_checks_input_and_roles_and_runs_on_request() {
         r.message()
     );
     let v = c.get(&format!("/v1/schedules/{id}"), &viewer).await.json();
-    assert_eq!(v["history"][0]["period"], "2026-Q3");
+    assert_eq!(v["history"][0]["period"], last.as_str());
     let r = c
         .call(
             "DELETE",

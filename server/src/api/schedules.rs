@@ -15,7 +15,8 @@ use crate::store::ScheduleRow;
 
 fn parse_spec(s: &Service, body: &[u8]) -> ApiResult<ScheduleSpec> {
     let spec: ScheduleSpec =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| ApiError::bad_request(crate::service::field_error(&e)))?;
     let catalog = Catalog::load(&s.config, &s.store)?;
     spec.validate(s, &catalog, s.clock.now())
         .map_err(ApiError::bad_request)?;

@@ -16,7 +16,7 @@ use evidex_server::service::Catalog;
 /// `evidex schedule ...`.
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Every schedule with its next three runs.
+    /// Every schedule with its next run (`show` gives three and the history).
     List,
     /// One schedule with its next runs and history.
     Show {

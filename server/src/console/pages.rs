@@ -168,7 +168,8 @@ fn job_row(j: &crate::store::Job) -> Value {
     let v = j.to_json();
     json!({
         "id": j.id, "name": j.name, "status": j.status, "error": j.error,
-        "format": v["format"], "from": v["from"], "to": v["to"], "timezone": v["timezone"],
+        "format": v["format"], "from": local(&v["from"], &v["timezone"]),
+        "to": local(&v["to"], &v["timezone"]), "timezone": v["timezone"],
         "rows": j.rows_written, "percent": v["progress"]["percent"],
         "bytes": j.artifact.as_ref().and_then(|a| a["bytes"].as_u64()),
         "size": j.artifact.as_ref().and_then(|a| a["bytes"].as_u64()).map(human_bytes),
@@ -176,6 +177,19 @@ fn job_row(j: &crate::store::Job) -> Value {
         "expires_at": j.artifact.as_ref().and_then(|a| a["expires_at"].as_str().map(str::to_string)),
         "period": j.period, "schedule_id": j.schedule_id, "delivery": j.delivery,
     })
+}
+
+/// An instant bound (`2026-06-30T22:00:00Z`) shown in the export's timezone
+/// (`2026-07-01 00:00`); day bounds stay as they are.
+fn local(v: &Value, tz: &Value) -> Value {
+    if let (Some(t), Some(tz)) = (v.as_str(), tz.as_str())
+        && t.contains('T')
+        && let Ok(d) = chrono::DateTime::parse_from_rfc3339(t)
+        && let Ok(z) = tz.parse::<chrono_tz::Tz>()
+    {
+        return json!(d.with_timezone(&z).format("%Y-%m-%d %H:%M").to_string());
+    }
+    v.clone()
 }
 
 fn human_bytes(b: u64) -> String {

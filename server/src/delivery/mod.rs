@@ -143,12 +143,11 @@ impl SettingsInput {
         map.remove("secret_access_key_set");
         let settings: DeliverySettings = serde_path_to_error::deserialize(Value::Object(map))
             .map_err(|e| {
-                let path = e.path().to_string();
-                if path == "." {
-                    format!("body: {}", e.inner())
-                } else {
-                    format!("{path}: {}", e.inner())
+                let mut m = crate::service::field_error(&e);
+                if m.contains("unknown field") {
+                    m.push_str(" (and `secret_access_key`)");
                 }
+                m
             })?;
         Ok(SettingsInput {
             settings,

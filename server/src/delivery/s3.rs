@@ -142,6 +142,13 @@ impl Bucket {
         }
         let url = if settings.path_style {
             format!("{endpoint}/{}/", settings.bucket)
+        } else if matches!(base.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
+            || base.host_str() == Some("localhost")
+        {
+            return Err(TargetError::BadUrl(format!(
+                "endpoint: {} is an address, not a domain, so the bucket cannot go in the host name; set path_style: true",
+                base.host_str().unwrap_or_default()
+            )));
         } else {
             let host = base.host_str().unwrap_or_default();
             let port = base.port().map(|p| format!(":{p}")).unwrap_or_default();

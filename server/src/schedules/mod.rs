@@ -127,7 +127,7 @@ impl ScheduleSpec {
         for k in ["name", "from", "to", "timezone"] {
             if self.export.contains_key(k) {
                 return Err(format!(
-                    "export.{k}: the schedule sets it (name_template, the period, timezone)"
+                    "export.{k}: set by the schedule for each run (the name from name_template, from/to from the period, timezone from the schedule); leave it out"
                 ));
             }
         }
@@ -147,11 +147,13 @@ impl ScheduleSpec {
             })
             .ok_or_else(|| "cron: the expression never fires".to_string())?;
         let params = self.params_for(&sample)?;
-        export_from_params(&params, &service.config, catalog).map_err(|e| {
-            format!(
-                "export: {}",
-                e.to_string().trim_start_matches("stored parameters: ")
-            )
+        let checked = serde_json::to_vec(&params).map_err(|e| e.to_string())?;
+        crate::service::parse_export(&checked, &service.config, catalog).map_err(|e| {
+            let m = e.to_string();
+            match m.strip_prefix("body: ") {
+                Some(rest) => format!("export: {rest}"),
+                None => format!("export.{m}"),
+            }
         })?;
         Ok(())
     }

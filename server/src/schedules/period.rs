@@ -150,7 +150,17 @@ impl CronSpec {
         };
         let schedule = Schedule::from_str(&crate_form).map_err(|e| PeriodError::CronSyntax {
             expression: source.clone(),
-            reason: e.to_string(),
+            // The crate's message spans lines and shows its own seconds-first form
+            // with a caret; its last line says what is wrong.
+            reason: e
+                .to_string()
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty() && !l.starts_with('^'))
+                .unwrap_or_default()
+                .replace("Minutes must be less than 59", "Minutes must be at most 59")
+                .replace("Hours must be less than 23", "Hours must be at most 23")
+                .replace("Seconds must be less than 59", "Seconds must be at most 59"),
         })?;
         if schedule.after(&DateTime::UNIX_EPOCH).next().is_none() {
             return Err(PeriodError::CronNeverFires { expression: source });
