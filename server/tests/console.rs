@@ -1041,3 +1041,44 @@ async fn assert_accessible(b: &Browser, name: &str) {
         violations.join("\n")
     );
 }
+
+/// A job that is running (a SQL definition slow enough to be caught while it
+/// processes) is cancelled from its page: the worker stops and the page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_is_cancelled_from_its_page() {
+    let c = Console::start(1).await;
+    let b = &c.browser;
+    // Every pair of events of a week: millions of rows, minutes of work here.
+    let mut body = scope("Long", "2026-01-01", "2026-03-04", &[]);
+    body["sql"] = json!("SELECT a.id AS a, b.id AS b FROM events a CROSS JOIN events b");
+    let id = c.create("compliance", &body).await;
+    let start = std::time::Instant::now();
+    loop {
+        let j = c
+            .api
+            .get(&format!("/v1/exports/{id}"), c.token("compliance"))
+            .await
+            .json();
+        if j["status"] == "processing" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && j["status"] == "queued",
+            "{j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.sign_in("compliance").await;
+    b.goto(&format!("/exports/{id}")).await;
+    assert!(is(&b.text("#status").await, "processing"));
+    b.click("button#cancel").await;
+    let _ = b.client.accept_alert().await;
+    b.wait_for_text("#status", Duration::from_secs(30), |t| is(t, "cancelled"))
+        .await;
+    let job = c
+        .api
+        .get(&format!("/v1/exports/{id}"), c.token("compliance"))
+        .await
+        .json();
+    assert_eq!(job["status"], "cancelled", "{job}");
+}
