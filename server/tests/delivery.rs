@@ -757,3 +757,45 @@ async fn large_artifacts_go_up_in_parts() {
         &data,
     );
 }
+
+/// The multipart completion is conditional: an object that appears under the key
+/// while the parts go up (here: before the upload starts, so the check before it
+/// would not see it happen) is never overwritten, and the upload is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_never_overwrites_an_object_that_appeared_meanwhile() {
+    use evidex_server::delivery::multipart::{MultipartError, upload};
+    use evidex_server::delivery::{DeliverySettings, s3::Bucket};
+    let dir = tempfile::tempdir().unwrap();
+    let moto = S3::moto();
+    moto.tool(&["create-bucket", "race-bucket"]);
+    let settings = DeliverySettings {
+        bucket: "race-bucket".into(),
+        endpoint: Some(moto.endpoint()),
+        path_style: true,
+        access_key_id: AK.into(),
+        ..DeliverySettings::default()
+    };
+    let bucket = Bucket::connect(&settings, SK, true, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let big = dir.path().join("big.bin");
+    let bytes: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &bytes).unwrap();
+    // A free key: three parts (5 + 5 + 1 MiB), read back whole by boto3.
+    upload(&bucket, "fresh.bin", &big, Default::default(), 5 << 20)
+        .await
+        .unwrap();
+    let back = dir.path().join("back.bin");
+    moto.tool(&["get", "race-bucket", "fresh.bin", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == bytes);
+    // A taken key: refused at the completion, the other object unchanged.
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, "someone else's\n").unwrap();
+    moto.tool(&["put", "race-bucket", "taken.bin", other.to_str().unwrap()]);
+    match upload(&bucket, "taken.bin", &big, Default::default(), 5 << 20).await {
+        Err(MultipartError::Exists(k)) => assert_eq!(k, "taken.bin"),
+        other => panic!("{other:?}"),
+    }
+    moto.tool(&["get", "race-bucket", "taken.bin", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), b"someone else's\n");
+}

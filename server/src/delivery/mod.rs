@@ -12,6 +12,7 @@
 //! artifact's own SHA-256 (`x-amz-meta-evidex-sha256`, from an earlier attempt) counts
 //! as delivered.
 
+pub mod multipart;
 pub mod probe;
 pub mod s3;
 mod upload;

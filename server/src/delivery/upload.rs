@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload, WriteMultipart,
+    Attribute, AttributeValue, Attributes, ObjectStore, PutMode, PutOptions, PutPayload,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use super::s3::Bucket;
 use super::{EXPORT_METADATA, SHA_METADATA, load};
@@ -118,7 +116,7 @@ pub(super) async fn upload(
             service.clock.now() + chrono::Duration::days(i64::from(l.days)),
         )
     });
-    let writer = match lock {
+    let writer = match lock.clone() {
         Some(h) => bucket
             .store(h)
             .map_err(|e| Failure::permanent(format!("S3 client: {e}")))?,
@@ -164,7 +162,17 @@ pub(super) async fn upload(
                 }
                 None => {}
             }
-            put_file(&writer, &path, &dir.join(name), sha, job_id, service).await?;
+            put_file(
+                &bucket,
+                &lock,
+                &writer,
+                &path,
+                &dir.join(name),
+                sha,
+                job_id,
+                service,
+            )
+            .await?;
         }
         return Ok(format!("{folder}{main}"));
     }
@@ -172,7 +180,10 @@ pub(super) async fn upload(
 }
 
 /// Uploads one file with conditional create (multipart above the threshold).
+#[allow(clippy::too_many_arguments, reason = "one upload's inputs")]
 async fn put_file(
+    bucket: &Bucket,
+    lock: &Option<http::HeaderMap>,
     store: &object_store::aws::AmazonS3,
     path: &ObjectPath,
     file: &Path,
@@ -219,52 +230,31 @@ async fn put_file(
             Err(e) => Err(Failure::retry(format!("uploading {path}: {}", chain(&e)))),
         };
     }
-    // Multipart: object_store has no conditional completion, so the check before
-    // the upload is the guard here.
-    let upload = store
-        .put_multipart_opts(
-            path,
-            PutMultipartOptions {
-                attributes,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            Failure::retry(format!(
-                "starting the multipart upload of {path}: {}",
-                chain(&e)
-            ))
-        })?;
-    let part = threshold.clamp(5 << 20, 64 << 20) as usize;
-    let mut w = WriteMultipart::new_with_chunk_size(upload, part);
-    let mut f = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| Failure::retry(format!("reading {}: {e}", file.display())))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match f.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                // Parts already sent would stay in the bucket (and be billed).
-                let _ = w.abort().await;
-                return Err(Failure::retry(format!("reading {}: {e}", file.display())));
-            }
-        };
-        if n == 0 {
-            break;
+    // Multipart, with a conditional completion (see `multipart`).
+    let mut headers = bucket.sse_headers();
+    headers.extend(lock.clone().unwrap_or_default());
+    for (k, v) in [
+        ("x-amz-meta-evidex-sha256", sha),
+        ("x-amz-meta-evidex-export-id", job_id),
+        ("content-type", content_type(path.as_ref())),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            headers.insert(k, v);
         }
-        if let Err(e) = w.wait_for_capacity(2).await {
-            let _ = w.abort().await;
-            return Err(Failure::retry(format!("uploading {path}: {}", chain(&e))));
-        }
-        w.write(&buf[..n]);
     }
-    // object_store's finish aborts the upload itself when the completion fails.
-    w.finish()
-        .await
-        .map(|_| ())
-        .map_err(|e| Failure::retry(format!("uploading {path}: {}", chain(&e))))
+    let part = threshold.clamp(5 << 20, 64 << 20) as usize;
+    match super::multipart::upload(bucket, path.as_ref(), file, headers, part).await {
+        Ok(()) => Ok(()),
+        Err(super::multipart::MultipartError::Exists(_)) => {
+            match existing_sha(store, path).await? {
+                Some(s) if s == format!("{sha} {job_id}") => Ok(()),
+                _ => Err(Failure::retry(format!(
+                    "{path} was created by someone else meanwhile; it is never overwritten"
+                ))),
+            }
+        }
+        Err(e) => Err(Failure::retry(e.to_string())),
+    }
 }
 
 /// An error and its sources, which say what actually happened ("connection
