@@ -879,6 +879,17 @@ async fn console_pages_check_roles_and_csrf() {
     let (status, cookie) = sign_in("ingest").await;
     assert_eq!(status, 401);
     assert!(cookie.is_none());
+    // Another site's form cannot sign a visitor in (login CSRF).
+    let tok = token(&e.data, "compliance");
+    let r = plain
+        .post(format!("{base}/sign-in"))
+        .header("origin", "https://evil.example")
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
     let mut checked = 0;
     for role in ["admin", "compliance", "viewer"] {
         let (status, cookie) = sign_in(role).await;

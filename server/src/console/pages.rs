@@ -71,7 +71,42 @@ pub(super) struct SignInForm {
     next: Option<String>,
 }
 
-pub(super) async fn sign_in(State(s): S, Form(f): Form<SignInForm>) -> Response {
+/// Whether a form post comes from this site: an `Origin` header, when the browser
+/// sends one, must name the host the request was sent to (login CSRF: another site
+/// must not sign a visitor in with its own token).
+fn same_origin(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    // Behind a proxy that rewrites Host, the configured public URL is this site.
+    if public_url.is_some_and(|p| p.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    url::Url::parse(origin).is_ok_and(|u| {
+        let o = match u.port() {
+            Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+            None => u.host_str().unwrap_or_default().to_string(),
+        };
+        o.eq_ignore_ascii_case(host)
+    })
+}
+
+pub(super) async fn sign_in(
+    State(s): S,
+    headers: HeaderMap,
+    Form(f): Form<SignInForm>,
+) -> Response {
+    if !same_origin(&headers, s.config.server.public_url.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "sign-in must come from this site's own form",
+        )
+            .into_response();
+    }
     let next = safe_next(f.next.as_deref());
     let principal = match s.store.authenticate(f.token.trim()) {
         Ok(p) => p,
