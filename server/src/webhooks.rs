@@ -103,12 +103,20 @@ pub fn payload(service: &Service, event: &str, job: &Job, now_ms: i64) -> Value 
 
 /// Queues `event` about the job `id` (as it is now) for every subscribed webhook.
 pub fn notify(service: &Service, event: &str, id: &str) -> Result<()> {
+    notify_at(service, event, id, service.now_ms())
+}
+
+/// Queues `event` about the job `id`, which happened at `happened_at` (ms), for every
+/// webhook subscribed to it that existed then.
+fn notify_at(service: &Service, event: &str, id: &str, happened_at: i64) -> Result<()> {
     let Some(job) = service.store.job(id)? else {
         return Ok(());
     };
     let now = service.now_ms();
     let body = payload(service, event, &job, now).to_string();
-    service.store.enqueue_webhook_event(event, id, &body, now)?;
+    service
+        .store
+        .enqueue_webhook_event(event, id, &body, now, happened_at)?;
     Ok(())
 }
 
@@ -118,9 +126,9 @@ pub fn notify(service: &Service, event: &str, id: &str) -> Result<()> {
 pub fn sweep(service: &Service) -> Result<usize> {
     let since = service.now_ms() - 3_600_000;
     let missing = service.store.missing_webhook_events(since)?;
-    for (export_id, event) in &missing {
+    for (export_id, event, at) in &missing {
         tracing::info!(export = %export_id, %event, "queuing a webhook event missed by a stopped process");
-        notify(service, event, export_id)?;
+        notify_at(service, event, export_id, *at)?;
     }
     Ok(missing.len())
 }

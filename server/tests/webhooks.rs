@@ -353,7 +353,15 @@ fn events_missed_by_a_stopped_process_are_queued_by_the_sweep() {
             .unwrap()
     );
     assert!(s.store.webhook_messages(&hook.id, 10).unwrap().is_empty());
+    // A webhook created after the job ended does not hear of it.
+    let late = Webhook {
+        id: evidex_server::store::Store::new_webhook_id(),
+        created_at: t + 5_000,
+        ..hook.clone()
+    };
+    s.store.insert_webhook(&late).unwrap();
     assert_eq!(evidex_server::webhooks::sweep(&s).unwrap(), 1);
+    assert!(s.store.webhook_messages(&late.id, 10).unwrap().is_empty());
     assert_eq!(evidex_server::webhooks::sweep(&s).unwrap(), 0);
     let msgs = s.store.webhook_messages(&hook.id, 10).unwrap();
     assert_eq!(msgs.len(), 1);

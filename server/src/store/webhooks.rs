@@ -216,10 +216,13 @@ impl Store {
         export_id: &str,
         payload: &str,
         now_ms: i64,
+        happened_at: i64,
     ) -> Result<usize> {
+        // A webhook hears of events that happened after it was created.
         let hooks: Vec<String> = self
             .webhooks()?
             .into_iter()
+            .filter(|w| w.created_at <= happened_at)
             .filter(|w| w.events.iter().any(|e| e == event))
             .map(|w| w.id)
             .collect();
@@ -352,10 +355,10 @@ impl Store {
 
 impl Store {
     /// Events of the last `since_ms`.. that a subscribed webhook (created before the
-    /// event) has no message for: `(export_id, event)`. A process that stops between
+    /// event) has no message for: `(export_id, event, when it happened in ms)`. A process that stops between
     /// finishing a job and queuing its messages leaves such gaps; the dispatcher
     /// fills them.
-    pub fn missing_webhook_events(&self, since_ms: i64) -> Result<Vec<(String, String)>> {
+    pub fn missing_webhook_events(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "WITH events(export_id, event, at) AS (
@@ -365,14 +368,14 @@ impl Store {
                     UNION ALL
                     SELECT job_id, 'export.delivered', finished_at
                       FROM deliveries WHERE status = 'delivered' AND finished_at >= ?1)
-                 SELECT DISTINCT e.export_id, e.event FROM events e
+                 SELECT DISTINCT e.export_id, e.event, e.at FROM events e
                    JOIN webhooks w ON w.deleted_at IS NULL AND w.created_at <= e.at
                         AND EXISTS (SELECT 1 FROM json_each(w.events) j WHERE j.value = e.event)
                   WHERE NOT EXISTS (SELECT 1 FROM webhook_messages m
                                      WHERE m.webhook_id = w.id AND m.event = e.event
                                        AND m.export_id = e.export_id)",
             )?;
-            st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+            st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect()
         })
     }
