@@ -1082,3 +1082,54 @@ async fn a_running_job_is_cancelled_from_its_page() {
         .json();
     assert_eq!(job["status"], "cancelled", "{job}");
 }
+
+/// Redaction settings as a form: a pattern the server cannot compile is refused with
+/// its reason and nothing is saved; a good one is saved and used by the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_rules_are_edited_and_checked() {
+    let c = Console::start(0).await;
+    let b = &c.browser;
+    c.sign_in("admin").await;
+    b.goto("/settings/redaction").await;
+    b.type_into("#custom", "broken: (unclosed").await;
+    b.click("#save-redaction").await;
+    let err = b
+        .wait_for_text(
+            "#redaction-form [data-error]",
+            Duration::from_secs(10),
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(err.contains("custom") && err.contains("unclosed group"), "{err}");
+    let before = c
+        .api
+        .get("/v1/settings/redaction", c.token("admin"))
+        .await
+        .json();
+    assert!(
+        before["rules"]["custom"].as_array().unwrap().is_empty(),
+        "{before}"
+    );
+    b.type_into("#custom", "ticket: TCK-[0-9]{6}").await;
+    b.type_into("#fields", "consumer").await;
+    b.click("#save-redaction").await;
+    b.wait_for_text("#redaction-form [data-ok]", Duration::from_secs(10), |t| {
+        t.contains("Saved")
+    })
+    .await;
+    let after = c
+        .api
+        .get("/v1/settings/redaction", c.token("admin"))
+        .await
+        .json();
+    assert_eq!(after["rules"]["custom"][0]["name"], "ticket", "{after}");
+    assert_eq!(
+        after["rules"]["custom"][0]["pattern"], "TCK-[0-9]{6}",
+        "{after}"
+    );
+    assert_eq!(after["rules"]["fields"][0], "consumer", "{after}");
+    // The page shows what is stored after a reload.
+    b.goto("/settings/redaction").await;
+    assert!(b.value("#custom").await.contains("ticket: TCK-[0-9]{6}"));
+    assert!(b.axe().await.is_empty());
+}

@@ -185,6 +185,20 @@
         v = [...f.selectedOptions].map((o) => o.value);
       } else {
         v = f.value.trim();
+        if (f.hasAttribute("data-rules")) {
+          // "name: pattern" per line (the pattern may itself contain ": ").
+          v = v.split("\n").map((l) => l.trim()).filter(Boolean).map((l, i) => {
+            const at = l.indexOf(":");
+            if (at < 1) throw new Error(f.name + " line " + (i + 1) + ": write NAME: PATTERN");
+            return { name: l.slice(0, at).trim(), pattern: l.slice(at + 1).trim() };
+          });
+          setPath(out, f.name, v);
+          continue;
+        }
+        if (f.hasAttribute("data-csv")) {
+          setPath(out, f.name, v.split(",").map((x) => x.trim()).filter(Boolean));
+          continue;
+        }
         if (v === "") continue;
         if (f.hasAttribute("data-number")) v = Number(v);
         if (jsonFields.includes(f.name) || f.name === mergeFrom) {

@@ -612,11 +612,14 @@ pub(super) async fn settings_redaction(State(s): S, session: Sess) -> Response {
         Ok(c) => c,
         Err(e) => return internal(e),
     };
-    let rules = serde_json::to_string_pretty(&catalog.redaction).unwrap_or_default();
     render(
         "settings_redaction.html",
         Some(&sn),
-        context! { page => "redaction", rules => rules },
+        context! {
+            page => "redaction",
+            rules => serde_json::to_value(&catalog.redaction).unwrap_or(Value::Null),
+            detectors => evidex_engine::redact::BUILTIN_DETECTORS,
+        },
         StatusCode::OK,
     )
 }
