@@ -1100,7 +1100,10 @@ async fn redaction_rules_are_edited_and_checked() {
             |t| !t.is_empty(),
         )
         .await;
-    assert!(err.contains("custom") && err.contains("unclosed group"), "{err}");
+    assert!(
+        err.contains("custom") && err.contains("unclosed group"),
+        "{err}"
+    );
     let before = c
         .api
         .get("/v1/settings/redaction", c.token("admin"))
