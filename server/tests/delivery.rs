@@ -4,14 +4,14 @@
 //! evidex's client) and passed through `evidex verify`.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Client, Receiver, Server, token};
+use common::{Client, Receiver, Server, files_containing, token};
 
 const AK: &str = "evidex-delivery-ak";
 const SK: &str = "evidex-delivery-secret-key-1";
@@ -207,21 +207,6 @@ fn fetch_and_verify(s3: &S3, bucket: &str, prefix: &str, main: &str, dir: &Path,
         "verify {main}: {}",
         common::text(&out)
     );
-}
-
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_containing(&p, needle));
-        } else if let Ok(b) = std::fs::read(&p)
-            && b.windows(needle.len()).any(|w| w == needle)
-        {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn step<'a>(report: &'a Value, name: &str) -> &'a Value {

@@ -5,14 +5,14 @@
 //! guard refuses loopback targets unless `network.allow_private_targets` is set; the
 //! signing secret is shown once and never stored in clear.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Client, Receiver, Server, token};
+use common::{Client, Receiver, Server, files_containing, token};
 
 fn ingest(data: &Path, dir: &Path) {
     let lines: Vec<String> = (0..20)
@@ -37,22 +37,6 @@ fn ingest(data: &Path, dir: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Files under `dir` (recursively) whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_containing(&p, needle));
-        } else if let Ok(b) = std::fs::read(&p)
-            && b.windows(needle.len()).any(|w| w == needle)
-        {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Whether `check` became true within `timeout`.

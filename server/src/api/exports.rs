@@ -22,9 +22,7 @@ pub(super) async fn preview(
 ) -> ApiResult<axum::Json<Value>> {
     auth(&s, &headers, READ)?;
     let body = read_body(&s, body).await?;
-    let catalog = service::Catalog::load(&s.config, &s.store)?;
-    let mut valid = service::parse_preview(&body, &s.config, &catalog)?;
-    let pinned = s.prepare(&mut valid.request).await?;
+    let (valid, pinned) = scoped(&s, &body).await?;
     let p = export::preview(&s.lake, &pinned, &valid.request).await?;
     Ok(axum::Json(
         json!({"records": p.records, "by_dataset": p.by_dataset}),
@@ -49,11 +47,20 @@ pub(super) async fn values(
         _ => return Err(ApiError::bad_request("field: required, e.g. \"policy\"")),
     };
     let rest = serde_json::to_vec(&v).map_err(anyhow::Error::from)?;
-    let catalog = service::Catalog::load(&s.config, &s.store)?;
-    let mut valid = service::parse_preview(&rest, &s.config, &catalog)?;
-    let pinned = s.prepare(&mut valid.request).await?;
+    let (valid, pinned) = scoped(&s, &rest).await?;
     let values = export::distinct_values(&s.lake, &pinned, &valid.request, &field, 200).await?;
     Ok(axum::Json(json!({"field": field, "values": values})))
+}
+
+/// A preview-shaped body checked and its tables pinned: what preview and values read.
+async fn scoped(
+    s: &Service,
+    body: &[u8],
+) -> ApiResult<(service::ValidExport, export::PinnedTables)> {
+    let catalog = service::Catalog::load(&s.config, &s.store)?;
+    let mut valid = service::parse_preview(body, &s.config, &catalog)?;
+    let pinned = s.prepare(&mut valid.request).await?;
+    Ok((valid, pinned))
 }
 
 async fn create_job_from(

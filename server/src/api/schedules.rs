@@ -168,21 +168,17 @@ pub(super) async fn preview(
     let (cadence, tz) = spec.cadence().map_err(ApiError::bad_request)?;
     let now = s.clock.now();
     let runs = schedules::period::next_runs(&cadence, tz, spec.delay(), now, 3);
+    // The periods those runs export: the first three ending after `now - delay`.
+    let upcoming = schedules::period::periods_due(
+        &cadence,
+        tz,
+        spec.delay(),
+        now - spec.delay(),
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+        3,
+    );
     let mut periods = Vec::new();
-    let mut after = now - spec.delay();
-    for _ in 0..3 {
-        let next = schedules::period::periods_due(
-            &cadence,
-            tz,
-            spec.delay(),
-            after,
-            chrono::DateTime::<chrono::Utc>::MAX_UTC,
-            1,
-        );
-        let Some(p) = next.into_iter().next() else {
-            break;
-        };
-        after = p.end;
+    for p in upcoming {
         let name = schedules::period::render_name(&spec.name_template, &spec.name, &p)
             .map_err(|e| ApiError::bad_request(format!("name_template: {e}")))?;
         periods.push(json!({"period": p.label, "name": name,

@@ -262,11 +262,23 @@ fn tick_one(
         now,
         service.config.scheduler.catch_up_cap,
     );
+    queue_periods(service, row, &spec, &due, catalog, now)
+}
+
+/// Queues `periods` (oldest first) a millisecond apart, so the runs' export ids
+/// (ULIDs) sort by period; returns the ids of those not already run.
+fn queue_periods(
+    service: &Service,
+    row: &ScheduleRow,
+    spec: &ScheduleSpec,
+    periods: &[Period],
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
     let mut queued = Vec::new();
-    for (i, p) in due.iter().enumerate() {
-        // A millisecond apart, so the runs' export ids (ULIDs) sort by period.
+    for (i, p) in periods.iter().enumerate() {
         let at = now + chrono::Duration::milliseconds(i as i64);
-        if let Some(id) = queue_period(service, row, &spec, p, catalog, at)? {
+        if let Some(id) = queue_period(service, row, spec, p, catalog, at)? {
             queued.push(id);
         }
     }
@@ -310,13 +322,7 @@ pub fn run_now(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Resu
         ),
     };
     let catalog = Catalog::load(&service.config, &service.store)?;
-    let mut queued = Vec::new();
-    for (i, p) in periods.iter().enumerate() {
-        let at = now + chrono::Duration::milliseconds(i as i64);
-        if let Some(id) = queue_period(service, row, &spec, p, &catalog, at)? {
-            queued.push(id);
-        }
-    }
+    let queued = queue_periods(service, row, &spec, &periods, &catalog, now)?;
     if queued.is_empty() {
         return Ok(RunNow::AlreadyRan {
             export_id: service
