@@ -11,7 +11,9 @@ pub mod encode;
 mod local_date;
 mod merge;
 mod pdf;
+mod preview;
 pub mod scoped;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,6 @@ use deltalake::datafusion::dataframe::DataFrame;
 use deltalake::datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use deltalake::datafusion::physical_plan::{ExecutionPlanProperties, execute_stream};
 use futures::StreamExt;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::definition::Definition;
@@ -45,7 +46,9 @@ pub use artifact::{ArtifactFile, ArtifactTarget};
 use artifact::{ArtifactWriter, DatasetJob};
 pub use encode::{EncodeOptions, Format};
 use pdf::{bind_report, render_report, run_report};
+pub use preview::{Preview, check_definition, preview};
 pub use scoped::{Include, PinnedTables, ScopedQueries};
+pub use values::{VALUE_COLUMNS, distinct_values};
 
 /// Batches each sorted partition may decode ahead of the merge. Deeper queues did not
 /// make exports faster here (both cores are already busy) and only hold more memory.
@@ -233,15 +236,6 @@ fn rand_u128() -> u128 {
     u128::from_le_bytes(b)
 }
 
-/// Record counts of a scope, per dataset.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Preview {
-    /// Records of the main dataset (events, or a definition's rows).
-    pub records: u64,
-    /// Rows per dataset (`events` or the definition's name, and each included one).
-    pub by_dataset: BTreeMap<String, u64>,
-}
-
 /// What an export wrote.
 #[derive(Debug, Clone)]
 pub struct ExportOutcome {
@@ -313,102 +307,6 @@ pub fn event_columns(include_payloads: bool) -> Vec<&'static str> {
         })
         .map(|c| c.name)
         .collect()
-}
-
-/// Counts what an export of `request` would contain.
-pub async fn preview(
-    lake: &Lake,
-    pinned: &PinnedTables,
-    request: &ExportRequest,
-) -> Result<Preview> {
-    let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
-    let records = match &request.definition {
-        None => q.count_events().await?,
-        Some(d) => ScopedQueries::count(q.definition(&d.sql).await?).await?,
-    };
-    let mut by_dataset = BTreeMap::from([(request.main_dataset(), records)]);
-    for inc in &request.include {
-        if let Some((df, _)) = include_frame(&q, *inc).await? {
-            by_dataset.insert(inc.name().to_string(), ScopedQueries::count(df).await?);
-        }
-    }
-    Ok(Preview {
-        records,
-        by_dataset,
-    })
-}
-
-/// Event columns whose values [`distinct_values`] lists (what export filters name).
-pub const VALUE_COLUMNS: [&str; 7] = [
-    "policy",
-    "gateway_id",
-    "consumer_group",
-    "consumer",
-    "provider",
-    "model",
-    "reason_code",
-];
-
-/// The distinct non-empty values of the event `column` (one of [`VALUE_COLUMNS`])
-/// within `request`'s scope, redacted exactly as the export would write them, sorted,
-/// at most `limit`. This is what a form offers as filter values.
-///
-/// # Errors
-/// `InvalidRequest` for a column outside [`VALUE_COLUMNS`]; query errors.
-pub async fn distinct_values(
-    lake: &Lake,
-    pinned: &PinnedTables,
-    request: &ExportRequest,
-    column: &str,
-    limit: usize,
-) -> Result<Vec<String>> {
-    use deltalake::arrow::array::{Array, AsArray};
-    use deltalake::datafusion::prelude::{col, lit};
-    if !VALUE_COLUMNS.contains(&column) {
-        return Err(EngineError::invalid(format!(
-            "field: '{column}' is not one of {}",
-            VALUE_COLUMNS.join(", ")
-        )));
-    }
-    let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
-    let batches = q
-        .events()?
-        .select_columns(&[column])?
-        .filter(col(column).is_not_null().and(col(column).not_eq(lit(""))))?
-        .distinct()?
-        .sort(vec![col(column).sort(true, false)])?
-        .limit(0, Some(limit))?
-        .collect()
-        .await?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let a = deltalake::arrow::compute::cast(
-            b.column(0),
-            &deltalake::arrow::datatypes::DataType::Utf8,
-        )
-        .map_err(|e| EngineError::Query(e.into()))?;
-        let a = a.as_string::<i32>();
-        for i in 0..a.len() {
-            if !a.is_null(i) {
-                out.push(a.value(i).to_string());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Plans `request`'s SQL definition (without running it), so a create request with
-/// a definition that names a missing column fails at once, not in a worker.
-pub async fn check_definition(
-    lake: &Lake,
-    pinned: &PinnedTables,
-    request: &ExportRequest,
-) -> Result<()> {
-    if let Some(d) = &request.definition {
-        let q = request.queries(lake, pinned, DEFAULT_BATCH_ROWS)?;
-        q.definition(&d.sql).await?;
-    }
-    Ok(())
 }
 
 /// An included dataset's rows; `None` for the report, which is not a dataset.

@@ -7,6 +7,7 @@
 //! order without a global sort (see `table.rs`). Each file's first and last sort key
 //! is kept in the Delta `tags` of its `add` action.
 
+mod compact;
 pub mod id_index;
 pub mod paths;
 pub mod table;
@@ -22,7 +23,7 @@ use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType}
 use deltalake::datafusion::execution::object_store::ObjectStoreUrl;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, Remove, StructField};
+use deltalake::kernel::{Action, Add, StructField};
 use deltalake::parquet::arrow::AsyncArrowWriter;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::metadata::SortingColumn;
@@ -41,6 +42,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{ColumnKind, DATE_PARTITION, Dataset};
 use crate::rows::{Row, rows_to_batch, utc_date};
 
+pub use compact::CompactOutcome;
 pub use id_index::IdIndex;
 pub use table::LakeTable;
 
@@ -128,17 +130,6 @@ pub struct AppendOutcome {
     pub duplicate_rows: Vec<usize>,
     /// Delta version committed, if anything was written.
     pub version: Option<u64>,
-}
-
-/// What a compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CompactOutcome {
-    /// Date partitions rewritten.
-    pub partitions: usize,
-    /// Files replaced.
-    pub files_removed: usize,
-    /// Files written.
-    pub files_added: usize,
 }
 
 /// The key index once opened, or when an attempt found it held by another process.
@@ -614,102 +605,6 @@ impl Lake {
             default_row_commit_version: None,
             clustering_provider: None,
         })
-    }
-
-    /// Rewrites every date partition that has at least `min_files` files into one
-    /// sorted file, in one commit per partition. Readers of older versions keep their
-    /// files (until vacuum); readers of the new version see each row exactly once.
-    pub async fn compact(&self, dataset: Dataset, min_files: usize) -> Result<CompactOutcome> {
-        self.flush_index_of(dataset).await?;
-        let Some(table) = self.load(dataset, None).await? else {
-            return Ok(CompactOutcome::default());
-        };
-        let snapshot = self.files_of(dataset, &table)?;
-        let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<DataFile>> = BTreeMap::new();
-        for f in snapshot.files {
-            by_date
-                .entry((f.date, f.cluster.clone()))
-                .or_default()
-                .push(f);
-        }
-        let mut outcome = CompactOutcome::default();
-        let mut table = table;
-        for ((date, cluster), files) in by_date {
-            if files.len() < min_files.max(2) {
-                continue;
-            }
-            let ctx = table::session_context(self, 256 << 20);
-            let provider = LakeTable::new(dataset, files.clone(), self.store_url.clone(), true);
-            let df = ctx.read_table(Arc::new(provider))?;
-            let df = df.sort(table::sort_exprs(dataset))?;
-            let stream = df.execute_stream().await?;
-            let add = self
-                .write_file(
-                    dataset,
-                    date,
-                    cluster.as_deref(),
-                    stream.map_err(EngineError::from),
-                )
-                .await?;
-            let now = self.clock.now().timestamp_millis();
-            let mut actions: Vec<Action> = files
-                .iter()
-                .map(|f| {
-                    Action::Remove(Remove {
-                        path: f.relative.clone(),
-                        data_change: false,
-                        deletion_timestamp: Some(now),
-                        extended_file_metadata: Some(true),
-                        partition_values: Some(HashMap::from([(
-                            DATE_PARTITION.to_string(),
-                            Some(date.format("%Y-%m-%d").to_string()),
-                        )])),
-                        size: Some(f.size as i64),
-                        tags: None,
-                        deletion_vector: None,
-                        base_row_id: None,
-                        default_row_commit_version: None,
-                    })
-                })
-                .collect();
-            let mut add = add;
-            add.data_change = false;
-            let new_path = paths::in_store(&self.table_root(dataset), &add.path);
-            let new_relative = add.path.clone();
-            actions.push(Action::Add(add));
-            let operation = DeltaOperation::Optimize {
-                predicate: None,
-                target_size: 0,
-            };
-            let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(20))
-                .with_actions(actions)
-                .build(Some(table.snapshot()?), table.log_store(), operation)
-                .await;
-            match committed {
-                Ok(_) => {
-                    // The new file holds exactly the keys of the files it replaced.
-                    if let Some(index) = self.id_index()? {
-                        let removed: Vec<&str> =
-                            files.iter().map(|f| f.relative.as_str()).collect();
-                        if removed.iter().try_fold(true, |all, f| {
-                            Ok::<_, EngineError>(all && index.has_file(dataset, f)?)
-                        })? {
-                            index.record(dataset, [], &[new_relative.as_str()], &removed)?;
-                        }
-                    }
-                    outcome.partitions += 1;
-                    outcome.files_removed += files.len();
-                    outcome.files_added += 1;
-                }
-                Err(e) => {
-                    // Someone else rewrote this partition first; our file is an orphan.
-                    let _ = self.store.delete(&new_path).await;
-                    tracing::warn!(date = %date, error = %e, "compaction commit lost a race");
-                }
-            }
-            table.update_state().await?;
-        }
-        Ok(outcome)
     }
 }
 

@@ -35,7 +35,7 @@ pub enum Format {
     Ndjson,
     /// Apache Parquet.
     Parquet,
-    /// The PDF evidence report (see `report.rs`).
+    /// The PDF evidence report (see `report/`).
     Pdf,
 }
 
