@@ -17,6 +17,7 @@ pub mod redact;
 pub mod report;
 pub mod rows;
 pub mod scope;
+pub mod stream;
 pub mod verify;
 
 pub use error::{EngineError, Result};

@@ -54,6 +54,19 @@ pub fn open_lake(
     .with_context(|| format!("cannot open the data location {}", config.data))
 }
 
+/// The event stream of `lake`, its cursors signed with a secret kept in the
+/// metadata database (the same for every node and the CLI on that database).
+pub fn stream_of(lake: &Lake, store: &Store) -> Result<evidex_engine::stream::EventStream> {
+    let secret = store.secret("stream-cursors")?;
+    let key: [u8; 32] = secret
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the stored stream-cursors secret is not 32 bytes"))?;
+    Ok(evidex_engine::stream::EventStream::new(
+        lake.clone(),
+        evidex_engine::stream::CursorKey::new(key),
+    ))
+}
+
 /// Builds the service. `ingest` starts the ingest batchers (the server process is
 /// the lake's only ingest writer; workers never ingest).
 pub fn build_service(
@@ -66,6 +79,7 @@ pub fn build_service(
     let store = Store::open(&state)?;
     let signer = Arc::new(Signer::load_or_create(&state)?);
     let link_key = store.secret("download-links")?;
+    let stream = Arc::new(stream_of(&lake, &store)?);
     let master_key = Arc::new(secrets::MasterKey::load_or_create(
         config.secrets.master_key_file.as_deref(),
         &state,
@@ -96,6 +110,8 @@ pub fn build_service(
         metrics,
         ingest: batchers,
         link_key,
+        stream,
+        stream_redactor: Default::default(),
         master_key,
         recent_downloads: Default::default(),
         config,

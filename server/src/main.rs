@@ -48,6 +48,12 @@ pub enum Command {
     Preview(commands::PreviewArgs),
     /// Rewrite date partitions made of many small files into one sorted file each.
     Compact(CompactArgs),
+    /// Delete data files compaction replaced longer ago than the retention (Delta
+    /// VACUUM): older table versions, and stream cursors into them, stop working.
+    Vacuum(VacuumArgs),
+    /// Decision events in ingest order as NDJSON on stdout, from a cursor (the
+    /// SIEM stream of `GET /v1/events/stream`, without a server).
+    Stream(commands::StreamArgs),
     /// Show each table's current version, files and rows.
     Tables(TablesArgs),
     /// List the built-in and saved export definitions.
@@ -77,6 +83,19 @@ pub struct TablesArgs {
     /// Also list the location of every active data file.
     #[arg(long)]
     pub files: bool,
+}
+
+/// `evidex vacuum`.
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// Keep files replaced less than this many hours ago [default: the table's
+    /// delta.deletedFileRetentionDuration, 30 days]
+    #[arg(long)]
+    pub retain_hours: Option<u64>,
+    /// Allow a retention below the table's (exports pinned to older versions and
+    /// stream cursors into them will fail).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `evidex compact`.

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use evidex_engine::EngineError;
 use evidex_engine::clock::Clock;
 use evidex_engine::definition::{self, Definition};
+use evidex_engine::export::encode::Profile;
 use evidex_engine::export::{
     self, ArtifactTarget, EncodeOptions, Evidence, ExportControl, ExportRequest, Format, Include,
     PinnedTables,
@@ -48,6 +49,11 @@ pub struct Service {
     pub ingest: HashMap<Dataset, mpsc::Sender<IngestItem>>,
     /// Key of download links.
     pub link_key: Vec<u8>,
+    /// The event stream for SIEMs (`GET /v1/events/stream`).
+    pub stream: Arc<evidex_engine::stream::EventStream>,
+    /// The compiled redaction rules the stream last used.
+    pub stream_redactor:
+        std::sync::Mutex<Option<(RedactionRules, Arc<evidex_engine::redact::Redactor>)>>,
     /// Seals the secrets stored in the metadata database (webhook signing secrets).
     pub master_key: Arc<crate::secrets::MasterKey>,
     /// Ranged downloads logged recently: (export id, requester) → when (ms). See
@@ -110,15 +116,52 @@ pub const MAX_NAME_CHARS: usize = 200;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterParams {
-    policy: Vec<String>,
-    decision: Vec<String>,
-    gateway: Vec<String>,
-    consumer_group: Vec<String>,
-    consumer: Vec<String>,
-    provider: Vec<String>,
-    model: Vec<String>,
-    reason_code: Vec<String>,
-    min_severity: Option<String>,
+    /// Policy names.
+    pub policy: Vec<String>,
+    /// Decisions (`allow|block|redact|escalate|flag`, past tenses accepted).
+    pub decision: Vec<String>,
+    /// Gateway ids.
+    pub gateway: Vec<String>,
+    /// Consumer groups.
+    pub consumer_group: Vec<String>,
+    /// Consumers.
+    pub consumer: Vec<String>,
+    /// Providers.
+    pub provider: Vec<String>,
+    /// Models.
+    pub model: Vec<String>,
+    /// Reason codes.
+    pub reason_code: Vec<String>,
+    /// `info|low|medium|high|critical`: that severity and above.
+    pub min_severity: Option<String>,
+}
+
+impl FilterParams {
+    /// The engine's filters.
+    ///
+    /// # Errors
+    /// `decision: ...` or `min_severity: ...` for a value that is not one.
+    pub fn to_filters(&self) -> Result<Filters, EngineError> {
+        Ok(Filters {
+            policy: self.policy.clone(),
+            decision: self
+                .decision
+                .iter()
+                .map(|d| parse_decision(d))
+                .collect::<Result<_, _>>()?,
+            gateway: self.gateway.clone(),
+            consumer_group: self.consumer_group.clone(),
+            consumer: self.consumer.clone(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            reason_code: self.reason_code.clone(),
+            min_severity: self
+                .min_severity
+                .as_deref()
+                .map(parse_severity)
+                .transpose()?,
+        })
+    }
 }
 
 /// The body of `POST /v1/exports` and `/v1/exports/preview`.
@@ -162,6 +205,10 @@ pub struct ExportParams {
     /// Start each CSV file with a UTF-8 byte-order mark (default from configuration).
     #[serde(default)]
     pub csv_bom: Option<bool>,
+    /// Record layout of json / ndjson events: `native` (default), `ecs`, `ocsf`,
+    /// `splunk_hec`.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// Deliver the artifact to the delivery bucket (default: the delivery settings'
     /// `enabled`).
     #[serde(default)]
@@ -187,6 +234,16 @@ pub struct Catalog {
     pub redaction: RedactionRules,
 }
 
+/// The redaction rules in force: the ones saved through the API, else the
+/// configuration's.
+pub fn current_redaction(config: &Config, store: &Store) -> anyhow::Result<RedactionRules> {
+    Ok(match store.setting(REDACTION_SETTING)? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("the stored redaction setting is unreadable: {e}"))?,
+        None => config.redaction.clone(),
+    })
+}
+
 /// Name of the redaction setting in the metadata database.
 pub const REDACTION_SETTING: &str = "redaction";
 
@@ -203,11 +260,7 @@ impl Catalog {
                 source: format!("saved:{}", p.id),
             });
         }
-        let redaction = match store.setting(REDACTION_SETTING)? {
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("the stored redaction setting is unreadable: {e}"))?,
-            None => config.redaction.clone(),
-        };
+        let redaction = current_redaction(config, store)?;
         Ok(Catalog { presets, redaction })
     }
 
@@ -312,22 +365,7 @@ pub fn validate_export(
     if description.len() > 4000 {
         return Err(EngineError::invalid("description: the limit is 4000 bytes"));
     }
-    let f = &p.filters;
-    let filters = Filters {
-        policy: f.policy.clone(),
-        decision: f
-            .decision
-            .iter()
-            .map(|d| parse_decision(d))
-            .collect::<Result<_, _>>()?,
-        gateway: f.gateway.clone(),
-        consumer_group: f.consumer_group.clone(),
-        consumer: f.consumer.clone(),
-        provider: f.provider.clone(),
-        model: f.model.clone(),
-        reason_code: f.reason_code.clone(),
-        min_severity: f.min_severity.as_deref().map(parse_severity).transpose()?,
-    };
+    let filters = p.filters.to_filters()?;
     let timezone = p.timezone.clone().unwrap_or_else(|| "UTC".to_string());
     let scope = ExportScope::new(&p.from, &p.to, &timezone, filters)?;
     let mut include = Vec::new();
@@ -392,14 +430,20 @@ pub fn validate_export(
     let mut request = ExportRequest::new(name.clone(), scope, format);
     request.include = include;
     request.definition = definition;
-    request.check()?;
     request.include_payloads = p.include_payloads.unwrap_or(true);
     request.encode = EncodeOptions {
         csv_formula_guard: p
             .csv_formula_guard
             .unwrap_or(config.export.csv_formula_guard),
         csv_bom: p.csv_bom.unwrap_or(config.export.csv_bom),
+        profile: p
+            .profile
+            .as_deref()
+            .map(Profile::parse)
+            .transpose()?
+            .unwrap_or_default(),
     };
+    request.check()?;
     request.split_rows = config.export.split_rows;
     request.redaction = p
         .pinned_redaction

@@ -29,16 +29,19 @@ pub enum Role {
     Viewer,
     /// Pushes events only.
     Ingest,
+    /// Reads the event stream (`GET /v1/events/stream`) only: a SIEM pipeline.
+    Siem,
 }
 
 impl Role {
-    /// Parses `admin|compliance|viewer|ingest`.
+    /// Parses `admin|compliance|viewer|ingest|siem`.
     pub fn parse(s: &str) -> Option<Role> {
         Some(match s {
             "admin" => Role::Admin,
             "compliance" => Role::Compliance,
             "viewer" => Role::Viewer,
             "ingest" => Role::Ingest,
+            "siem" => Role::Siem,
             _ => return None,
         })
     }
@@ -50,6 +53,7 @@ impl Role {
             Role::Compliance => "compliance",
             Role::Viewer => "viewer",
             Role::Ingest => "ingest",
+            Role::Siem => "siem",
         }
     }
 }

@@ -132,6 +132,20 @@ impl ExportRequest {
                 "format: the pdf report summarises the scope's events; it cannot accompany a preset or SQL definition (export the definition separately)",
             ));
         }
+        if self.encode.profile != encode::Profile::Native {
+            if !matches!(self.format, Format::Json | Format::Ndjson) {
+                return Err(EngineError::invalid(format!(
+                    "profile: the {} profile lays out JSON records; use format json or ndjson (format {} has no profiles)",
+                    self.encode.profile.as_str(),
+                    self.format.as_str()
+                )));
+            }
+            if self.definition.is_some() {
+                return Err(EngineError::invalid(
+                    "profile: profiles map the event columns; a preset or SQL definition chooses its own columns",
+                ));
+            }
+        }
         if self.format == Format::Pdf && !self.include.is_empty() {
             return Err(EngineError::invalid(
                 "include: format pdf is the report alone; to package the report with data, use a data format (csv, json, ndjson, parquet) with include [\"report\", ...]",
@@ -174,7 +188,7 @@ impl ExportRequest {
             filters.insert("min_severity".into(), serde_json::json!(m.as_str()));
         }
         let include: Vec<&str> = self.include.iter().map(|i| i.name()).collect();
-        serde_json::json!({
+        let mut parameters = serde_json::json!({
             "from": self.scope.from,
             "to": self.scope.to,
             "timezone": self.scope.timezone.name(),
@@ -184,7 +198,12 @@ impl ExportRequest {
             "include_payloads": self.include_payloads,
             "preset": self.definition.as_ref().map(|d| d.name.clone()),
             "split_rows": self.split_rows,
-        })
+        });
+        // Only when set, so manifests of native exports keep their bytes.
+        if self.encode.profile != encode::Profile::Native {
+            parameters["profile"] = serde_json::json!(self.encode.profile.as_str());
+        }
+        parameters
     }
 
     fn queries(

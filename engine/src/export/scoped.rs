@@ -163,6 +163,40 @@ impl PinnedTables {
     }
 }
 
+/// `columns` of `dataset` as expressions, free text passed through `redactor`
+/// (JSON columns always through the JSON form, which marks them as JSON for the
+/// encoders). Exports and the event stream project with this, so both apply the
+/// same rules.
+pub(crate) fn redacted_projection(
+    redactor: &Arc<Redactor>,
+    dataset: Dataset,
+    columns: &[&str],
+) -> Vec<Expr> {
+    let text = RedactUdf::udf(redactor.clone(), TextShape::Plain);
+    let json = RedactUdf::udf(redactor.clone(), TextShape::Json);
+    let fields = &redactor.rules().fields;
+    columns
+        .iter()
+        .map(|name| {
+            let kind = dataset
+                .column_index(name)
+                .map(|i| dataset.columns()[i].kind);
+            match kind {
+                Some(ColumnKind::Json) => json.call(vec![col(*name)]).alias(*name),
+                Some(ColumnKind::Text) if !redactor.is_noop() => {
+                    text.call(vec![col(*name)]).alias(*name)
+                }
+                Some(ColumnKind::Str)
+                    if !redactor.is_noop() && fields.iter().any(|f| f == name) =>
+                {
+                    text.call(vec![col(*name)]).alias(*name)
+                }
+                _ => col(*name),
+            }
+        })
+        .collect()
+}
+
 /// Query builder for one export's scope.
 pub struct ScopedQueries {
     ctx: SessionContext,
@@ -249,31 +283,7 @@ impl ScopedQueries {
 
     /// `columns` of `dataset` as expressions, free text passed through redaction.
     fn projection(&self, dataset: Dataset, columns: &[&str]) -> Vec<Expr> {
-        let text = RedactUdf::udf(self.redactor.clone(), TextShape::Plain);
-        let json = RedactUdf::udf(self.redactor.clone(), TextShape::Json);
-        let fields = &self.redactor.rules().fields;
-        columns
-            .iter()
-            .map(|name| {
-                let kind = dataset
-                    .column_index(name)
-                    .map(|i| dataset.columns()[i].kind);
-                match kind {
-                    // JSON columns always go through the function: it marks them as
-                    // JSON for the encoders (and costs nothing without rules).
-                    Some(ColumnKind::Json) => json.call(vec![col(*name)]).alias(*name),
-                    Some(ColumnKind::Text) if !self.redactor.is_noop() => {
-                        text.call(vec![col(*name)]).alias(*name)
-                    }
-                    Some(ColumnKind::Str)
-                        if !self.redactor.is_noop() && fields.iter().any(|f| f == name) =>
-                    {
-                        text.call(vec![col(*name)]).alias(*name)
-                    }
-                    _ => col(*name),
-                }
-            })
-            .collect()
+        redacted_projection(&self.redactor, dataset, columns)
     }
 
     /// The session the queries run in.

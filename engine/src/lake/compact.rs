@@ -123,3 +123,55 @@ impl Lake {
         Ok(outcome)
     }
 }
+
+/// What a vacuum did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VacuumOutcome {
+    /// Data files deleted.
+    pub files_deleted: usize,
+}
+
+impl Lake {
+    /// Deletes the data files compaction replaced more than `retention` ago (Delta
+    /// VACUUM, lite mode: only files the log removed). Table versions older than
+    /// that can no longer be read, re-runs pinned to them fail, and event stream
+    /// cursors into the commits that appended those files expire (`410`).
+    ///
+    /// `retention` defaults to the table's `delta.deletedFileRetentionDuration`
+    /// (30 days for tables evidex creates); a shorter one is refused unless `force`.
+    ///
+    /// # Errors
+    /// [`EngineError::Delta`] when the retention is below the table's and `force` is
+    /// not set, or the vacuum fails.
+    pub async fn vacuum(
+        &self,
+        dataset: Dataset,
+        retention: Option<chrono::Duration>,
+        force: bool,
+    ) -> Result<VacuumOutcome> {
+        let Some(table) = self.load(dataset, None).await? else {
+            return Ok(VacuumOutcome::default());
+        };
+        let mut builder = table
+            .vacuum()
+            .with_enforce_retention_duration(!force)
+            .with_clock(Arc::new(LakeClock(self.clock.clone())));
+        if let Some(r) = retention {
+            builder = builder.with_retention_period(r);
+        }
+        let (_, metrics) = builder.await?;
+        Ok(VacuumOutcome {
+            files_deleted: metrics.files_deleted.len(),
+        })
+    }
+}
+
+/// The lake's clock as deltalake's vacuum asks for it.
+#[derive(Debug)]
+struct LakeClock(Arc<dyn crate::clock::Clock>);
+
+impl deltalake::operations::vacuum::Clock for LakeClock {
+    fn current_timestamp_millis(&self) -> i64 {
+        self.0.now().timestamp_millis()
+    }
+}

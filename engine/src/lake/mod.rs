@@ -42,7 +42,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{ColumnKind, DATE_PARTITION, Dataset};
 use crate::rows::{Row, rows_to_batch, utc_date};
 
-pub use compact::CompactOutcome;
+pub use compact::{CompactOutcome, VacuumOutcome};
 pub use id_index::IdIndex;
 pub use table::LakeTable;
 
@@ -222,7 +222,7 @@ impl Lake {
             .expect("table dir is a relative URL")
     }
 
-    fn table_root(&self, dataset: Dataset) -> Path {
+    pub(crate) fn table_root(&self, dataset: Dataset) -> Path {
         paths::in_store(&self.root_path, paths::table_dir(dataset))
     }
 

@@ -100,6 +100,9 @@ const INGEST: &[Role] = &[Role::Admin, Role::Ingest];
 const ANY: &[Role] = &[Role::Admin, Role::Compliance, Role::Viewer, Role::Ingest];
 const PUBLIC: &[Role] = &[];
 const ADMIN: &[Role] = &[Role::Admin];
+/// The event stream: exports' readers and SIEM pipelines (whose `siem` role may read
+/// nothing else).
+const STREAM: &[Role] = &[Role::Admin, Role::Compliance, Role::Siem];
 
 mod delivery;
 mod downloads;
@@ -108,6 +111,7 @@ mod ingest;
 mod ops;
 mod presets;
 mod schedules;
+pub mod stream;
 mod webhooks;
 
 pub use exports::expire_artifacts;
@@ -159,6 +163,12 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "/v1/ingest/config-versions",
         INGEST,
         "Store configuration versions",
+    ),
+    (
+        "GET",
+        "/v1/events/stream",
+        STREAM,
+        "Decision events in ingest order as NDJSON pages (cursor, since, limit, profile: native|ecs|ocsf|splunk_hec, wait, include_payloads, the export filters); the next page's cursor is in the Evidex-Cursor header",
     ),
     (
         "POST",
@@ -376,6 +386,7 @@ pub fn router(service: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .route("/v1/signing-key", get(ops::signing_key))
         .route("/v1/ingest/{dataset}", post(ingest::ingest_handler))
+        .route("/v1/events/stream", get(stream::stream))
         .route("/v1/exports/preview", post(exports::preview))
         .route("/v1/exports/values", post(exports::values))
         .route(

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use evidex_engine::clock::Clock;
 use evidex_engine::definition::{self, Definition};
+use evidex_engine::export::encode::Profile;
 use evidex_engine::export::{
     self, ArtifactTarget, EncodeOptions, Evidence, ExportControl, ExportRequest, Format, Include,
     PinnedTables,
@@ -25,18 +26,9 @@ use evidex_server::store::Store;
 use super::presets::{all_presets, stored_catalog};
 use super::progress_bar;
 
-/// Scope flags shared by `export` and `preview`.
+/// Event filter flags shared by `export`, `preview` and `stream`.
 #[derive(Debug, Args)]
-pub struct ScopeArgs {
-    /// First day (YYYY-MM-DD, inclusive) or an RFC 3339 instant.
-    #[arg(long)]
-    pub from: String,
-    /// Last day (YYYY-MM-DD, inclusive) or an RFC 3339 instant (exclusive).
-    #[arg(long)]
-    pub to: String,
-    /// IANA timezone of the day boundaries.
-    #[arg(long, default_value = "UTC")]
-    pub timezone: String,
+pub struct FilterArgs {
     /// Policy filter (repeatable).
     #[arg(long)]
     pub policy: Vec<String>,
@@ -64,6 +56,48 @@ pub struct ScopeArgs {
     /// Only events at or above this severity.
     #[arg(long)]
     pub min_severity: Option<String>,
+}
+
+impl FilterArgs {
+    /// The engine's filters.
+    pub fn to_filters(&self) -> Result<Filters> {
+        Ok(Filters {
+            policy: self.policy.clone(),
+            decision: self
+                .decision
+                .iter()
+                .map(|d| parse_decision(d))
+                .collect::<Result<_, _>>()?,
+            gateway: self.gateway.clone(),
+            consumer_group: self.consumer_group.clone(),
+            consumer: self.consumer.clone(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            reason_code: self.reason_code.clone(),
+            min_severity: self
+                .min_severity
+                .as_deref()
+                .map(parse_severity)
+                .transpose()?,
+        })
+    }
+}
+
+/// Scope flags shared by `export` and `preview`.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// First day (YYYY-MM-DD, inclusive) or an RFC 3339 instant.
+    #[arg(long)]
+    pub from: String,
+    /// Last day (YYYY-MM-DD, inclusive) or an RFC 3339 instant (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// IANA timezone of the day boundaries.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// Event filters.
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// Datasets besides events: escalations, config_history, summary, audit_log,
     /// and report (the PDF evidence report in the ZIP) (repeatable).
     #[arg(long)]
@@ -98,6 +132,10 @@ pub struct ExportArgs {
     /// as UTF-8 [default: export.csv_bom].
     #[arg(long)]
     pub csv_bom: bool,
+    /// Record layout of json / ndjson events: native, ecs, ocsf or splunk_hec (see
+    /// docs/siem-profiles.md).
+    #[arg(long, default_value = "native")]
+    pub profile: String,
     /// Rows per file before the export becomes a ZIP of parts.
     #[arg(long)]
     pub split_rows: Option<u64>,
@@ -124,25 +162,7 @@ pub struct PreviewArgs {
 }
 
 fn scope_from_args(args: &ScopeArgs) -> Result<(ExportScope, Vec<Include>)> {
-    let filters = Filters {
-        policy: args.policy.clone(),
-        decision: args
-            .decision
-            .iter()
-            .map(|d| parse_decision(d))
-            .collect::<Result<_, _>>()?,
-        gateway: args.gateway.clone(),
-        consumer_group: args.consumer_group.clone(),
-        consumer: args.consumer.clone(),
-        provider: args.provider.clone(),
-        model: args.model.clone(),
-        reason_code: args.reason_code.clone(),
-        min_severity: args
-            .min_severity
-            .as_deref()
-            .map(parse_severity)
-            .transpose()?,
-    };
+    let filters = args.filters.to_filters()?;
     let scope = ExportScope::new(&args.from, &args.to, &args.timezone, filters)?;
     let mut include = Vec::new();
     for i in &args.include {
@@ -284,6 +304,7 @@ pub(super) async fn run_export(
     request.encode = EncodeOptions {
         csv_formula_guard: config.export.csv_formula_guard && !args.no_formula_guard,
         csv_bom: config.export.csv_bom || args.csv_bom,
+        profile: Profile::parse(&args.profile)?,
     };
     request.split_rows = args.split_rows.unwrap_or(config.export.split_rows);
     request.definition = definition;

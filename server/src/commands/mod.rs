@@ -26,6 +26,7 @@ mod generate;
 mod presets;
 mod schedule;
 mod serve;
+mod stream;
 mod verify;
 
 pub use delivery::DeliveryCommand;
@@ -33,6 +34,7 @@ pub use export::{ExportArgs, PreviewArgs};
 pub use generate::{GenerateArgs, IngestArgs};
 pub use schedule::ScheduleCommand;
 pub use serve::{DemoArgs, ServeArgs};
+pub use stream::StreamArgs;
 pub use verify::VerifyArgs;
 
 use export::{run_export, run_preview};
@@ -44,7 +46,7 @@ use verify::run_verify;
 /// `evidex token create`.
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
-    /// admin, compliance, viewer or ingest.
+    /// admin, compliance, viewer, ingest or siem.
     #[arg(long)]
     pub role: String,
     /// A name to recognise the token by.
@@ -69,7 +71,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::Token(TokenCommand::Create(args)) => {
             let Some(role) = Role::parse(&args.role) else {
                 bail!(
-                    "--role: unknown role {:?}; use admin, compliance, viewer or ingest",
+                    "--role: unknown role {:?}; use admin, compliance, viewer, ingest or siem",
                     args.role
                 );
             };
@@ -121,6 +123,20 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::Generate(args) => run_generate(&lake, &config, clock.as_ref(), args).await,
         Command::Export(args) => run_export(&lake, &config, clock.as_ref(), &env, args).await,
         Command::Preview(args) => run_preview(&lake, &config, args).await,
+        Command::Stream(args) => stream::run_stream(&lake, &config, args).await,
+        Command::Vacuum(args) => {
+            for ds in Dataset::ALL {
+                let out = lake
+                    .vacuum(
+                        ds,
+                        args.retain_hours.map(|h| chrono::Duration::hours(h as i64)),
+                        args.force,
+                    )
+                    .await?;
+                println!("{}: {} files deleted", ds.table_name(), out.files_deleted);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => run_serve(lake, config, clock, args).await,
         Command::Verify(_)
         | Command::Presets

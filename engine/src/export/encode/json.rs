@@ -57,6 +57,43 @@ impl JsonEncoder {
     }
 }
 
+impl JsonEncoder {
+    /// Appends row `row` as one JSON object (no separator, no line end).
+    pub(crate) fn record(&mut self, columns: &[ColumnData], row: usize, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (c, data) in columns.iter().enumerate() {
+            if c > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.keys[c]);
+            if data.is_null(row) {
+                out.extend_from_slice(b"null");
+                continue;
+            }
+            match data {
+                ColumnData::Str(_) if self.kinds[c] == ColumnKind::Json => {
+                    // Stored JSON text was validated and compacted at ingest; embed
+                    // it as a nested value.
+                    push_json_text(out, data.str(row))
+                }
+                ColumnData::Str(_) => push_json_string(out, data.str(row)),
+                ColumnData::Int(_) => out.extend_from_slice(self.itoa.format(data.int(row))),
+                ColumnData::Float(_) => {
+                    if !push_float(out, data.float(row)) {
+                        out.extend_from_slice(b"null");
+                    }
+                }
+                ColumnData::Ts(_) => {
+                    out.push(b'"');
+                    push_timestamp(out, data.ts(row));
+                    out.push(b'"');
+                }
+            }
+        }
+        out.push(b'}');
+    }
+}
+
 /// Bytes that must be escaped inside a JSON string (RFC 8259 §7: quote, backslash,
 /// C0 controls), and the lead bytes of the Unicode line terminators U+0085 (`C2 85`)
 /// and U+2028/U+2029 (`E2 80 A8`/`E2 80 A9`), which are looked at more closely.
@@ -177,37 +214,7 @@ impl Encoder for JsonEncoder {
                 out.extend_from_slice(if self.first { b"\n" } else { b",\n" });
             }
             self.first = false;
-            out.push(b'{');
-            for (c, data) in columns.iter().enumerate() {
-                if c > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&self.keys[c]);
-                if data.is_null(row) {
-                    out.extend_from_slice(b"null");
-                    continue;
-                }
-                match data {
-                    ColumnData::Str(_) if self.kinds[c] == ColumnKind::Json => {
-                        // Stored JSON text was validated and compacted at ingest; embed
-                        // it as a nested value.
-                        push_json_text(out, data.str(row))
-                    }
-                    ColumnData::Str(_) => push_json_string(out, data.str(row)),
-                    ColumnData::Int(_) => out.extend_from_slice(self.itoa.format(data.int(row))),
-                    ColumnData::Float(_) => {
-                        if !push_float(out, data.float(row)) {
-                            out.extend_from_slice(b"null");
-                        }
-                    }
-                    ColumnData::Ts(_) => {
-                        out.push(b'"');
-                        push_timestamp(out, data.ts(row));
-                        out.push(b'"');
-                    }
-                }
-            }
-            out.push(b'}');
+            self.record(columns, row, out);
             if self.layout == JsonLayout::Lines {
                 out.push(b'\n');
             }

@@ -5,6 +5,7 @@
 mod csv;
 mod json;
 mod parquet;
+pub mod profile;
 
 use std::ops::Range;
 
@@ -22,6 +23,7 @@ pub use self::csv::{
 };
 pub use self::json::{JSON_LINE_TERMINATOR_RULE, JsonEncoder, JsonLayout};
 pub use self::parquet::ParquetEncoder;
+pub use self::profile::{FieldMapping, Profile, ProfileEncoder, Rule};
 
 /// An export file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -93,6 +95,8 @@ pub struct EncodeOptions {
     /// Start every CSV file (each part of a ZIP too) with a UTF-8 byte-order mark, so
     /// Excel on Windows reads it as UTF-8.
     pub csv_bom: bool,
+    /// The record layout of JSON and NDJSON event records (see [`Profile`]).
+    pub profile: Profile,
 }
 
 impl Default for EncodeOptions {
@@ -100,6 +104,7 @@ impl Default for EncodeOptions {
         EncodeOptions {
             csv_formula_guard: true,
             csv_bom: false,
+            profile: Profile::Native,
         }
     }
 }
@@ -169,8 +174,20 @@ pub fn encoder(
     let kinds = column_kinds(dataset, &schema);
     Ok(match format {
         Format::Csv => Box::new(CsvEncoder::new(schema, kinds, options)),
-        Format::Json => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Array)),
-        Format::Ndjson => Box::new(JsonEncoder::new(schema, kinds, JsonLayout::Lines)),
+        Format::Json | Format::Ndjson => {
+            let layout = if format == Format::Json {
+                JsonLayout::Array
+            } else {
+                JsonLayout::Lines
+            };
+            // Profiles lay out decision events; other datasets of a package keep
+            // their own columns.
+            if options.profile != Profile::Native && dataset == Some(Dataset::Events) {
+                Box::new(ProfileEncoder::new(options.profile, schema, kinds, layout))
+            } else {
+                Box::new(JsonEncoder::new(schema, kinds, layout))
+            }
+        }
         Format::Parquet => Box::new(ParquetEncoder::new(schema, &kinds)?),
         Format::Pdf => {
             return Err(EngineError::invalid(
@@ -178,6 +195,21 @@ pub fn encoder(
             ));
         }
     })
+}
+
+/// An NDJSON / JSON encoder of decision events (columns named as in the events
+/// table) in `profile`, for the event stream.
+pub fn encoder_for_stream(
+    profile: Profile,
+    schema: SchemaRef,
+    layout: JsonLayout,
+) -> Box<dyn Encoder> {
+    let kinds = column_kinds(Some(Dataset::Events), &schema);
+    if profile == Profile::Native {
+        Box::new(JsonEncoder::new(schema, kinds, layout))
+    } else {
+        Box::new(ProfileEncoder::new(profile, schema, kinds, layout))
+    }
 }
 
 /// The kind of each schema column: JSON when its metadata says so (see

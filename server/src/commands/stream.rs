@@ -1,0 +1,195 @@
+//! `evidex stream`: the event stream's cursor walk on the command line, NDJSON to
+//! stdout, for log shippers (Fluent Bit, Vector, a Splunk forwarder) that read a
+//! process's output.
+//!
+//! With `--cursor-file F` the cursor is saved after each page is written and
+//! flushed (written to a temporary file, synced, renamed over F), and read back on
+//! start, so a restarted shipper goes on where the last flushed page ended. SIGINT
+//! and SIGTERM are only acted on between pages, never between a page's output and
+//! its cursor.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use evidex_engine::export::encode::Profile;
+use evidex_engine::lake::Lake;
+use evidex_engine::stream::{Start, StreamError, StreamRequest};
+use evidex_server::config::Config;
+use evidex_server::service::current_redaction;
+use evidex_server::store::Store;
+
+use super::export::FilterArgs;
+
+/// `evidex stream`.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Start after this cursor (from an earlier page or `--cursor-file`).
+    #[arg(long, conflicts_with = "since")]
+    pub cursor: Option<String>,
+    /// Start at the first commit made at or after this RFC 3339 instant.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Keep the cursor in this file: read on start (when it exists), replaced after
+    /// every page written.
+    #[arg(long)]
+    pub cursor_file: Option<PathBuf>,
+    /// Keep following: wait for new events instead of stopping at the end.
+    #[arg(long)]
+    pub follow: bool,
+    /// Record layout: native, ecs, ocsf or splunk_hec.
+    #[arg(long, default_value = "native")]
+    pub profile: String,
+    /// Records per page (at most 10,000).
+    #[arg(long, default_value_t = 5000)]
+    pub limit: usize,
+    /// Leave out `input` and `output`.
+    #[arg(long)]
+    pub no_payloads: bool,
+    /// Event filters (a saved cursor is bound to them).
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -> Result<ExitCode> {
+    if args.limit == 0 {
+        bail!("--limit: must be at least 1");
+    }
+    let store = Store::open(&config.state_dir()?)?;
+    let stream = evidex_server::stream_of(lake, &store)?;
+    let redactor = Arc::new(current_redaction(config, &store)?.compile()?);
+    let saved = match &args.cursor_file {
+        Some(path) => read_cursor_file(path)?,
+        None => None,
+    };
+    let start = match (&args.cursor, &args.since, saved) {
+        (Some(c), _, _) => Start::Cursor(c.clone()),
+        (None, Some(_), Some(_)) => bail!(
+            "--since: the cursor file {} already holds a position; remove it to start from --since",
+            args.cursor_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        (None, Some(t), None) => Start::Since(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--since: {t:?} is not an RFC 3339 instant"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, None, Some(c)) => Start::Cursor(c),
+        (None, None, None) => Start::Oldest,
+    };
+    let mut request = StreamRequest {
+        start,
+        limit: args.limit,
+        filters: args.filters.to_filters()?,
+        profile: Profile::parse(&args.profile)?,
+        redactor,
+        include_payloads: !args.no_payloads,
+    };
+    let wait = if args.follow {
+        Duration::from_secs(10)
+    } else {
+        Duration::ZERO
+    };
+    let mut shutdown = Box::pin(shutdown_signal());
+    let mut total = 0u64;
+    loop {
+        let page = tokio::select! {
+            page = stream.page(&request, wait) => page,
+            _ = &mut shutdown => break,
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(StreamError::Expired {
+                message,
+                oldest_cursor,
+                ..
+            }) => {
+                eprintln!("error: {message}");
+                eprintln!("oldest cursor: {oldest_cursor}");
+                return Ok(ExitCode::from(3));
+            }
+            Err(StreamError::Invalid(m)) => bail!("{m}"),
+            Err(StreamError::Engine(e)) => return Err(e.into()),
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&page.body).and_then(|_| out.flush()) {
+                Ok(()) => {}
+                // The reader went away: nothing more to do, and the cursor file
+                // keeps the last page it did get.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e).context("writing to stdout"),
+            }
+        }
+        total += page.records as u64;
+        if let Some(path) = &args.cursor_file
+            && !page.cursor.is_empty()
+        {
+            write_cursor_file(path, &page.cursor)?;
+        }
+        if !page.cursor.is_empty() {
+            request.start = Start::Cursor(page.cursor.clone());
+        }
+        if page.at_end && !args.follow {
+            if args.cursor_file.is_none() {
+                eprintln!("{total} events; next cursor: {}", page.cursor);
+            }
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The cursor saved in `path`, if the file exists and is not empty.
+fn read_cursor_file(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Ok(None),
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("--cursor-file: cannot read {}", path.display())),
+    }
+}
+
+/// Replaces `path` with `cursor` atomically: a reader (or a crash) sees the old
+/// cursor or the new one, never a mix.
+fn write_cursor_file(path: &Path, cursor: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("--cursor-file: cannot write in {}", dir.display()))?;
+    tmp.write_all(cursor.as_bytes())?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("--cursor-file: cannot replace {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
