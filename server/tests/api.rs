@@ -423,7 +423,7 @@ async fn ingest_export_download_link_and_audit_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_checks_roles() {
     let e = env(500, 2);
-    let tokens: Vec<(&str, String)> = ["admin", "compliance", "viewer", "ingest"]
+    let tokens: Vec<(&str, String)> = ["admin", "compliance", "viewer", "ingest", "siem"]
         .iter()
         .map(|r| (*r, token(&e.data, r)))
         .collect();
@@ -497,6 +497,28 @@ async fn every_route_checks_roles() {
         ["admin", "compliance", "viewer"]
     );
     assert_eq!(role_of("/v1/ingest/events", "post"), ["admin", "ingest"]);
+    assert_eq!(
+        role_of("/v1/events/stream", "get"),
+        ["admin", "compliance", "siem"]
+    );
+    // The siem role reads the stream and nothing else.
+    let siem_routes: Vec<String> = paths
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, op)| {
+                    op["x-roles"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r == "siem")
+                })
+                .map(move |(m, _)| format!("{m} {path}"))
+        })
+        .collect();
+    assert_eq!(siem_routes, ["get /v1/events/stream"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -876,9 +898,11 @@ async fn console_pages_check_roles_and_csrf() {
             (r.status().as_u16(), cookie)
         }
     };
-    let (status, cookie) = sign_in("ingest").await;
-    assert_eq!(status, 401);
-    assert!(cookie.is_none());
+    for role in ["ingest", "siem"] {
+        let (status, cookie) = sign_in(role).await;
+        assert_eq!(status, 401, "{role} tokens do not open the console");
+        assert!(cookie.is_none());
+    }
     // Another site's form cannot sign a visitor in (login CSRF).
     let tok = token(&e.data, "compliance");
     let r = plain

@@ -108,7 +108,9 @@ impl StreamQuery {
                         "true" | "1" => true,
                         "false" | "0" => false,
                         _ => {
-                            return Err(format!("include_payloads: {value:?} is not true or false"));
+                            return Err(format!(
+                                "include_payloads: {value:?} is not true or false"
+                            ));
                         }
                     }
                 }

@@ -112,11 +112,11 @@ pub(super) async fn sign_in(
         Ok(p) => p,
         Err(e) => return internal(e),
     };
-    let Some(p) = principal.filter(|p| p.role != Role::Ingest) else {
+    let Some(p) = principal.filter(|p| !matches!(p.role, Role::Ingest | Role::Siem)) else {
         return render(
             "sign_in.html",
             None,
-            context! { next => next, error => "This token is not valid for the console (unknown, or an ingest-only token)." },
+            context! { next => next, error => "This token is not valid for the console (unknown, or an ingest-only or siem token)." },
             StatusCode::UNAUTHORIZED,
         );
     };

@@ -128,6 +128,31 @@ pub enum Rule {
     NativeRecord,
 }
 
+impl Rule {
+    /// The rule in words, as the mapping tables in `docs/siem-profiles.md` write it.
+    pub fn describe(&self) -> String {
+        match self {
+            Rule::Copy => "copy".into(),
+            Rule::Text => "as a string".into(),
+            Rule::EpochMillis => "epoch milliseconds".into(),
+            Rule::EpochSeconds => "epoch seconds, 6-digit fraction".into(),
+            Rule::MillisToNanos => "milliseconds × 1,000,000 (nanoseconds)".into(),
+            Rule::Map(table, default) => {
+                let pairs: Vec<String> =
+                    table.iter().map(|(k, v)| format!("{k} → `{v}`")).collect();
+                if default.is_empty() {
+                    format!("{}; else absent", pairs.join(", "))
+                } else {
+                    format!("{}; else `{default}`", pairs.join(", "))
+                }
+            }
+            Rule::Constant(l) => format!("constant `{l}`"),
+            Rule::CopyOr(l) => format!("copy; `{l}` when absent"),
+            Rule::NativeRecord => "the native record (every column)".into(),
+        }
+    }
+}
+
 /// A profile's fields as a tree, resolved against one batch schema.
 enum Node {
     Leaf { column: Option<usize>, rule: Rule },
