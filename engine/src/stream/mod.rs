@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use deltalake::arrow::compute::{filter_record_batch, prep_null_mask_filter};
+use deltalake::arrow::compute::prep_null_mask_filter;
 use deltalake::arrow::datatypes::{Field, Schema};
 use deltalake::datafusion::common::DFSchema;
 use deltalake::datafusion::physical_expr::PhysicalExpr;
@@ -195,38 +195,52 @@ impl EventStream {
             }
             .encode(&self.key)
         };
-        let head = log.next.checked_sub(1);
+        let next = log.next;
+        let head = next.checked_sub(1);
         let floor = log.floor;
-        let expired = |log: &LogState, what: String| {
-            let oldest_time = log
-                .times
-                .get(floor as usize)
-                .copied()
-                .flatten()
-                .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-            StreamError::Expired {
-                message: format!(
-                    "cursor: {what}; the oldest position still kept is commit {floor}{}: start again there (the events in between are in exports) or from no cursor",
-                    oldest_time
-                        .map(|t| format!(
-                            " ({})",
-                            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                        ))
-                        .unwrap_or_default()
-                ),
-                oldest_cursor: make_cursor(Position::at(floor)),
-                oldest_version: floor,
-                oldest_time,
+        let oldest_time = log
+            .times
+            .get(floor as usize)
+            .copied()
+            .flatten()
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+        let since = match &request.start {
+            Start::Since(t) => Some(log.first_at_or_after(t.timestamp_millis())),
+            _ => None,
+        };
+        // The rest reads files; other requests may use the log meanwhile.
+        drop(log);
+        let appended = |version: u64| {
+            let (store, table_root) = (&store, &table_root);
+            async move {
+                self.log
+                    .lock()
+                    .await
+                    .appended(store, table_root, version)
+                    .await
             }
+        };
+        let expired = |what: String| StreamError::Expired {
+            message: format!(
+                "cursor: {what}; the oldest position still kept is commit {floor}{}: start again there (the events in between are in exports) or from no cursor",
+                oldest_time
+                    .map(|t| format!(
+                        " ({})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    ))
+                    .unwrap_or_default()
+            ),
+            oldest_cursor: make_cursor(Position::at(floor)),
+            oldest_version: floor,
+            oldest_time,
         };
         let mut position = match &request.start {
             Start::Oldest => Position::at(floor),
-            Start::Since(t) => Position::at(log.first_at_or_after(t.timestamp_millis())),
+            Start::Since(_) => Position::at(since.unwrap_or(next)),
             Start::Cursor(text) => {
                 let c = Cursor::decode(text, &self.key).map_err(StreamError::Invalid)?;
                 if c.table != table {
                     return Err(expired(
-                        &log,
                         "the cursor belongs to an events table that no longer exists (it was deleted and created again)".into(),
                     ));
                 }
@@ -235,89 +249,110 @@ impl EventStream {
                         "cursor: the cursor was issued for other filters; send the same filters with it (or start without a cursor)".into(),
                     ));
                 }
-                if c.position.version > log.next {
+                if c.position.version > next {
                     return Err(StreamError::Invalid(
                         "cursor: it points past the end of the log (was the table restored to an older version?)".into(),
                     ));
                 }
                 if c.position.version < floor {
-                    return Err(expired(
-                        &log,
-                        format!(
-                            "the cursor is at commit {}, whose files retention has removed",
-                            c.position.version
-                        ),
-                    ));
+                    return Err(expired(format!(
+                        "the cursor is at commit {}, whose files retention has removed",
+                        c.position.version
+                    )));
                 }
                 c.position
             }
         };
 
         let limit = request.limit.clamp(1, MAX_LIMIT);
-        let reader = PageReader::new(request)?;
+        let reader = Arc::new(PageReader::new(request)?);
         let mut out = Vec::new();
-        let mut encoder: Option<Box<dyn Encoder>> = None;
         let mut records = 0usize;
         let mut scanned = 0u64;
-        while position.version < log.next
-            && records < limit
-            && out.len() < MAX_PAGE_BYTES
-            && scanned < MAX_SCAN_ROWS
-        {
-            let Some(files) = log.appended(&store, &table_root, position.version).await? else {
-                return Err(expired(
-                    &log,
-                    format!("commit {} is no longer in the Delta log", position.version),
-                ));
-            };
-            let Some(file) = files.get(position.file as usize) else {
-                position = Position::at(position.version + 1);
-                continue;
-            };
-            if position.row >= file.rows {
-                position = Position {
-                    version: position.version,
-                    file: position.file + 1,
+        // Files are decoded, filtered, redacted and encoded by tasks running ahead
+        // (on every core), and their pieces joined in log order. A task reads at
+        // most what the page still needed when it started; the piece that reaches
+        // the limit is cut at a record boundary, which it knows the row of.
+        let mut running = Running::default();
+        let mut ahead = position; // where the next task starts
+        'page: loop {
+            while running.tasks.len() < READ_AHEAD && ahead.version < next {
+                let Some(files) = appended(ahead.version).await? else {
+                    return Err(expired(format!(
+                        "commit {} is no longer in the Delta log",
+                        ahead.version
+                    )));
+                };
+                let Some(file) = files.get(ahead.file as usize).cloned() else {
+                    ahead = Position::at(ahead.version + 1);
+                    continue;
+                };
+                if ahead.row >= file.rows {
+                    ahead = Position {
+                        version: ahead.version,
+                        file: ahead.file + 1,
+                        row: 0,
+                    };
+                    continue;
+                }
+                let want = limit - records;
+                let (reader, store) = (reader.clone(), store.clone());
+                let path = paths::in_store(&table_root, &file.relative);
+                let row = ahead.row;
+                let task_file = file.clone();
+                let handle = tokio::spawn(async move {
+                    reader.read_file(&store, path, &task_file, row, want).await
+                });
+                running.tasks.push_back((ahead, file, handle));
+                ahead = Position {
+                    version: ahead.version,
+                    file: ahead.file + 1,
                     row: 0,
                 };
-                continue;
             }
-            let path = paths::in_store(&table_root, &file.relative);
-            let read = reader
-                .read_file(
-                    &store,
-                    path,
-                    file,
-                    position.row,
-                    limit - records,
-                    &mut out,
-                    &mut encoder,
-                )
-                .await;
-            let (taken, next_row, file_scanned) = match read {
-                Ok(r) => r,
-                Err(ReadError::Missing) => {
-                    return Err(expired(
-                        &log,
-                        format!(
-                            "data file {} of commit {} is gone (vacuumed)",
-                            file.relative, position.version
-                        ),
-                    ));
-                }
-                Err(ReadError::Engine(e)) => return Err(e.into()),
+            let Some((at, file, handle)) = running.tasks.pop_front() else {
+                break;
             };
-            records += taken;
-            scanned += file_scanned;
-            position.row = next_row;
+            let piece = match handle.await {
+                Ok(Ok(p)) => p,
+                Ok(Err(ReadError::Missing)) => {
+                    return Err(expired(format!(
+                        "data file {} of commit {} is gone (vacuumed)",
+                        file.relative, at.version
+                    )));
+                }
+                Ok(Err(ReadError::Engine(e))) => return Err(e.into()),
+                Err(e) => return Err(EngineError::Io(std::io::Error::other(e)).into()),
+            };
+            scanned += piece.scanned;
+            let need = limit - records;
+            if need > 0 && piece.ends.len() >= need {
+                let (end, row) = piece.ends[need - 1];
+                out.extend_from_slice(&piece.body[..end]);
+                records += need;
+                position = Position { row, ..at };
+                break 'page;
+            }
+            out.extend_from_slice(&piece.body);
+            records += piece.ends.len();
+            position = Position {
+                row: piece.next_row,
+                ..at
+            };
+            if piece.next_row < file.rows || out.len() >= MAX_PAGE_BYTES || scanned >= MAX_SCAN_ROWS
+            {
+                // The file was not finished (a byte limit), or the page is full.
+                break;
+            }
         }
+        running.abort();
         // Normalise: a position at the end of a file or commit moves to the next
         // one, so equal progress always gives the same cursor.
         loop {
-            if position.version >= log.next {
+            if position.version >= next {
                 break;
             }
-            let Some(files) = log.appended(&store, &table_root, position.version).await? else {
+            let Some(files) = appended(position.version).await? else {
                 break;
             };
             match files.get(position.file as usize) {
@@ -337,9 +372,45 @@ impl EventStream {
             records,
             cursor: make_cursor(position),
             position,
-            at_end: position.version >= log.next,
+            at_end: position.version >= next,
             head,
         })
+    }
+}
+
+/// Files decoded ahead of the one being joined.
+const READ_AHEAD: usize = 3;
+
+/// One file's records, encoded.
+struct Piece {
+    body: Vec<u8>,
+    /// Each record's end in `body`, and the file row after it.
+    ends: Vec<(usize, u64)>,
+    /// The row after the last one consumed.
+    next_row: u64,
+    /// Rows read.
+    scanned: u64,
+}
+
+type ReadTask = tokio::task::JoinHandle<std::result::Result<Piece, ReadError>>;
+
+/// The read tasks of a page, in log order; aborted when the page ends early.
+#[derive(Default)]
+struct Running {
+    tasks: std::collections::VecDeque<(Position, AppendedFile, ReadTask)>,
+}
+
+impl Running {
+    fn abort(&mut self) {
+        for (_, _, t) in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 
@@ -390,10 +461,8 @@ impl PageReader {
         })
     }
 
-    /// Reads `file` from row `row`, appending up to `want` records that pass the
-    /// filters to `out`. Returns (records written, the row after the last one
-    /// consumed, rows read).
-    #[allow(clippy::too_many_arguments)]
+    /// Reads `file` from row `row`: up to `want` records that pass the filters,
+    /// encoded, with each record's end in the body and the row after it.
     #[allow(
         deprecated,
         reason = "ParquetObjectReader is the object_store adapter this parquet release ships; its replacement is a hand-written AsyncFileReader"
@@ -405,9 +474,7 @@ impl PageReader {
         file: &AppendedFile,
         row: u64,
         want: usize,
-        out: &mut Vec<u8>,
-        encoder: &mut Option<Box<dyn Encoder>>,
-    ) -> std::result::Result<(usize, u64, u64), ReadError> {
+    ) -> std::result::Result<Piece, ReadError> {
         let mut reader = ParquetObjectReader::new(store.clone(), path);
         if let Some(size) = file.size {
             reader = reader.with_file_size(size);
@@ -425,10 +492,14 @@ impl PageReader {
             .with_offset(row as usize)
             .build()
             .map_err(EngineError::from)?;
-        let mut taken = 0usize;
-        let mut next = row;
-        let mut scanned = 0u64;
-        while taken < want && out.len() < MAX_PAGE_BYTES {
+        let mut piece = Piece {
+            body: Vec::new(),
+            ends: Vec::new(),
+            next_row: row,
+            scanned: 0,
+        };
+        let mut encoder: Option<Box<dyn Encoder>> = None;
+        while piece.ends.len() < want && piece.body.len() < MAX_PAGE_BYTES {
             let batch = match stream.try_next().await {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
@@ -436,13 +507,11 @@ impl PageReader {
                 Err(e) => return Err(EngineError::from(e).into()),
             };
             let n = batch.num_rows();
-            scanned += n as u64;
-            // Rows that pass the filters; the batch is cut after the last one taken.
-            let (batch, consumed) = match &self.predicate {
-                None => {
-                    let keep = n.min(want - taken);
-                    (batch.slice(0, keep), keep)
-                }
+            piece.scanned += n as u64;
+            let still = want - piece.ends.len();
+            // Rows (within the batch) that pass the filters, at most `still`.
+            let passing: Vec<usize> = match &self.predicate {
+                None => (0..n.min(still)).collect(),
                 Some(p) => {
                     let mask = p
                         .evaluate(&batch)
@@ -457,29 +526,30 @@ impl PageReader {
                     } else {
                         mask.clone()
                     };
-                    let mut consumed = n;
-                    let mut passing = 0usize;
-                    for (i, keep) in mask.values().iter().enumerate() {
-                        if keep {
-                            passing += 1;
-                            if passing == want - taken {
-                                consumed = i + 1;
-                                break;
-                            }
-                        }
-                    }
-                    let cut = batch.slice(0, consumed);
-                    let cut_mask = mask.slice(0, consumed);
-                    (
-                        filter_record_batch(&cut, &cut_mask).map_err(EngineError::from)?,
-                        consumed,
-                    )
+                    mask.values().set_indices().take(still).collect()
                 }
             };
-            next += consumed as u64;
-            if batch.num_rows() > 0 {
-                let projected = self.project(&batch)?;
-                let enc = match encoder {
+            // The batch is consumed up to the last row taken when the page is full,
+            // else entirely.
+            let consumed = if passing.len() == still {
+                passing.last().map_or(n, |i| i + 1)
+            } else {
+                n
+            };
+            let base = piece.next_row;
+            piece.next_row += consumed as u64;
+            if !passing.is_empty() {
+                let selected = if passing.len() == n {
+                    batch
+                } else {
+                    let idx = deltalake::arrow::array::UInt32Array::from_iter_values(
+                        passing.iter().map(|i| *i as u32),
+                    );
+                    deltalake::arrow::compute::take_record_batch(&batch, &idx)
+                        .map_err(EngineError::from)?
+                };
+                let projected = self.project(&selected)?;
+                let enc = match &mut encoder {
                     Some(e) => e,
                     None => encoder.insert(encoder_for_stream(
                         self.profile,
@@ -487,14 +557,17 @@ impl PageReader {
                         JsonLayout::Lines,
                     )),
                 };
-                taken += projected.num_rows();
-                enc.batch(&EncodedBatch::new(projected)?, out)?;
+                let encoded = EncodedBatch::new(projected)?;
+                for (k, raw) in passing.iter().enumerate() {
+                    enc.rows(&encoded, k..k + 1, &mut piece.body)?;
+                    piece.ends.push((piece.body.len(), base + *raw as u64 + 1));
+                }
             }
             if consumed < n {
                 break;
             }
         }
-        Ok((taken, next, scanned))
+        Ok(piece)
     }
 
     fn project(&self, batch: &RecordBatch) -> Result<RecordBatch> {

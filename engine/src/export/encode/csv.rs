@@ -467,6 +467,7 @@ mod tests {
         let options = EncodeOptions {
             csv_formula_guard: true,
             csv_bom: true,
+            ..EncodeOptions::default()
         };
         let out = encode(vec![("=x", vec![Some("Zürich")])], options);
         assert_eq!(out, "\u{feff}\"'=x\"\r\nZürich\r\n".as_bytes());
