@@ -276,7 +276,12 @@ impl EventStream {
         let mut running = Running::default();
         let mut ahead = position; // where the next task starts
         'page: loop {
-            while running.tasks.len() < READ_AHEAD && ahead.version < next {
+            // Start another file only while the running ones cannot fill the page
+            // (with no filter they fill it exactly, so no work is thrown away).
+            while running.tasks.len() < READ_AHEAD
+                && ahead.version < next
+                && records + running.most < limit
+            {
                 let Some(files) = appended(ahead.version).await? else {
                     return Err(expired(format!(
                         "commit {} is no longer in the Delta log",
@@ -303,16 +308,19 @@ impl EventStream {
                 let handle = tokio::spawn(async move {
                     reader.read_file(&store, path, &task_file, row, want).await
                 });
-                running.tasks.push_back((ahead, file, handle));
+                let most = want.min((file.rows - row) as usize);
+                running.most += most;
+                running.tasks.push_back((ahead, file, handle, most));
                 ahead = Position {
                     version: ahead.version,
                     file: ahead.file + 1,
                     row: 0,
                 };
             }
-            let Some((at, file, handle)) = running.tasks.pop_front() else {
+            let Some((at, file, handle, most)) = running.tasks.pop_front() else {
                 break;
             };
+            running.most -= most;
             let piece = match handle.await {
                 Ok(Ok(p)) => p,
                 Ok(Err(ReadError::Missing)) => {
@@ -379,7 +387,7 @@ impl EventStream {
 }
 
 /// Files decoded ahead of the one being joined.
-const READ_AHEAD: usize = 3;
+const READ_AHEAD: usize = 4;
 
 /// One file's records, encoded.
 struct Piece {
@@ -397,12 +405,15 @@ type ReadTask = tokio::task::JoinHandle<std::result::Result<Piece, ReadError>>;
 /// The read tasks of a page, in log order; aborted when the page ends early.
 #[derive(Default)]
 struct Running {
-    tasks: std::collections::VecDeque<(Position, AppendedFile, ReadTask)>,
+    /// Each task's start, file, and the most records it can return.
+    tasks: std::collections::VecDeque<(Position, AppendedFile, ReadTask, usize)>,
+    /// The sum of those.
+    most: usize,
 }
 
 impl Running {
     fn abort(&mut self) {
-        for (_, _, t) in self.tasks.drain(..) {
+        for (_, _, t, _) in self.tasks.drain(..) {
             t.abort();
         }
     }

@@ -97,7 +97,31 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
         Duration::ZERO
     };
     let mut shutdown = Box::pin(shutdown_signal());
+    // A writer thread prints each page and then saves its cursor, while the next
+    // page is read.
+    let (pages, inbox) = std::sync::mpsc::sync_channel::<(Vec<u8>, String)>(1);
+    let cursor_file = args.cursor_file.clone();
+    let writer = std::thread::spawn(move || -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        for (body, cursor) in inbox {
+            match out.write_all(&body).and_then(|_| out.flush()) {
+                Ok(()) => {}
+                // The reader went away: stop; the cursor file keeps the last page
+                // it did get.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(e).context("writing to stdout"),
+            }
+            if let Some(path) = &cursor_file
+                && !cursor.is_empty()
+            {
+                write_cursor_file(path, &cursor)?;
+            }
+        }
+        Ok(())
+    });
     let mut total = 0u64;
+    let mut last_cursor = String::new();
+    let mut expired = false;
     loop {
         let page = tokio::select! {
             page = stream.page(&request, wait) => page,
@@ -112,38 +136,44 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
             }) => {
                 eprintln!("error: {message}");
                 eprintln!("oldest cursor: {oldest_cursor}");
-                return Ok(ExitCode::from(3));
+                expired = true;
+                break;
             }
-            Err(StreamError::Invalid(m)) => bail!("{m}"),
-            Err(StreamError::Engine(e)) => return Err(e.into()),
+            Err(StreamError::Invalid(m)) => {
+                drop(pages);
+                let _ = writer.join();
+                bail!("{m}");
+            }
+            Err(StreamError::Engine(e)) => {
+                drop(pages);
+                let _ = writer.join();
+                return Err(e.into());
+            }
         };
-        {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(&page.body).and_then(|_| out.flush()) {
-                Ok(()) => {}
-                // The reader went away: nothing more to do, and the cursor file
-                // keeps the last page it did get.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                Err(e) => return Err(e).context("writing to stdout"),
-            }
-        }
         total += page.records as u64;
-        if let Some(path) = &args.cursor_file
-            && !page.cursor.is_empty()
-        {
-            write_cursor_file(path, &page.cursor)?;
-        }
         if !page.cursor.is_empty() {
             request.start = Start::Cursor(page.cursor.clone());
+            last_cursor = page.cursor.clone();
         }
-        if page.at_end && !args.follow {
-            if args.cursor_file.is_none() {
-                eprintln!("{total} events; next cursor: {}", page.cursor);
-            }
+        let at_end = page.at_end;
+        if (!page.body.is_empty() || !page.cursor.is_empty())
+            && pages.send((page.body, page.cursor)).is_err()
+        {
+            break; // the writer stopped (stdout closed, or an error it reports)
+        }
+        if at_end && !args.follow {
             break;
         }
+    }
+    drop(pages);
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stdout writer panicked"))??;
+    if expired {
+        return Ok(ExitCode::from(3));
+    }
+    if args.cursor_file.is_none() && !args.follow {
+        eprintln!("{total} events; next cursor: {last_cursor}");
     }
     Ok(ExitCode::SUCCESS)
 }
