@@ -467,6 +467,7 @@ pub fn validate_export(
         "include_payloads": request.include_payloads,
         "csv_formula_guard": request.encode.csv_formula_guard,
         "csv_bom": request.encode.csv_bom,
+        "profile": request.encode.profile.as_str(),
         "deliver": p.deliver,
         "_preset_sql": p.preset.as_ref().and(request.definition.as_ref().map(|d| d.sql.clone())),
         "_redaction": request.redaction,

@@ -679,7 +679,7 @@ async fn profiles_follow_ecs_ocsf_and_splunk_hec() {
     assert_eq!(native.len(), 3026);
 
     let siem = token(&data, "siem");
-    let server = Server::start(&data, 0, &[]);
+    let server = Server::start(&data, 1, &[]);
     let c = Client::new(&server.base);
     for profile in ["ecs", "ocsf", "splunk_hec"] {
         let r = c
@@ -747,6 +747,45 @@ async fn profiles_follow_ecs_ocsf_and_splunk_hec() {
         b.sort_unstable();
         assert_eq!(a, b, "{profile}: export and stream write the same records");
     }
+    // Through the API, as one JSON array: the same records, the profile in the
+    // manifest.
+    let compliance = token(&data, "compliance");
+    let job = c
+        .post(
+            "/v1/exports",
+            &compliance,
+            &json!({"name": "ocsf-array", "from": "2026-11-01", "to": "2026-11-30",
+                    "format": "json", "profile": "ocsf"}),
+        )
+        .await;
+    assert_eq!(job.status, 201, "{}", String::from_utf8_lossy(&job.body));
+    let id = job.json()["id"].as_str().unwrap().to_string();
+    let done = c.wait(&id, &compliance, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let r = c
+        .get(&format!("/v1/exports/{id}/download"), &compliance)
+        .await;
+    let array: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(array.len(), native.len());
+    let file = dir.path().join("array.ndjson");
+    let lines: Vec<String> = array.iter().map(|v| v.to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    validate("ocsf", &file);
+    let manifest = c
+        .get(&format!("/v1/exports/{id}/manifest"), &compliance)
+        .await
+        .json();
+    assert_eq!(manifest["parameters"]["profile"], "ocsf", "{manifest}");
+    let r = c
+        .post(
+            "/v1/exports",
+            &compliance,
+            &json!({"name": "p", "from": "2026-11-01", "to": "2026-11-30", "format": "parquet", "profile": "ecs"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.message().starts_with("profile:"), "{}", r.message());
+
     // A profile needs a JSON format, and event columns.
     let out = run(
         &data,

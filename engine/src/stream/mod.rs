@@ -81,8 +81,9 @@ pub struct StreamRequest {
 /// One page of the stream.
 #[derive(Debug, Clone)]
 pub struct Page {
-    /// NDJSON: one record per line.
-    pub body: Vec<u8>,
+    /// NDJSON, one record per line, in pieces (one per file read; joined, they
+    /// are the page's body).
+    pub body: Vec<bytes::Bytes>,
     /// Records in `body`.
     pub records: usize,
     /// The cursor of the next page.
@@ -267,6 +268,7 @@ impl EventStream {
         let limit = request.limit.clamp(1, MAX_LIMIT);
         let reader = Arc::new(PageReader::new(request)?);
         let mut out = Vec::new();
+        let mut bytes_out = 0usize;
         let mut records = 0usize;
         let mut scanned = 0u64;
         // Files are decoded, filtered, redacted and encoded by tasks running ahead
@@ -336,18 +338,23 @@ impl EventStream {
             let need = limit - records;
             if need > 0 && piece.ends.len() >= need {
                 let (end, row) = piece.ends[need - 1];
-                out.extend_from_slice(&piece.body[..end]);
+                let mut body = piece.body;
+                body.truncate(end);
+                out.push(bytes::Bytes::from(body));
                 records += need;
                 position = Position { row, ..at };
                 break 'page;
             }
-            out.extend_from_slice(&piece.body);
+            bytes_out += piece.body.len();
+            if !piece.body.is_empty() {
+                out.push(bytes::Bytes::from(piece.body));
+            }
             records += piece.ends.len();
             position = Position {
                 row: piece.next_row,
                 ..at
             };
-            if piece.next_row < file.rows || out.len() >= MAX_PAGE_BYTES || scanned >= MAX_SCAN_ROWS
+            if piece.next_row < file.rows || bytes_out >= MAX_PAGE_BYTES || scanned >= MAX_SCAN_ROWS
             {
                 // The file was not finished (a byte limit), or the page is full.
                 break;
@@ -386,8 +393,9 @@ impl EventStream {
     }
 }
 
-/// Files decoded ahead of the one being joined.
-const READ_AHEAD: usize = 4;
+/// Files decoded ahead of the one being joined (their records together are never
+/// more than the page still needs).
+const READ_AHEAD: usize = 16;
 
 /// One file's records, encoded.
 struct Piece {
@@ -510,7 +518,9 @@ impl PageReader {
             scanned: 0,
         };
         let mut encoder: Option<Box<dyn Encoder>> = None;
-        while piece.ends.len() < want && piece.body.len() < MAX_PAGE_BYTES {
+        // A piece stops after MAX_PAGE_BYTES / 4 (the page then ends with it), so
+        // the pieces in flight hold at most READ_AHEAD of those.
+        while piece.ends.len() < want && piece.body.len() < MAX_PAGE_BYTES / 4 {
             let batch = match stream.try_next().await {
                 Ok(Some(b)) => b,
                 Ok(None) => break,

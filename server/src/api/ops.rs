@@ -148,6 +148,9 @@ pub fn openapi_document() -> Value {
         if !params.is_empty() {
             op["parameters"] = json!(params);
         }
+        if *path == "/v1/events/stream" {
+            super::stream::describe(&mut op);
+        }
         entry[method.to_ascii_lowercase()] = op;
     }
     json!({

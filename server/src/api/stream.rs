@@ -137,6 +137,47 @@ impl StreamQuery {
     }
 }
 
+/// Adds the stream's query parameters, headers and `410` to its OpenAPI operation.
+pub fn describe(op: &mut serde_json::Value) {
+    let string = json!({"type": "string"});
+    let list = json!({"type": "array", "items": {"type": "string"}});
+    let mut params = vec![
+        json!({"name": "cursor", "in": "query", "schema": string, "description": "The Evidex-Cursor of the previous page"}),
+        json!({"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "Start at the first commit at or after this ingest time (not with cursor)"}),
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT}, "description": format!("Records per page; at most {MAX_LIMIT}")}),
+        json!({"name": "profile", "in": "query", "schema": {"type": "string", "enum": ["native", "ecs", "ocsf", "splunk_hec"], "default": "native"}}),
+        json!({"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS, "default": 0}, "description": "Seconds to wait for new events when there are none"}),
+        json!({"name": "include_payloads", "in": "query", "schema": {"type": "boolean", "default": true}}),
+        json!({"name": "min_severity", "in": "query", "schema": {"type": "string", "enum": ["info", "low", "medium", "high", "critical"]}}),
+    ];
+    for name in [
+        "policy",
+        "decision",
+        "gateway",
+        "consumer_group",
+        "consumer",
+        "provider",
+        "model",
+        "reason_code",
+    ] {
+        params.push(
+            json!({"name": name, "in": "query", "schema": list, "style": "form", "explode": true}),
+        );
+    }
+    op["parameters"] = json!(params);
+    op["responses"]["200"] = json!({
+        "description": "NDJSON, one event per line, in ingest order",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        "headers": {
+            "Evidex-Cursor": {"schema": string, "description": "Where the next page starts"},
+            "Evidex-Records": {"schema": {"type": "integer"}},
+            "Evidex-At-End": {"schema": {"type": "boolean"}, "description": "The page reached the newest data"},
+            "Evidex-Limit": {"schema": {"type": "integer"}, "description": "The limit applied"},
+        },
+    });
+    op["responses"]["410"] = json!({"description": "The cursor points at data retention has removed: {\"error\": {\"code\": \"cursor_expired\", \"message\", \"oldest_cursor\", \"oldest_version\", \"oldest_time\"}}"});
+}
+
 /// `GET /v1/events/stream`.
 pub async fn stream(
     State(s): State<AppState>,
@@ -197,7 +238,9 @@ pub async fn stream(
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        page.body,
+        axum::body::Body::from_stream(futures::stream::iter(
+            page.body.into_iter().map(Ok::<_, std::convert::Infallible>),
+        )),
     )
         .into_response();
     let h = response.headers_mut();

@@ -99,12 +99,16 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
     let mut shutdown = Box::pin(shutdown_signal());
     // A writer thread prints each page and then saves its cursor, while the next
     // page is read.
-    let (pages, inbox) = std::sync::mpsc::sync_channel::<(Vec<u8>, String)>(1);
+    let (pages, inbox) = std::sync::mpsc::sync_channel::<(Vec<bytes::Bytes>, String)>(1);
     let cursor_file = args.cursor_file.clone();
     let writer = std::thread::spawn(move || -> Result<()> {
         let mut out = std::io::stdout().lock();
         for (body, cursor) in inbox {
-            match out.write_all(&body).and_then(|_| out.flush()) {
+            let written = body
+                .iter()
+                .try_for_each(|chunk| out.write_all(chunk))
+                .and_then(|_| out.flush());
+            match written {
                 Ok(()) => {}
                 // The reader went away: stop; the cursor file keeps the last page
                 // it did get.
