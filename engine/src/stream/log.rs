@@ -8,7 +8,7 @@
 //! Delta's own streaming source does. `VACUUM START` records the retention it ran
 //! with; every file removed before `commit time - retention` may be gone after it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -155,6 +155,9 @@ fn decode_path(path: &str) -> String {
 }
 
 /// What one process knows of the log, read once and extended commit by commit.
+/// Its size is bounded by the table, not its history: the appended files still in
+/// the table, one entry per compaction commit not yet covered by a vacuum, and the
+/// file lists of the last [`RECENT_COMMITS`] commits.
 #[derive(Debug, Default)]
 pub struct LogState {
     /// `metaData.id` of the table (from commit 0).
@@ -163,20 +166,19 @@ pub struct LogState {
     pub next: u64,
     /// The oldest version whose appended files are all still kept.
     pub floor: u64,
-    /// Commit time of every version read (ms; `None` when the commit has none).
-    pub times: Vec<Option<i64>>,
-    /// Appended files not known to be deleted, with the version that appended them.
-    added_in: HashMap<String, u64>,
-    /// Removed files (deletion time) a vacuum has not covered yet.
-    pending_removes: Vec<(String, i64)>,
+    /// Appended files still in the table, with the version that appended them.
+    live: HashMap<String, u64>,
+    /// Per commit that removed appended files: its deletion time (ms) and the
+    /// newest version among the commits that had appended them.
+    removed: Vec<(i64, u64)>,
     /// The appended files of recently read commits (the stream reads them again).
-    recent: HashMap<u64, Arc<Vec<AppendedFile>>>,
+    recent: BTreeMap<u64, Arc<Vec<AppendedFile>>>,
 }
 
 /// How many commits a refresh fetches at once.
 const FETCH_AHEAD: usize = 16;
 /// Commits whose appended files stay cached.
-const RECENT_COMMITS: usize = 4096;
+pub const RECENT_COMMITS: usize = 4096;
 
 impl LogState {
     /// Reads every commit after the last one read; returns how many were new.
@@ -217,32 +219,71 @@ impl LogState {
             self.table_id = commit.table_id.clone();
         }
         for f in &commit.appended {
-            self.added_in.insert(f.relative.clone(), version);
+            self.live.insert(f.relative.clone(), version);
         }
-        self.pending_removes.extend(commit.removed.iter().cloned());
+        let mut removed: Option<(i64, u64)> = None;
+        for (path, deleted_at) in &commit.removed {
+            // Files compaction wrote (not appended) are not the stream's concern.
+            if let Some(v) = self.live.remove(path) {
+                let (t, m) = removed.unwrap_or((*deleted_at, v));
+                removed = Some((t.max(*deleted_at), m.max(v)));
+            }
+        }
+        self.removed.extend(removed);
         if let (Some(retention), Some(at)) = (commit.vacuum_retention_ms, commit.timestamp_ms) {
+            // The vacuum deleted what was removed before `at - retention`.
             let cutoff = at - retention;
-            let mut kept = Vec::new();
-            for (path, deleted_at) in std::mem::take(&mut self.pending_removes) {
-                if deleted_at < cutoff {
-                    if let Some(v) = self.added_in.remove(&path) {
-                        self.floor = self.floor.max(v + 1);
-                    }
+            let floor = &mut self.floor;
+            self.removed.retain(|(deleted_at, newest)| {
+                if *deleted_at < cutoff {
+                    *floor = (*floor).max(newest + 1);
+                    false
                 } else {
-                    kept.push((path, deleted_at));
+                    true
                 }
-            }
-            self.pending_removes = kept;
+            });
         }
-        self.times.push(commit.timestamp_ms);
         if self.recent.len() >= RECENT_COMMITS {
-            let oldest = self.recent.keys().min().copied();
-            if let Some(o) = oldest {
-                self.recent.remove(&o);
-            }
+            self.recent.pop_first();
         }
         self.recent.insert(version, Arc::new(commit.appended));
         self.next = version + 1;
+    }
+
+    /// The commit time (ms) of `version`, if the log still has it and it has one.
+    pub async fn commit_time(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        table_root: &Path,
+        version: u64,
+    ) -> Result<Option<i64>> {
+        Ok(
+            match fetch(store.clone(), commit_path(table_root, version)).await? {
+                Some(bytes) => parse_commit(&bytes)?.timestamp_ms,
+                None => None,
+            },
+        )
+    }
+
+    /// The first version at or after the floor whose commit time is at or after
+    /// `ms` (the next version to be written when none is). A binary search over
+    /// commit times: writers stamp commits with their clocks, which Delta assumes
+    /// move forward (PROTOCOL.md, "Commit Provenance" / in-commit timestamps).
+    pub async fn first_at_or_after(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        table_root: &Path,
+        ms: i64,
+    ) -> Result<u64> {
+        let (mut lo, mut hi) = (self.floor, self.next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.commit_time(store, table_root, mid).await? {
+                Some(t) if t >= ms => hi = mid,
+                _ => lo = mid + 1,
+            }
+        }
+        Ok(lo)
     }
 
     /// The appended files of `version` (from the cache, or read again).
@@ -258,25 +299,11 @@ impl LogState {
         match store.get(&commit_path(table_root, version)).await {
             Ok(r) => {
                 let commit = parse_commit(&r.bytes().await?)?;
-                let files = Arc::new(commit.appended);
-                if self.recent.len() < RECENT_COMMITS {
-                    self.recent.insert(version, files.clone());
-                }
-                Ok(Some(files))
+                Ok(Some(Arc::new(commit.appended)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// The first version whose commit time is at or after `ms` (the next version to
-    /// be written when none is).
-    pub fn first_at_or_after(&self, ms: i64) -> u64 {
-        // Commit times from several writers need not be monotonic: the first commit
-        // at or after `ms` is found by a forward scan from the floor.
-        (self.floor..self.next)
-            .find(|v| self.times[*v as usize].is_some_and(|t| t >= ms))
-            .unwrap_or(self.next)
     }
 }
 
@@ -312,8 +339,44 @@ mod tests {
         state.apply(1, parse_commit(append).unwrap());
         state.apply(2, parse_commit(optimize).unwrap());
         assert_eq!(state.floor, 0);
+        assert!(state.live.is_empty(), "the appended file was replaced");
         state.apply(3, parse_commit(vacuum).unwrap());
         assert_eq!(state.floor, 2, "the file of commit 1 was vacuumed");
-        assert_eq!(state.first_at_or_after(1500), 2);
+        assert!(state.removed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn since_finds_the_first_commit_at_or_after() {
+        use object_store::memory::InMemory;
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let root = Path::from("events");
+        let mut state = LogState::default();
+        for (v, t) in [1000, 2000, 2000, 5000].iter().enumerate() {
+            let body =
+                format!("{{\"commitInfo\":{{\"timestamp\":{t},\"operation\":\"WRITE\"}}}}\n");
+            store
+                .put(&commit_path(&root, v as u64), body.into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(state.refresh(&store, &root).await.unwrap(), 4);
+        for (ms, want) in [
+            (0, 0),
+            (1000, 0),
+            (1001, 1),
+            (2000, 1),
+            (4999, 3),
+            (5001, 4),
+        ] {
+            assert_eq!(
+                state.first_at_or_after(&store, &root, ms).await.unwrap(),
+                want,
+                "{ms}"
+            );
+        }
+        assert_eq!(
+            state.commit_time(&store, &root, 3).await.unwrap(),
+            Some(5000)
+        );
     }
 }

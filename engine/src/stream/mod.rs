@@ -155,7 +155,16 @@ impl EventStream {
         let deadline = tokio::time::Instant::now() + wait;
         let mut request = request.clone();
         loop {
-            let page = self.page_once(&request).await?;
+            let page = match self.page_once(&request).await {
+                Ok(p) => p,
+                Err(StreamError::Expired {
+                    message,
+                    oldest_cursor,
+                    oldest_version,
+                    ..
+                }) => return Err(self.expired(message, oldest_cursor, oldest_version).await),
+                Err(e) => return Err(e),
+            };
             if page.records > 0 || !page.at_end || tokio::time::Instant::now() >= deadline {
                 return Ok(page);
             }
@@ -167,6 +176,36 @@ impl EventStream {
             let nap = Duration::from_millis(200)
                 .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             tokio::time::sleep(nap).await;
+        }
+    }
+
+    /// The expiry error, its message naming the oldest position and its time.
+    async fn expired(&self, what: String, oldest_cursor: String, floor: u64) -> StreamError {
+        let store = self.lake.store().clone();
+        let table_root = self.lake.table_root(Dataset::Events);
+        let oldest_time = match self
+            .log
+            .lock()
+            .await
+            .commit_time(&store, &table_root, floor)
+            .await
+        {
+            Ok(t) => t.and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+            Err(e) => return e.into(),
+        };
+        StreamError::Expired {
+            message: format!(
+                "cursor: {what}; the oldest position still kept is commit {floor}{}: start again there (the events in between are in exports) or from no cursor",
+                oldest_time
+                    .map(|t| format!(
+                        " ({})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    ))
+                    .unwrap_or_default()
+            ),
+            oldest_cursor,
+            oldest_version: floor,
+            oldest_time,
         }
     }
 
@@ -199,14 +238,11 @@ impl EventStream {
         let next = log.next;
         let head = next.checked_sub(1);
         let floor = log.floor;
-        let oldest_time = log
-            .times
-            .get(floor as usize)
-            .copied()
-            .flatten()
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
         let since = match &request.start {
-            Start::Since(t) => Some(log.first_at_or_after(t.timestamp_millis())),
+            Start::Since(t) => Some(
+                log.first_at_or_after(&store, &table_root, t.timestamp_millis())
+                    .await?,
+            ),
             _ => None,
         };
         // The rest reads files; other requests may use the log meanwhile.
@@ -221,19 +257,12 @@ impl EventStream {
                     .await
             }
         };
+        // Finished (with the oldest commit's time) by `page`.
         let expired = |what: String| StreamError::Expired {
-            message: format!(
-                "cursor: {what}; the oldest position still kept is commit {floor}{}: start again there (the events in between are in exports) or from no cursor",
-                oldest_time
-                    .map(|t| format!(
-                        " ({})",
-                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    ))
-                    .unwrap_or_default()
-            ),
+            message: what,
             oldest_cursor: make_cursor(Position::at(floor)),
             oldest_version: floor,
-            oldest_time,
+            oldest_time: None,
         };
         let mut position = match &request.start {
             Start::Oldest => Position::at(floor),
