@@ -38,6 +38,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How schedules run.
     pub scheduler: SchedulerConfig,
+    /// `EVIDEX_*` variables that cannot be configuration keys and were ignored
+    /// (set by the platform, like Kubernetes' `EVIDEX_PORT`); callers warn about them.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 /// Operational settings of S3 delivery (the bucket itself is a stored setting).
@@ -193,6 +197,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             delivery: DeliveryConfig::default(),
             scheduler: SchedulerConfig::default(),
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -235,20 +240,17 @@ impl Config {
             .cloned()
             .collect();
         keys.sort();
+        let mut ignored = Vec::new();
         for key in keys {
-            if key == "EVIDEX_DATA" {
-                table.insert("data".into(), toml::Value::String(env[&key].clone()));
-                continue;
-            }
-            let path: Vec<String> = key["EVIDEX_".len()..]
-                .split("__")
-                .map(|s| s.to_ascii_lowercase())
-                .collect();
-            if path.iter().any(String::is_empty) {
-                bail!(
-                    "environment variable {key}: use EVIDEX_SECTION__KEY with double underscores"
-                );
-            }
+            let path = match env_key_path(&key)? {
+                EnvKey::Config(path) => path,
+                EnvKey::NotConfig => {
+                    if !NOT_CONFIG_VARS.contains(&key.as_str()) {
+                        ignored.push(key);
+                    }
+                    continue;
+                }
+            };
             set_path(&mut table, &path, parse_env_value(&env[&key]))
                 .with_context(|| format!("environment variable {key}"))?;
         }
@@ -261,7 +263,19 @@ impl Config {
                 None => "in EVIDEX_* variables".to_string(),
             })?;
         config.validate()?;
+        let mut config = config;
+        config.ignored_env = ignored;
         Ok(config)
+    }
+
+    /// The warning to print for [`Config::ignored_env`], if any.
+    pub fn ignored_env_warning(&self) -> Option<String> {
+        (!self.ignored_env.is_empty()).then(|| {
+            format!(
+                "warning: ignoring {}: not evidex configuration keys (those are EVIDEX_KEY or EVIDEX_SECTION__KEY)",
+                self.ignored_env.join(", ")
+            )
+        })
     }
 
     fn validate(&self) -> Result<()> {
@@ -404,6 +418,147 @@ fn parse_env_value(s: &str) -> toml::Value {
     }
 }
 
+/// `EVIDEX_*` variables evidex reads that are not configuration keys.
+const NOT_CONFIG_VARS: &[&str] = &["EVIDEX_LOG"];
+
+/// What an `EVIDEX_*` variable is.
+enum EnvKey {
+    /// A configuration key: its path (`["server", "listen"]`).
+    Config(Vec<String>),
+    /// Not a configuration key (a platform's variable, or a tool's).
+    NotConfig,
+}
+
+/// Sorts an `EVIDEX_*` variable: `EVIDEX_KEY` for a top-level key (`EVIDEX_DATA`),
+/// `EVIDEX_SECTION__KEY` for a key of a section. A variable that names a known
+/// section, or comes within two edits of a known name, is meant as configuration:
+/// an unknown key in it is an error naming the closest valid one. Anything else
+/// (Kubernetes sets `EVIDEX_PORT`, `EVIDEX_SERVICE_HOST`, `EVIDEX_PORT_8080_TCP_ADDR`
+/// for a Service named `evidex`) is not configuration.
+fn env_key_path(key: &str) -> Result<EnvKey> {
+    let rest = key
+        .strip_prefix("EVIDEX_")
+        .unwrap_or(key)
+        .to_ascii_lowercase();
+    let sections = config_sections();
+    let top: Vec<&str> = fields_of::<Config>()
+        .iter()
+        .copied()
+        .filter(|f| !sections.iter().any(|(s, _)| s == f))
+        .collect();
+    let Some((section, field)) = rest.split_once("__") else {
+        if top.contains(&rest.as_str()) {
+            return Ok(EnvKey::Config(vec![rest]));
+        }
+        if let Some(close) = closest(&rest, &top) {
+            bail!(
+                "environment variable {key}: no configuration key {rest:?}; did you mean EVIDEX_{}?",
+                close.to_ascii_uppercase()
+            );
+        }
+        return Ok(EnvKey::NotConfig);
+    };
+    let Some((_, fields)) = sections.iter().find(|(s, _)| *s == section) else {
+        let names: Vec<&str> = sections.iter().map(|(s, _)| *s).collect();
+        if let Some(close) = closest(section, &names) {
+            bail!(
+                "environment variable {key}: no configuration section {section:?}; did you mean EVIDEX_{}__{}?",
+                close.to_ascii_uppercase(),
+                field.to_ascii_uppercase()
+            );
+        }
+        return Ok(EnvKey::NotConfig);
+    };
+    let mut path = vec![section.to_string()];
+    path.extend(field.split("__").map(str::to_string));
+    if path.iter().any(String::is_empty) {
+        bail!("environment variable {key}: use EVIDEX_SECTION__KEY with double underscores");
+    }
+    // Tables inside a section (`redaction.custom`) are checked when parsed.
+    if !fields.contains(&path[1].as_str()) {
+        let hint = match closest(&path[1], fields) {
+            Some(c) => format!(
+                "did you mean EVIDEX_{}__{}?",
+                section.to_ascii_uppercase(),
+                c.to_ascii_uppercase()
+            ),
+            None => format!("the keys of [{section}] are {}", fields.join(", ")),
+        };
+        bail!(
+            "environment variable {key}: [{section}] has no key {:?}; {hint}",
+            path[1]
+        );
+    }
+    Ok(EnvKey::Config(path))
+}
+
+/// The configuration's sections and their keys.
+fn config_sections() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("export", fields_of::<ExportConfig>()),
+        ("ingest", fields_of::<IngestConfig>()),
+        ("redaction", fields_of::<RedactionRules>()),
+        ("server", fields_of::<ServerConfig>()),
+        ("report", fields_of::<ReportConfig>()),
+        ("network", fields_of::<NetworkConfig>()),
+        ("secrets", fields_of::<SecretsConfig>()),
+        ("delivery", fields_of::<DeliveryConfig>()),
+        ("scheduler", fields_of::<SchedulerConfig>()),
+    ]
+}
+
+/// The closest of `names` to `word`, if within two edits (Levenshtein).
+fn closest<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (strsim::levenshtein(word, n), *n))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// The field names a struct's `Deserialize` accepts, read from what it passes to
+/// `deserialize_struct` (so the list can never drift from the structs).
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe;
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "fields")
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Fields(f)) => f,
+        Ok(_) => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +633,51 @@ mod tests {
         assert!(format!("{e:#}").contains("report.accent"), "{e:#}");
         let e = Config::load(None, &env(&[("EVIDEX_REPORT__LOGO", "/nope/logo.png")])).unwrap_err();
         assert!(format!("{e:#}").contains("report.logo"), "{e:#}");
+    }
+
+    #[test]
+    fn platform_variables_are_ignored_and_misspellings_refused() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("EVIDEX_BIN", "/usr/bin/evidex"),
+                ("EVIDEX_PORT", "tcp://10.0.0.7:8080"),
+                ("EVIDEX_SERVICE_HOST", "10.0.0.7"),
+                ("EVIDEX_PORT_8080_TCP_ADDR", "10.0.0.7"),
+                ("EVIDEX_LOG", "debug"),
+                ("EVIDEX_SERVER__LISTEN", "0.0.0.0:9000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(
+            c.ignored_env,
+            [
+                "EVIDEX_BIN",
+                "EVIDEX_PORT",
+                "EVIDEX_PORT_8080_TCP_ADDR",
+                "EVIDEX_SERVICE_HOST"
+            ]
+        );
+        for (var, want) in [
+            (
+                "EVIDEX_SERVER__LISTN",
+                "did you mean EVIDEX_SERVER__LISTEN?",
+            ),
+            (
+                "EVIDEX_SERVR__LISTEN",
+                "did you mean EVIDEX_SERVER__LISTEN?",
+            ),
+            ("EVIDEX_DAT", "did you mean EVIDEX_DATA?"),
+            (
+                "EVIDEX_EXPORT__NOTHING_LIKE_IT",
+                "the keys of [export] are split_rows",
+            ),
+        ] {
+            let e = Config::load(None, &env(&[(var, "1")])).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{var}: {e:#}");
+        }
+        assert!(fields_of::<ServerConfig>().contains(&"listen"));
     }
 
     #[test]

@@ -863,3 +863,37 @@ fn reported_sizes_and_hashes_match_the_written_files() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
+
+/// Variables a platform sets (Kubernetes: `EVIDEX_PORT`, `EVIDEX_SERVICE_HOST` for a
+/// Service named evidex; scripts: `EVIDEX_BIN`) do not stop evidex, and are named
+/// in a warning; a misspelt key of a known section still stops it, naming the key.
+#[test]
+fn platform_variables_warn_and_misspelt_keys_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evidex"));
+        cmd.arg("--data").arg(dir.path()).arg("tables");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&[
+        ("EVIDEX_PORT", "tcp://10.96.0.12:8080"),
+        ("EVIDEX_SERVICE_HOST", "10.96.0.12"),
+        ("EVIDEX_BIN", "/usr/local/bin/evidex"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ignoring EVIDEX_BIN, EVIDEX_PORT, EVIDEX_SERVICE_HOST"),
+        "{err}"
+    );
+    let out = run(&[("EVIDEX_SERVER__LISTN", "0.0.0.0:1")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("did you mean EVIDEX_SERVER__LISTEN?"),
+        "{}",
+        text(&out)
+    );
+}

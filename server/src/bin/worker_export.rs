@@ -56,6 +56,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let mut config = Config::load(args.config.as_deref(), &env)?;
+        if let Some(w) = config.ignored_env_warning() {
+            eprintln!("{w}");
+        }
         if let Some(d) = args.data {
             config.data = d;
         }

@@ -57,6 +57,10 @@ pub struct TokenCreateArgs {
 /// Runs one command; the exit code follows the SPEC (ingest: 1 when lines were rejected).
 pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
     let mut config = Config::load(cli.config.as_deref(), &env)?;
+    // A platform's own EVIDEX_* variables do not stop evidex, but are named.
+    if let Some(w) = config.ignored_env_warning() {
+        eprintln!("{w}");
+    }
     if let Some(data) = cli.data {
         config.data = data;
     }
