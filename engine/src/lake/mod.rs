@@ -385,139 +385,183 @@ impl Lake {
     /// their timestamp: the first stored copy wins) or repeated in `rows` (the first
     /// occurrence wins), writes one sorted file per date, and commits them in one
     /// atomic Delta transaction.
+    ///
+    /// Exactly once across processes: the duplicate check reads table version V and
+    /// the commit must be version V + 1 (Delta's optimistic concurrency with no
+    /// automatic retry; the commit file is created only if absent). When another
+    /// process committed first, the check runs again against the new version (its
+    /// files' keys are read) and, if that finds rows the other process stored, the
+    /// files are written again without them; at most [`APPEND_ATTEMPTS`] times.
     pub async fn append(&self, dataset: Dataset, rows: Vec<Row>) -> Result<AppendOutcome> {
         if rows.is_empty() {
             return Ok(AppendOutcome::default());
         }
         let _serial = self.append_locks[dataset_slot(dataset)].lock().await;
-        let table = self.load_or_create(dataset).await?;
         let total = rows.len();
         let time_idx = dataset
             .column_index(dataset.time_column())
             .expect("time column");
-        let snapshot = self.files_of(dataset, &table)?;
-        let index = self.id_index()?;
-        if let Some(index) = &index {
-            self.flush_index_of(dataset).await?;
-            self.catch_up(index, &snapshot).await?;
-        }
-
-        // Keys repeated in the input, or already stored.
+        let cluster_idx = dataset
+            .cluster_column()
+            .and_then(|c| dataset.column_index(c));
         let keys: Vec<String> = rows.iter().map(|r| r.key(dataset)).collect();
-        let mut skip = vec![false; total];
+        // Keys repeated in the input.
+        let mut repeated = vec![false; total];
         {
             let mut seen = HashSet::with_capacity(total);
             for (i, k) in keys.iter().enumerate() {
                 if !seen.insert(k.as_str()) {
-                    skip[i] = true;
+                    repeated[i] = true;
                 }
             }
         }
-        let keys = match &index {
-            Some(index) => {
-                // Off the async runtime: a batch is tens of thousands of lookups.
-                let index = index.clone();
-                let (keys, found) = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                    let found = index.contains_many(dataset, &refs);
-                    (keys, found)
-                })
-                .await
-                .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
-                for (s, f) in skip.iter_mut().zip(found?) {
-                    *s |= f;
-                }
-                keys
+        let keys = Arc::new(keys);
+        // Files written for a given set of skipped rows, kept across attempts.
+        let mut written: Option<(Vec<bool>, Vec<Action>, usize)> = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let table = self.load_or_create(dataset).await?;
+            let snapshot = self.files_of(dataset, &table)?;
+            let index = self.id_index()?;
+            if let Some(index) = &index {
+                self.flush_index_of(dataset).await?;
+                self.catch_up(index, &snapshot).await?;
             }
-            None if !snapshot.files.is_empty() => {
-                let stored = self.stored_keys(dataset, snapshot.files.clone()).await?;
-                for (i, k) in keys.iter().enumerate() {
-                    if stored.contains(k) {
-                        skip[i] = true;
+            let mut skip = repeated.clone();
+            match &index {
+                Some(index) => {
+                    // Off the async runtime: a batch is tens of thousands of lookups.
+                    let (index, keys) = (index.clone(), keys.clone());
+                    let found = tokio::task::spawn_blocking(move || {
+                        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        index.contains_many(dataset, &refs)
+                    })
+                    .await
+                    .map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+                    for (s, f) in skip.iter_mut().zip(found?) {
+                        *s |= f;
                     }
                 }
-                keys
+                None if !snapshot.files.is_empty() => {
+                    let stored = self.stored_keys(dataset, snapshot.files.clone()).await?;
+                    for (i, k) in keys.iter().enumerate() {
+                        if stored.contains(k) {
+                            skip[i] = true;
+                        }
+                    }
+                }
+                None => {}
             }
-            None => keys,
-        };
-        let duplicate_rows: Vec<usize> = (0..total).filter(|&i| skip[i]).collect();
-
-        let cluster_idx = dataset
-            .cluster_column()
-            .and_then(|c| dataset.column_index(c));
-        let mut by_date: BTreeMap<FileKey, Vec<(String, Row)>> = BTreeMap::new();
-        for ((row, key), skip) in rows.into_iter().zip(keys).zip(&skip) {
-            if *skip {
-                continue;
+            if let Some((before, actions, _)) = &written
+                && *before != skip
+            {
+                // Another process stored some of these rows meanwhile: the files
+                // written for the last attempt hold them; write new ones.
+                self.delete_added(dataset, actions).await;
+                written = None;
             }
-            let date = utc_date(row.ts(time_idx).expect("validated rows have a time"));
-            let cluster = cluster_idx.and_then(|i| row.str(i)).map(str::to_string);
-            by_date.entry((date, cluster)).or_default().push((key, row));
-        }
-
-        let mut actions = Vec::new();
-        let mut written = 0;
-        for ((date, cluster), rows) in &by_date {
-            if rows.is_empty() {
-                continue;
+            if written.is_none() {
+                let mut by_date: BTreeMap<FileKey, Vec<&Row>> = BTreeMap::new();
+                for (row, skip) in rows.iter().zip(&skip) {
+                    if *skip {
+                        continue;
+                    }
+                    let date = utc_date(row.ts(time_idx).expect("validated rows have a time"));
+                    let cluster = cluster_idx.and_then(|i| row.str(i)).map(str::to_string);
+                    by_date.entry((date, cluster)).or_default().push(row);
+                }
+                let mut actions = Vec::new();
+                let mut count = 0;
+                for ((date, cluster), rows) in &by_date {
+                    let batch = sort_batch(dataset, &rows_to_batch(dataset, rows))?;
+                    count += batch.num_rows();
+                    let add = self
+                        .write_file(
+                            dataset,
+                            *date,
+                            cluster.as_deref(),
+                            futures::stream::iter([Ok(batch)]),
+                        )
+                        .await?;
+                    actions.push(Action::Add(add));
+                }
+                written = Some((skip.clone(), actions, count));
             }
-            let refs: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
-            let batch = sort_batch(dataset, &rows_to_batch(dataset, &refs))?;
-            written += batch.num_rows();
-            let add = self
-                .write_file(
-                    dataset,
-                    *date,
-                    cluster.as_deref(),
-                    futures::stream::iter([Ok(batch)]),
-                )
-                .await?;
-            actions.push(Action::Add(add));
-        }
-        if actions.is_empty() {
+            let (_, actions, count) = written.as_ref().expect("written above");
+            let duplicate_rows: Vec<usize> = (0..total).filter(|&i| skip[i]).collect();
+            if actions.is_empty() {
+                return Ok(AppendOutcome {
+                    written: 0,
+                    duplicates: total,
+                    duplicate_rows,
+                    version: None,
+                });
+            }
+            let props = CommitProperties::default()
+                .with_max_retries(0)
+                .with_metadata([("isBlindAppend".to_string(), json!(true))]);
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: Some(vec![DATE_PARTITION.to_string()]),
+                predicate: None,
+            };
+            let committed = CommitBuilder::from(props)
+                .with_actions(actions.clone())
+                .build(Some(table.snapshot()?), table.log_store(), operation)
+                .await;
+            let commit = match committed {
+                Ok(c) => c,
+                Err(e) if is_commit_race(&e) && attempt < APPEND_ATTEMPTS => {
+                    tracing::debug!(attempt, "another commit came first; checking again");
+                    continue;
+                }
+                // The commit may have landed (a timeout after the write): its files
+                // stay; if it did not, they are orphans no commit names.
+                Err(e) => return Err(e.into()),
+            };
+            let count = *count;
+            if let Some(index) = index {
+                // Recorded while the caller answers and gathers its next batch; the
+                // next append waits for it. A crash before it ends loses nothing:
+                // the next catch-up reads the files this commit added.
+                let stored: Vec<String> = keys
+                    .iter()
+                    .zip(&skip)
+                    .filter(|(_, s)| !**s)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let added: Vec<String> = actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Add(add) => Some(add.path.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let task = tokio::task::spawn_blocking(move || {
+                    let added: Vec<&str> = added.iter().map(String::as_str).collect();
+                    index.record(dataset, stored.iter().map(String::as_str), &added, &[])
+                });
+                *self.pending_index[dataset_slot(dataset)].lock().await = Some(task);
+            }
             return Ok(AppendOutcome {
-                written: 0,
-                duplicates: total,
+                written: count,
+                duplicates: total - count,
                 duplicate_rows,
-                version: None,
+                version: Some(commit.version()),
             });
         }
-        let added: Vec<String> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Add(add) => Some(add.path.clone()),
-                _ => None,
-            })
-            .collect();
-        let props = CommitProperties::default()
-            .with_max_retries(100)
-            .with_metadata([("isBlindAppend".to_string(), json!(true))]);
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: Some(vec![DATE_PARTITION.to_string()]),
-            predicate: None,
-        };
-        let commit = CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(table.snapshot()?), table.log_store(), operation)
-            .await?;
-        if let Some(index) = index {
-            // Recorded while the caller answers and gathers its next batch; the next
-            // append waits for it. A crash before it ends loses nothing: the next
-            // catch-up reads the files this commit added.
-            let keys: Vec<String> = by_date.into_values().flatten().map(|(k, _)| k).collect();
-            let task = tokio::task::spawn_blocking(move || {
-                let added: Vec<&str> = added.iter().map(String::as_str).collect();
-                index.record(dataset, keys.iter().map(String::as_str), &added, &[])
-            });
-            *self.pending_index[dataset_slot(dataset)].lock().await = Some(task);
+    }
+
+    /// Deletes data files an append wrote but did not commit (best effort: an
+    /// orphan file is never read, as no commit names it).
+    async fn delete_added(&self, dataset: Dataset, actions: &[Action]) {
+        for a in actions {
+            if let Action::Add(add) = a {
+                let path = paths::in_store(&self.table_root(dataset), &add.path);
+                let _ = self.store.delete(&path).await;
+            }
         }
-        Ok(AppendOutcome {
-            written,
-            duplicates: total - written,
-            duplicate_rows,
-            version: Some(commit.version()),
-        })
     }
 
     /// Keys of the rows stored in `files`.
@@ -606,6 +650,23 @@ impl Lake {
             clustering_provider: None,
         })
     }
+}
+
+/// How many times an append checks and commits again when other commits come
+/// first.
+pub const APPEND_ATTEMPTS: usize = 100;
+
+/// Whether a commit failed because another commit took its version.
+fn is_commit_race(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError;
+    matches!(
+        e,
+        deltalake::DeltaTableError::VersionAlreadyExists(_)
+            | deltalake::DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
 }
 
 /// The position of a dataset in per-dataset arrays.
