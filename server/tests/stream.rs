@@ -373,6 +373,20 @@ async fn cursors_are_signed_bound_to_filters_and_expire_after_vacuum() {
     }
     // Roles: viewers may not read the stream.
     assert_eq!(c.get("/v1/events/stream", &viewer).await.status, 403);
+    // gzip when asked for.
+    let r = c
+        .call(
+            "GET",
+            "/v1/events/stream?limit=10000",
+            Some(&siem),
+            None,
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.headers["content-encoding"], "gzip");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut plain).unwrap();
+    assert_eq!(ids_of(&plain).len(), 20);
     // The limit is capped, and the response says so.
     let r = c.get("/v1/events/stream?limit=50000", &siem).await;
     assert_eq!(r.headers["evidex-limit"], "10000");
@@ -484,6 +498,12 @@ async fn cursors_are_signed_bound_to_filters_and_expire_after_vacuum() {
             .contains(&format!("commit {}", body["error"]["oldest_version"])),
         "{body}"
     );
+    // A since that falls before the oldest position: 410 as well, never a jump.
+    let r = c
+        .get("/v1/events/stream?since=2000-01-01T00:00:00Z", &siem)
+        .await;
+    assert_eq!(r.status, 410, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.message().starts_with("since: "), "{}", r.message());
     // The oldest position works, and so does a fresh start (which begins there).
     let r = c
         .get(
@@ -597,6 +617,65 @@ async fn cli_stream_resumes_from_its_cursor_file() {
     want.sort();
     tail.sort();
     assert_eq!(tail, want);
+
+    // The cursor printed is the one after what was written: after --max-events,
+    // and when the reader closes the pipe early.
+    let everything = ids_of(cli_stream(&data, &["--limit", "10000"]).as_bytes());
+    let first = evidex(
+        &data,
+        &[],
+        &["stream", "--limit", "40", "--max-events", "150"],
+    );
+    let printed = |out: &std::process::Output| -> (usize, String) {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let line = err
+            .lines()
+            .find(|l| l.contains("events written"))
+            .unwrap()
+            .to_string();
+        let n = line.split_whitespace().next().unwrap().parse().unwrap();
+        let cursor = line
+            .split_once("next cursor: ")
+            .map(|(_, c)| c.to_string())
+            .unwrap_or_default();
+        (n, cursor)
+    };
+    let (n, cursor) = printed(&first);
+    assert_eq!(n, 150);
+    assert_eq!(ids_of(&first.stdout), everything[..150]);
+    let rest = cli_stream(&data, &["--cursor", &cursor]);
+    assert_eq!(ids_of(rest.as_bytes()), everything[150..]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_evidex"))
+        .arg("--data")
+        .arg(&data)
+        .args(["stream", "--limit", "7"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // The pipe closes here, long before the end.
+    }
+    let closed = child.wait_with_output().unwrap();
+    assert!(closed.status.success(), "{}", text(&closed));
+    let (n, cursor) = printed(&closed);
+    assert!(n < everything.len(), "{n}");
+    // (When the reader left inside the first page, no page was written whole.)
+    let rest = if cursor.is_empty() {
+        cli_stream(&data, &[])
+    } else {
+        cli_stream(&data, &["--cursor", &cursor])
+    };
+    assert_eq!(
+        ids_of(rest.as_bytes()),
+        everything[n..],
+        "resumes after what was written"
+    );
 
     // A cursor file and --since together: refused, the file untouched.
     let before = std::fs::read_to_string(&cursor_file).unwrap();

@@ -265,8 +265,8 @@ impl LogState {
         )
     }
 
-    /// The first version at or after the floor whose commit time is at or after
-    /// `ms` (the next version to be written when none is). A binary search over
+    /// The first version whose commit time is at or after `ms` (the next version to
+    /// be written when none is); it may be below the floor. A binary search over
     /// commit times: writers stamp commits with their clocks, which Delta assumes
     /// move forward (PROTOCOL.md, "Commit Provenance" / in-commit timestamps).
     pub async fn first_at_or_after(
@@ -275,7 +275,7 @@ impl LogState {
         table_root: &Path,
         ms: i64,
     ) -> Result<u64> {
-        let (mut lo, mut hi) = (self.floor, self.next);
+        let (mut lo, mut hi) = (0, self.next);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.commit_time(store, table_root, mid).await? {

@@ -195,7 +195,7 @@ impl EventStream {
         };
         StreamError::Expired {
             message: format!(
-                "cursor: {what}; the oldest position still kept is commit {floor}{}: start again there (the events in between are in exports) or from no cursor",
+                "{what}; the oldest position still kept is commit {floor}{}: start again there (the events in between are in exports) or from no cursor",
                 oldest_time
                     .map(|t| format!(
                         " ({})",
@@ -266,12 +266,21 @@ impl EventStream {
         };
         let mut position = match &request.start {
             Start::Oldest => Position::at(floor),
-            Start::Since(_) => Position::at(since.unwrap_or(next)),
+            Start::Since(t) => {
+                let first = since.unwrap_or(next);
+                if first < floor {
+                    return Err(expired(format!(
+                        "since: {} falls at commit {first}, whose files a vacuum removed",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    )));
+                }
+                Position::at(first)
+            }
             Start::Cursor(text) => {
                 let c = Cursor::decode(text, &self.key).map_err(StreamError::Invalid)?;
                 if c.table != table {
                     return Err(expired(
-                        "the cursor belongs to an events table that no longer exists (it was deleted and created again)".into(),
+                        "cursor: the cursor belongs to an events table that no longer exists (it was deleted and created again)".into(),
                     ));
                 }
                 if c.filters != filters {
@@ -286,7 +295,7 @@ impl EventStream {
                 }
                 if c.position.version < floor {
                     return Err(expired(format!(
-                        "the cursor is at commit {}, whose files retention has removed",
+                        "cursor: the cursor is at commit {}, whose files a vacuum removed",
                         c.position.version
                     )));
                 }
@@ -315,7 +324,7 @@ impl EventStream {
             {
                 let Some(files) = appended(ahead.version).await? else {
                     return Err(expired(format!(
-                        "commit {} is no longer in the Delta log",
+                        "cursor: commit {} is no longer in the Delta log",
                         ahead.version
                     )));
                 };
@@ -356,7 +365,7 @@ impl EventStream {
                 Ok(Ok(p)) => p,
                 Ok(Err(ReadError::Missing)) => {
                     return Err(expired(format!(
-                        "data file {} of commit {} is gone (vacuumed)",
+                        "cursor: data file {} of commit {} is gone (vacuumed)",
                         file.relative, at.version
                     )));
                 }

@@ -386,7 +386,11 @@ pub fn router(service: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .route("/v1/signing-key", get(ops::signing_key))
         .route("/v1/ingest/{dataset}", post(ingest::ingest_handler))
-        .route("/v1/events/stream", get(stream::stream))
+        // NDJSON pages compress about 10:1; gzip when the client asks for it.
+        .route(
+            "/v1/events/stream",
+            get(stream::stream).layer(tower_http::compression::CompressionLayer::new()),
+        )
         .route("/v1/exports/preview", post(exports::preview))
         .route("/v1/exports/values", post(exports::values))
         .route(
@@ -498,13 +502,16 @@ fn auth(s: &Service, headers: &HeaderMap, allowed: &[Role]) -> ApiResult<Princip
     };
     if !allowed.contains(&p.role) {
         let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        let needs = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        };
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "the {} role may not do this; it needs {}",
-                p.role.as_str(),
-                names.join(" or ")
+                "the {} role may not do this; it needs {needs}",
+                p.role.as_str()
             ),
         ));
     }

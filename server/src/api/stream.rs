@@ -80,14 +80,19 @@ impl StreamQuery {
                 "cursor" => q.cursor = Some(value).filter(|v| !v.is_empty()),
                 "since" => {
                     let t = DateTime::parse_from_rfc3339(&value).map_err(|e| {
-                        format!("since: {value:?} is not an RFC 3339 instant (2026-11-30T00:00:00Z): {e}")
+                        let hint = if value.contains(' ') {
+                            " (a + in a query string means a space: write it %2B, or use Z)"
+                        } else {
+                            ""
+                        };
+                        format!("since: {value:?} is not an RFC 3339 instant like 2026-11-30T00:00:00Z{hint}: {e}")
                     })?;
                     q.since = Some(t.with_timezone(&Utc));
                 }
                 "limit" => {
-                    let n: usize = value
-                        .parse()
-                        .map_err(|_| format!("limit: {value:?} is not a whole number"))?;
+                    let n: usize = value.parse().map_err(|_| {
+                        format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}")
+                    })?;
                     if n == 0 {
                         return Err("limit: must be at least 1".into());
                     }
@@ -144,15 +149,16 @@ pub fn describe(op: &mut serde_json::Value) {
     let mut params = vec![
         json!({"name": "cursor", "in": "query", "schema": string, "description": "The Evidex-Cursor of the previous page"}),
         json!({"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "Start at the first commit at or after this ingest time (not with cursor)"}),
-        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT}, "description": format!("Records per page; at most {MAX_LIMIT}")}),
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "description": format!("Records per page; a larger value is capped at {MAX_LIMIT}")}),
         json!({"name": "profile", "in": "query", "schema": {"type": "string", "enum": ["native", "ecs", "ocsf", "splunk_hec"], "default": "native"}}),
         json!({"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS, "default": 0}, "description": "Seconds to wait for new events when there are none"}),
         json!({"name": "include_payloads", "in": "query", "schema": {"type": "boolean", "default": true}}),
         json!({"name": "min_severity", "in": "query", "schema": {"type": "string", "enum": ["info", "low", "medium", "high", "critical"]}}),
     ];
+    params.push(json!({"name": "decision", "in": "query", "style": "form", "explode": true,
+        "schema": {"type": "array", "items": {"type": "string", "enum": ["allow", "block", "redact", "escalate", "flag"]}}}));
     for name in [
         "policy",
-        "decision",
         "gateway",
         "consumer_group",
         "consumer",
@@ -170,7 +176,7 @@ pub fn describe(op: &mut serde_json::Value) {
         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         "headers": {
             "Evidex-Cursor": {"schema": string, "description": "Where the next page starts"},
-            "Evidex-Records": {"schema": {"type": "integer"}},
+            "Evidex-Records": {"schema": {"type": "integer"}, "description": "Records in this page"},
             "Evidex-At-End": {"schema": {"type": "boolean"}, "description": "The page reached the newest data"},
             "Evidex-Limit": {"schema": {"type": "integer"}, "description": "The limit applied"},
         },

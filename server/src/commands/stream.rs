@@ -44,9 +44,13 @@ pub struct StreamArgs {
     /// Record layout: native, ecs, ocsf or splunk_hec.
     #[arg(long, default_value = "native")]
     pub profile: String,
-    /// Records per page (at most 10,000).
+    /// Records per page (at most 10,000; the API's default is 1,000).
     #[arg(long, default_value_t = 5000)]
     pub limit: usize,
+    /// Stop after this many events (the cursor printed or saved is the one after
+    /// the last).
+    #[arg(long)]
+    pub max_events: Option<u64>,
     /// Leave out `input` and `output`.
     #[arg(long)]
     pub no_payloads: bool,
@@ -63,7 +67,18 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
     let stream = evidex_server::stream_of(lake, &store)?;
     let redactor = Arc::new(current_redaction(config, &store)?.compile()?);
     let saved = match &args.cursor_file {
-        Some(path) => read_cursor_file(path)?,
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                bail!(
+                    "--cursor-file {}: the directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            read_cursor_file(path)?
+        }
         None => None,
     };
     let start = match (&args.cursor, &args.since, saved) {
@@ -77,7 +92,9 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
         ),
         (None, Some(t), None) => Start::Since(
             chrono::DateTime::parse_from_rfc3339(t)
-                .with_context(|| format!("--since: {t:?} is not an RFC 3339 instant"))?
+                .with_context(|| {
+                    format!("--since: {t:?} is not an RFC 3339 instant like 2026-11-30T00:00:00Z")
+                })?
                 .with_timezone(&chrono::Utc),
         ),
         (None, None, Some(c)) => Start::Cursor(c),
@@ -96,37 +113,47 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
     } else {
         Duration::ZERO
     };
+    let from_file = args.cursor.is_none() && matches!(request.start, Start::Cursor(_));
     let mut shutdown = Box::pin(shutdown_signal());
     // A writer thread prints each page and then saves its cursor, while the next
-    // page is read.
-    let (pages, inbox) = std::sync::mpsc::sync_channel::<(Vec<bytes::Bytes>, String)>(1);
+    // page is read. It answers how many events it wrote and the cursor after them.
+    let (pages, inbox) = std::sync::mpsc::sync_channel::<(Vec<bytes::Bytes>, String, u64)>(1);
     let cursor_file = args.cursor_file.clone();
-    let writer = std::thread::spawn(move || -> Result<()> {
+    let writer = std::thread::spawn(move || -> Result<(u64, String)> {
         let mut out = std::io::stdout().lock();
-        for (body, cursor) in inbox {
-            let written = body
+        let (mut written, mut last) = (0u64, String::new());
+        for (body, cursor, records) in inbox {
+            let result = body
                 .iter()
                 .try_for_each(|chunk| out.write_all(chunk))
                 .and_then(|_| out.flush());
-            match written {
+            match result {
                 Ok(()) => {}
                 // The reader went away: stop; the cursor file keeps the last page
                 // it did get.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
                 Err(e) => return Err(e).context("writing to stdout"),
             }
-            if let Some(path) = &cursor_file
-                && !cursor.is_empty()
-            {
-                write_cursor_file(path, &cursor)?;
+            written += records;
+            if !cursor.is_empty() {
+                last = cursor;
+                if let Some(path) = &cursor_file {
+                    write_cursor_file(path, &last)?;
+                }
             }
         }
-        Ok(())
+        Ok((written, last))
     });
-    let mut total = 0u64;
-    let mut last_cursor = String::new();
+    let mut read = 0u64;
     let mut expired = false;
+    let mut failure: Option<anyhow::Error> = None;
     loop {
+        if let Some(max) = args.max_events {
+            if read >= max {
+                break;
+            }
+            request.limit = args.limit.min((max - read) as usize);
+        }
         let page = tokio::select! {
             page = stream.page(&request, wait) => page,
             _ = &mut shutdown => break,
@@ -144,40 +171,51 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
                 break;
             }
             Err(StreamError::Invalid(m)) => {
-                drop(pages);
-                let _ = writer.join();
-                bail!("{m}");
+                let m = match (&args.cursor_file, from_file) {
+                    (Some(f), true) => format!("--cursor-file {}: {m}", f.display()),
+                    _ => m,
+                };
+                failure = Some(anyhow::anyhow!(m));
+                break;
             }
             Err(StreamError::Engine(e)) => {
-                drop(pages);
-                let _ = writer.join();
-                return Err(e.into());
+                failure = Some(e.into());
+                break;
             }
         };
-        total += page.records as u64;
+        read += page.records as u64;
         if !page.cursor.is_empty() {
             request.start = Start::Cursor(page.cursor.clone());
-            last_cursor = page.cursor.clone();
         }
         let at_end = page.at_end;
-        if (!page.body.is_empty() || !page.cursor.is_empty())
-            && pages.send((page.body, page.cursor)).is_err()
+        if pages
+            .send((page.body, page.cursor, page.records as u64))
+            .is_err()
         {
-            break; // the writer stopped (stdout closed, or an error it reports)
+            break; // the writer stopped (an error it reports)
         }
         if at_end && !args.follow {
             break;
         }
     }
     drop(pages);
-    writer
+    let (written, last) = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the stdout writer panicked"))??;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if expired {
         return Ok(ExitCode::from(3));
     }
-    if args.cursor_file.is_none() && !args.follow {
-        eprintln!("{total} events; next cursor: {last_cursor}");
+    if args.cursor_file.is_none() {
+        if last.is_empty() {
+            eprintln!(
+                "{written} events written; no page was written whole: start again as this run did"
+            );
+        } else {
+            eprintln!("{written} events written; next cursor: {last}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
