@@ -4,22 +4,47 @@
 //! metadata), as separate machines would; they share only the data location.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Server, evidex};
+use common::{S3sFs, Server, evidex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_events_sent_to_two_nodes_are_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let state_a = dir.path().join("state-a");
-    let state_b = dir.path().join("state-b");
-    let env_a = [("EVIDEX_STATE_DIR", state_a.to_str().unwrap())];
-    let env_b = [("EVIDEX_STATE_DIR", state_b.to_str().unwrap())];
+    two_nodes_store_once(&data, &[], dir.path()).await;
+}
+
+/// The same on S3 (`s3s-fs`): commits are created only if absent (conditional put).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_events_sent_to_two_nodes_are_stored_once_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3sFs::start(&dir.path().join("s3"), &["lake"]);
+    let endpoint = s3.endpoint();
+    let envs = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", S3sFs::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", S3sFs::SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+    ];
+    two_nodes_store_once(Path::new("s3://lake/events-lake"), &envs, dir.path()).await;
+}
+
+async fn two_nodes_store_once(data: &Path, base: &[(&str, &str)], dir: &Path) {
+    let data = data.to_path_buf();
+    let state_a = dir.join("state-a");
+    let state_b = dir.join("state-b");
+    let mut env_a = base.to_vec();
+    env_a.push(("EVIDEX_STATE_DIR", state_a.to_str().unwrap()));
+    let mut env_b = base.to_vec();
+    env_b.push(("EVIDEX_STATE_DIR", state_b.to_str().unwrap()));
     let tok = |envs: &[(&str, &str)]| {
         let out = evidex(&data, envs, &["token", "create", "--role", "ingest"]);
         String::from_utf8(out.stdout).unwrap().trim().to_string()
