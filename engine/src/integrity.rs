@@ -78,6 +78,30 @@ impl Signer {
         }
     }
 
+    /// A key from its 32-byte seed written as 64 hex characters (an environment
+    /// value); `origin` names where it came from in errors.
+    pub fn from_hex(text: &str, origin: &str) -> Result<Signer> {
+        let bytes = hex::decode(text.trim()).ok().filter(|b| b.len() == 32);
+        let Some(bytes) = bytes else {
+            return Err(EngineError::Config(format!(
+                "{origin}: not a 32-byte hex Ed25519 seed (evidex keys init prints one)"
+            )));
+        };
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&bytes);
+        Ok(Signer {
+            key: SigningKey::from_bytes(&seed),
+            path: PathBuf::from(origin),
+        })
+    }
+
+    /// Loads the key file at `path` (a seed in hex, mode 600).
+    pub fn from_file(path: &Path) -> Result<Signer> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EngineError::Config(format!("signing key {}: {e}", path.display())))?;
+        Self::parse(path, &text)
+    }
+
     /// Loads an existing key; `None` when there is none yet.
     pub fn load(dir: &Path) -> Result<Option<Signer>> {
         let path = dir.join(SIGNING_KEY_FILE);

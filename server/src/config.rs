@@ -99,13 +99,39 @@ pub struct NetworkConfig {
     pub allow_private_targets: bool,
 }
 
-/// Where the master key for stored secrets comes from.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Where the keys come from. On one machine evidex creates them in the state
+/// directory; nodes that share a lake must all be given the same keys, as files or
+/// values (`evidex keys init` makes a set).
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
     /// A file holding the 32-byte AES-256-GCM master key as 64 hex characters
     /// (mode 600). Default: `STATE/master.key`, created on first start.
     pub master_key_file: Option<PathBuf>,
+    /// The master key itself, 64 hex characters (`EVIDEX_SECRETS__MASTER_KEY`).
+    pub master_key: Option<String>,
+    /// A file holding the Ed25519 signing key's 32-byte seed as hex (mode 600).
+    /// Default: `STATE/signing.key`, created on first use.
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing key's seed itself, 64 hex characters
+    /// (`EVIDEX_SECRETS__SIGNING_KEY`).
+    pub signing_key: Option<String>,
+    /// The key download links are signed with, 64 hex characters
+    /// (`EVIDEX_SECRETS__LINK_KEY`). Default: one kept in the metadata database.
+    pub link_key: Option<String>,
+}
+
+impl std::fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key values never reach a log.
+        f.debug_struct("SecretsConfig")
+            .field("master_key_file", &self.master_key_file)
+            .field("master_key", &self.master_key.as_ref().map(|_| "(set)"))
+            .field("signing_key_file", &self.signing_key_file)
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "(set)"))
+            .field("link_key", &self.link_key.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 /// PDF report styling.

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod keys;
 pub mod network;
 pub mod schedules;
 pub mod secrets;
@@ -20,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evidex_engine::clock::Clock;
-use evidex_engine::integrity::Signer;
 use evidex_engine::lake::{Lake, LakeOptions};
 use evidex_engine::model::Dataset;
 
@@ -54,17 +54,33 @@ pub fn open_lake(
     .with_context(|| format!("cannot open the data location {}", config.data))
 }
 
-/// The event stream of `lake`, its cursors signed with a secret kept in the
-/// metadata database (the same for every node and the CLI on that database).
-pub fn stream_of(lake: &Lake, store: &Store) -> Result<evidex_engine::stream::EventStream> {
-    let secret = store.secret("stream-cursors")?;
-    let key: [u8; 32] = secret
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("the stored stream-cursors secret is not 32 bytes"))?;
-    Ok(evidex_engine::stream::EventStream::new(
+/// The event stream of `lake`, its cursors signed with a key derived from the
+/// master key (the same on every node given that key, and for the CLI).
+pub fn stream_of(lake: &Lake, master: &secrets::MasterKey) -> evidex_engine::stream::EventStream {
+    evidex_engine::stream::EventStream::new(
         lake.clone(),
-        evidex_engine::stream::CursorKey::new(key),
-    ))
+        evidex_engine::stream::CursorKey::new(master.derive("stream cursors")),
+    )
+}
+
+/// Builds the service of a `serve` or `worker_export` node: refuses to start when
+/// it would run with keys other than those the lake's other nodes use (see
+/// [`keys`]), then builds the service and records or compares its keys.
+pub async fn build_node(
+    config: Config,
+    lake: Lake,
+    clock: Arc<dyn Clock>,
+    ingest: bool,
+) -> Result<Arc<Service>> {
+    keys::check_before_start(&lake, &config).await?;
+    let service = build_service(config, lake.clone(), clock, ingest)?;
+    let node_keys = keys::Keys {
+        signer: service.signer.clone(),
+        master: service.master_key.clone(),
+        link_key: service.link_key.clone(),
+    };
+    keys::record_or_compare(&lake, &node_keys).await?;
+    Ok(service)
 }
 
 /// Builds the service. `ingest` starts the ingest batchers (the server process is
@@ -77,13 +93,12 @@ pub fn build_service(
 ) -> Result<Arc<Service>> {
     let state = config.state_dir()?;
     let store = Store::open(&state)?;
-    let signer = Arc::new(Signer::load_or_create(&state)?);
-    let link_key = store.secret("download-links")?;
-    let stream = Arc::new(stream_of(&lake, &store)?);
-    let master_key = Arc::new(secrets::MasterKey::load_or_create(
-        config.secrets.master_key_file.as_deref(),
-        &state,
-    )?);
+    let keys::Keys {
+        signer,
+        master: master_key,
+        link_key,
+    } = keys::load(&config, &store)?;
+    let stream = Arc::new(stream_of(&lake, &master_key));
     let metrics = Metrics::default();
     let mut batchers = HashMap::new();
     if ingest {

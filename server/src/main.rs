@@ -65,9 +65,25 @@ pub enum Command {
     /// The S3 bucket every export is delivered to: set, show, test.
     #[command(subcommand)]
     Delivery(commands::DeliveryCommand),
+    /// Keys for nodes that share a lake: `evidex keys init` makes a set.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Scheduled exports: list, show, create, update, delete, run.
     #[command(subcommand)]
     Schedule(commands::ScheduleCommand),
+}
+
+/// `evidex keys`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key, master key and link key for every node of a
+    /// multi-node installation, and print them once (as EVIDEX_SECRETS__* lines).
+    Init {
+        /// Write the signing and master keys to files in this directory (mode 600)
+        /// and print the lines that name them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `evidex token`.

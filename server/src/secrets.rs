@@ -26,6 +26,7 @@ const SEALED_PREFIX: &str = "v1:";
 /// The key that seals stored secrets.
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    raw: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -95,16 +96,49 @@ impl MasterKey {
                     path.display()
                 )
             })?;
-        Ok(MasterKey {
-            cipher: Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"),
-        })
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(&bytes);
+        Ok(MasterKey::from_bytes(raw))
     }
 
     /// A key for tests and throwaway setups.
     pub fn from_bytes(key: [u8; 32]) -> MasterKey {
         MasterKey {
             cipher: Aes256Gcm::new_from_slice(&key).expect("32-byte key"),
+            raw: key,
         }
+    }
+
+    /// A key from 64 hex characters (an environment value); `origin` names it in
+    /// errors.
+    pub fn from_hex(text: &str, origin: &str) -> Result<MasterKey> {
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .with_context(|| {
+                format!("{origin}: not 64 hex characters (32 bytes); evidex keys init prints one")
+            })?;
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(&bytes);
+        Ok(MasterKey::from_bytes(raw))
+    }
+
+    /// A 32-byte key for `purpose` derived from this one (HMAC-SHA256, RFC 2104, of
+    /// the purpose under the master key), so every node with the same master key
+    /// derives the same key and none is stored.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.raw).expect("any key length");
+        mac.update(b"evidex derived key\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A public name of this key (16 hex characters of a derived value), to tell
+    /// whether two nodes hold the same key without showing it.
+    pub fn id(&self) -> String {
+        hex::encode(&self.derive("key id")[..8])
     }
 
     /// Seals `plaintext` for `purpose` (e.g. `webhook:wh_...`): `v1:` + base64 of

@@ -37,13 +37,28 @@ async fn the_same_events_sent_to_two_nodes_are_stored_once_on_s3() {
     two_nodes_store_once(Path::new("s3://lake/events-lake"), &envs, dir.path()).await;
 }
 
+/// A set of keys from `evidex keys init`, as (variable, value) pairs.
+fn shared_keys(data: &Path) -> Vec<(String, String)> {
+    let out = evidex(data, &[], &["keys", "init"]);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 async fn two_nodes_store_once(data: &Path, base: &[(&str, &str)], dir: &Path) {
     let data = data.to_path_buf();
     let state_a = dir.join("state-a");
     let state_b = dir.join("state-b");
+    let keys = shared_keys(dir);
     let mut env_a = base.to_vec();
+    env_a.extend(keys.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut env_b = env_a.clone();
     env_a.push(("EVIDEX_STATE_DIR", state_a.to_str().unwrap()));
-    let mut env_b = base.to_vec();
     env_b.push(("EVIDEX_STATE_DIR", state_b.to_str().unwrap()));
     let tok = |envs: &[(&str, &str)]| {
         let out = evidex(&data, envs, &["token", "create", "--role", "ingest"]);
@@ -119,4 +134,131 @@ async fn two_nodes_store_once(data: &Path, base: &[(&str, &str)], dir: &Path) {
     assert_eq!(unique.len(), 10_000);
     let tables = String::from_utf8(evidex(&data, &env_b, &["tables"]).stdout).unwrap();
     assert!(tables.contains("10000 rows"), "{tables}");
+}
+
+/// Nodes that share a lake must share keys: a second node that would create its own
+/// refuses to start and says how to fix it; nodes given the keys `evidex keys init`
+/// printed sign with one key, and a stream cursor from one node works on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_one_lake_share_keys_or_refuse_to_start() {
+    fn borrow(e: &[(String, String)]) -> Vec<(&str, &str)> {
+        e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let run_serve = |data: &Path, envs: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evidex"));
+        cmd.arg("--data")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "0"]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+
+    // Without configured keys: the first node records its own; a second node with
+    // a state directory of its own refuses rather than create different keys.
+    let data = dir.path().join("data-1");
+    std::fs::create_dir_all(&data).unwrap();
+    let (sa, sb) = (state("s1a"), state("s1b"));
+    let a = Server::start(&data, 0, &[("EVIDEX_STATE_DIR", &sa)]);
+    let refused = run_serve(&data, &[("EVIDEX_STATE_DIR", &sb)]);
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("_evidex/keys.json"), "{msg}");
+    assert!(msg.contains("evidex keys init"), "{msg}");
+    assert!(
+        !Path::new(&sb).join("signing-key.ed25519").exists(),
+        "no second key was created"
+    );
+    drop(a);
+
+    // With one set of keys given to both nodes.
+    let out = evidex(&data, &[], &["keys", "init"]);
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let fingerprint = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("signing key fingerprint: ")
+                .map(str::to_string)
+        })
+        .unwrap();
+    let mut keys: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(keys.len(), 3, "{lines:?}");
+    let data = dir.path().join("data-2");
+    std::fs::create_dir_all(&data).unwrap();
+    let envs = |state_dir: &str, keys: &[(String, String)]| -> Vec<(String, String)> {
+        let mut e = keys.to_vec();
+        e.push(("EVIDEX_STATE_DIR".into(), state_dir.to_string()));
+        e
+    };
+    let (ea, eb) = (envs(&state("s2a"), &keys), envs(&state("s2b"), &keys));
+    let a = Server::start(&data, 0, &borrow(&ea));
+    let b = Server::start(&data, 0, &borrow(&eb));
+    let tok = |e: &Vec<(String, String)>, role: &str| {
+        let out = evidex(&data, &borrow(e), &["token", "create", "--role", role]);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (ta, tb) = (tok(&ea, "admin"), tok(&eb, "admin"));
+    let ca = common::Client::new(&a.base);
+    let cb = common::Client::new(&b.base);
+    let fa = ca.get("/v1/signing-key", &ta).await.json()["fingerprint"].clone();
+    let fb = cb.get("/v1/signing-key", &tb).await.json()["fingerprint"].clone();
+    assert_eq!(fa, fb);
+    assert_eq!(fa.as_str().unwrap(), fingerprint);
+    // A cursor from node A goes on on node B.
+    let events: String = (0..3)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"id": format!("k{i}"), "timestamp": "2026-11-20T10:00:00Z",
+                       "decision": "allow", "severity": "low", "policy": "p",
+                       "gateway_id": "g", "consumer_group": "c"})
+            )
+        })
+        .collect();
+    let r = ca
+        .call(
+            "POST",
+            "/v1/ingest/events",
+            Some(&ta),
+            Some(events.into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let first = ca.get("/v1/events/stream?limit=1", &ta).await;
+    let cursor = first.headers["evidex-cursor"].to_str().unwrap().to_string();
+    let rest = cb
+        .get(&format!("/v1/events/stream?cursor={cursor}"), &tb)
+        .await;
+    assert_eq!(rest.status, 200, "{}", String::from_utf8_lossy(&rest.body));
+    assert_eq!(String::from_utf8_lossy(&rest.body).lines().count(), 2);
+
+    // A node with other keys: refused, naming the key that differs.
+    let other = evidex(&data, &[], &["keys", "init"]);
+    keys = String::from_utf8(other.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let ec = envs(&state("s2c"), &keys);
+    let refused = run_serve(&data, &borrow(&ec));
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("signing key (fingerprint"), "{msg}");
 }

@@ -200,6 +200,12 @@ impl Lake {
         &self.store_url
     }
 
+    /// Where evidex keeps facts about the lake shared by every node that uses it
+    /// (`_evidex/NAME` under the data root; `name` is one of evidex's constants).
+    pub fn control_path(&self, name: &'static str) -> Path {
+        paths::in_store(&self.root_path, &format!("_evidex/{name}"))
+    }
+
     /// The object store holding the data root.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let lake = evidex_server::open_lake(&config, &env, clock.clone())?;
-        let service = evidex_server::build_service(config, lake, clock, false)?;
+        let service = evidex_server::build_node(config, lake, clock, false).await?;
         let stop = evidex_server::start_workers(&service, args.concurrency.max(1), "worker");
         eprintln!(
             "worker_export: running {} job(s) at a time; stop with SIGTERM",

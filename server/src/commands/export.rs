@@ -16,7 +16,7 @@ use evidex_engine::export::{
     self, ArtifactTarget, EncodeOptions, Evidence, ExportControl, ExportRequest, Format, Include,
     PinnedTables,
 };
-use evidex_engine::integrity::{Manifest, Signer};
+use evidex_engine::integrity::Manifest;
 use evidex_engine::lake::Lake;
 use evidex_engine::model::Dataset;
 use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
@@ -332,7 +332,7 @@ pub(super) async fn run_export(
         let entries = store.audit_entries(0, i64::MAX)?;
         request.audit_log = evidex_server::service::audit_batches(&entries)?;
     }
-    let signer = Arc::new(Signer::load_or_create(&config.state_dir()?)?);
+    let signer = Arc::new(evidex_server::keys::signer(config)?);
     let now = clock.now();
     let evidence = Evidence {
         export_id: export::new_export_id(now),

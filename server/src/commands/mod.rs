@@ -11,11 +11,10 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::Args;
 use evidex_engine::clock::{Clock, SystemClock};
-use evidex_engine::integrity::Signer;
 use evidex_engine::lake::{Lake, LakeOptions};
 use evidex_engine::model::Dataset;
 
-use crate::{Cli, Command, TokenCommand};
+use crate::{Cli, Command, KeysCommand, TokenCommand};
 use evidex_server::config::Config;
 use evidex_server::storage_options;
 use evidex_server::store::{Role, Store};
@@ -97,8 +96,18 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Keys(KeysCommand::Init { out }) => {
+            let (lines, fingerprint) = evidex_server::keys::init(out.as_deref())?;
+            for l in lines {
+                println!("{l}");
+            }
+            eprintln!(
+                "signing key fingerprint: {fingerprint}\nGive every node these values (they are shown only now; keep them in your secret store) and publish the fingerprint for auditors."
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::SigningKey => {
-            let signer = Signer::load_or_create(&config.state_dir()?)?;
+            let signer = evidex_server::keys::signer(&config)?;
             println!("{}", signer.public_hex());
             eprintln!(
                 "fingerprint (SHA-256 of the DER public key, as in every package's VERIFY.txt): {}",
@@ -144,6 +153,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         Command::Serve(args) => run_serve(lake, config, clock, args).await,
         Command::Verify(_)
         | Command::Presets
+        | Command::Keys(_)
         | Command::SigningKey
         | Command::Token(_)
         | Command::Delivery(_) => {

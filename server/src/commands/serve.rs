@@ -50,7 +50,7 @@ pub(super) async fn run_serve(
     }
     let workers = args.workers.unwrap_or(config.server.workers);
     let (listener, addr) = evidex_server::bind(&config.server.listen).await?;
-    let service = evidex_server::build_service(config, lake, clock, true)?;
+    let service = evidex_server::build_node(config, lake, clock, true).await?;
     eprintln!("evidex listening on http://{addr}/ with {workers} export worker(s)");
     evidex_server::serve(service, listener, workers).await?;
     Ok(ExitCode::SUCCESS)
@@ -97,7 +97,7 @@ pub(super) async fn run_demo(
     )?;
     let workers = config.server.workers;
     let (listener, addr) = evidex_server::bind(&config.server.listen).await?;
-    let service = evidex_server::build_service(config, lake.clone(), clock, true)?;
+    let service = evidex_server::build_node(config, lake.clone(), clock, true).await?;
     // The period the data really covers (a reused data directory may hold another).
     let files = lake.snapshot(Dataset::Events, None).await?.files;
     let (first, last) = match (files.first(), files.last()) {
