@@ -549,6 +549,17 @@ impl Service {
         Ok(self.artifacts.join(id))
     }
 
+    /// The directory holding a completed job's artifact: its attempt's folder
+    /// (`JOB/attempt-N/`, see `run_job`), or the job's folder for jobs completed
+    /// before attempts had folders.
+    pub fn artifact_dir(&self, id: &str, artifact: &Value) -> Result<PathBuf> {
+        let dir = self.job_dir(id)?;
+        Ok(match artifact["attempt"].as_i64() {
+            Some(n) => dir.join(format!("attempt-{n}")),
+            None => dir,
+        })
+    }
+
     /// Everything the engine needs to run `request` now: pinned tables and the audit
     /// log when the request reads it.
     pub async fn prepare(&self, request: &mut ExportRequest) -> Result<PinnedTables> {
@@ -598,12 +609,22 @@ pub async fn worker_loop(service: Arc<Service>, owner: String, stop: Arc<AtomicB
 }
 
 async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) -> Result<()> {
-    let dir = service.job_dir(&job.id)?;
-    // A previous attempt may have died mid-write: start from an empty directory.
+    // Each attempt writes in a folder of its own: a worker that was paused past its
+    // lease and wakes up while another attempt runs or has finished writes, and
+    // cleans up, only its own folder, and its result is refused by the store (the
+    // lease is no longer its own), so the attempt that won keeps its artifact.
+    let job_dir = service.job_dir(&job.id)?;
+    let dir = job_dir.join(format!("attempt-{}", job.attempts));
+    // This attempt may have run before on this machine and died mid-write.
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
+    let cleanup = |dir: &Path| {
+        let _ = std::fs::remove_dir_all(dir);
+        // The job's folder goes too once no attempt holds anything in it.
+        let _ = std::fs::remove_dir(&job_dir);
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let rows = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -635,7 +656,8 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     hb.abort();
     let now = service.now_ms();
     match result {
-        Ok((n, artifact)) => {
+        Ok((n, mut artifact)) => {
+            artifact["attempt"] = json!(job.attempts);
             if service.store.complete(
                 &job.id,
                 owner,
@@ -644,14 +666,23 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
                 &artifact,
                 crate::delivery::wanted(service, &job.params)?,
             )? {
+                // Earlier attempts' folders (a dead or paused worker's) are garbage.
+                if let Ok(entries) = std::fs::read_dir(&job_dir) {
+                    for e in entries.flatten() {
+                        if e.path() != dir {
+                            let _ = std::fs::remove_dir_all(e.path());
+                        }
+                    }
+                }
                 crate::webhooks::notify(service, "export.completed", &job.id)?;
             } else {
-                // Cancelled meanwhile: the artifact is not offered.
-                let _ = std::fs::remove_dir_all(&dir);
+                // Cancelled meanwhile, or the lease went to another attempt: this
+                // artifact is not offered.
+                cleanup(&dir);
             }
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
+            cleanup(&dir);
             let permanent = matches!(
                 e.downcast_ref::<EngineError>(),
                 Some(EngineError::InvalidRequest(_) | EngineError::Cancelled)

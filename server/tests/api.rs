@@ -661,13 +661,76 @@ async fn a_killed_worker_loses_its_lease_and_the_job_completes() {
         dl.body == std::fs::read(&out).unwrap(),
         "the retried artifact differs"
     );
-    // No partial file is left in the job's folder.
+    // Only the winning attempt's folder is left, with no partial file.
     let dir = e.data.join("_state/artifacts").join(&id);
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+    assert_eq!(names, ["attempt-2"]);
+    let files: Vec<String> = std::fs::read_dir(dir.join("attempt-2"))
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().all(|n| !n.contains("partial")), "{files:?}");
+
+    // A worker paused past its lease (SIGSTOP: a long GC pause, a partition) and
+    // resumed after another worker finished the job cannot replace or delete the
+    // result of the attempt that won.
+    let body =
+        json!({"name": "paused", "from": "2026-03-02", "to": "2026-03-04", "format": "json"});
+    let pid_job = c.post("/v1/exports", &tok, &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut w1 = spawn_worker();
+    let start = Instant::now();
+    loop {
+        let j = c.get(&format!("/v1/exports/{pid_job}"), &tok).await.json();
+        if j["status"] == "processing" && j["progress"]["rows_total"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signal = |sig: &str, pid: u32| {
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP", w1.id());
+    let mut w2 = spawn_worker();
+    let j = c.wait(&pid_job, &tok, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["attempts"], 2, "{j}");
+    let won = c
+        .get(&format!("/v1/exports/{pid_job}/download"), &tok)
+        .await
+        .body;
+    signal("-CONT", w1.id());
+    // The resumed worker notices on its next heartbeat that the lease is gone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = c.get(&format!("/v1/exports/{pid_job}"), &tok).await.json();
+    assert_eq!(after["status"], "completed", "{after}");
+    assert_eq!(after["attempts"], 2, "{after}");
+    assert_eq!(
+        after["artifact"], j["artifact"],
+        "the job record is the winner's"
+    );
+    let again = c
+        .get(&format!("/v1/exports/{pid_job}/download"), &tok)
+        .await;
+    assert_eq!(again.status, 200);
+    assert!(again.body == won, "the artifact is the winner's");
+    assert!(
+        won == std::fs::read(&out).unwrap(),
+        "and it is the right export"
+    );
+    w1.kill().unwrap();
+    let _ = w1.wait();
+    w2.kill().unwrap();
+    let _ = w2.wait();
 
     // Cancelling a running job stops its worker promptly; no artifact appears.
     let big =

@@ -39,7 +39,7 @@ fn artifact_path(s: &Service, job: &crate::store::Job) -> ApiResult<(std::path::
         .clone()
         .ok_or_else(|| ApiError::not_found("artifact"))?;
     let name = artifact["file_name"].as_str().unwrap_or_default();
-    let dir = s.job_dir(&job.id)?;
+    let dir = s.artifact_dir(&job.id, &artifact)?;
     // The stored name came from `sanitize_name`; it is a plain file name.
     if name.is_empty() || name.contains('/') || name.contains("..") {
         return Err(ApiError::not_found("artifact"));

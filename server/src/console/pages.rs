@@ -385,7 +385,7 @@ async fn verify_artifact(s: &Service, job: &crate::store::Job) -> Value {
     if a["bytes"].as_u64().unwrap_or(0) > 200_000_000 {
         return json!({"ok": Value::Null, "summary": "too large to check on page load; run evidex verify"});
     }
-    let Ok(dir) = s.job_dir(&job.id) else {
+    let Ok(dir) = s.artifact_dir(&job.id, &a) else {
         return Value::Null;
     };
     let path = dir.join(a["file_name"].as_str().unwrap_or_default());

@@ -88,7 +88,10 @@ pub(super) async fn upload(
         .map(str::to_string)
         .ok_or_else(|| Failure::permanent("the export has no artifact"))?;
     let dir = service
-        .job_dir(job_id)
+        .artifact_dir(
+            job_id,
+            job.artifact.as_ref().unwrap_or(&serde_json::Value::Null),
+        )
         .map_err(|e| Failure::permanent(format!("{e:#}")))?;
     if !dir.join(&main).is_file() {
         return Err(Failure::permanent(

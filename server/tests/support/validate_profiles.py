@@ -402,6 +402,9 @@ class SplunkHec:
 def main(argv):
     if len(argv) != 3 or argv[1] not in ("ecs", "ocsf", "splunk_hec"):
         sys.exit(__doc__.split("\n\n")[1])
+    if argv[1] != "splunk_hec" and not SCHEMAS.is_dir():
+        sys.exit(f"the reference schemas are not at {SCHEMAS}: the repository's sibling "
+                 f"folder shared/schemas holds them; or set SHARED_SCHEMAS to their folder")
     validator = {"ecs": Ecs, "ocsf": Ocsf, "splunk_hec": SplunkHec}[argv[1]](SCHEMAS)
     errors, records = [], 0
     with open(argv[2], encoding="utf-8") as f:
