@@ -425,7 +425,10 @@ async fn scheduled_runs_form_a_manifest_chain_that_verify_checks() {
             .json();
         assert_eq!(j["period"], r["period"]);
         assert_eq!(j["schedule_id"], "sch_chain");
-        let adir = data.join("_state/artifacts").join(id);
+        let adir = data
+            .join("_state/artifacts")
+            .join(id)
+            .join(format!("attempt-{}", j["artifact"]["attempt"]));
         for e in std::fs::read_dir(&adir).unwrap().flatten() {
             std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
         }
