@@ -44,6 +44,19 @@ struct Record {
     signing_key_fingerprint: String,
     /// [`MasterKey::id`].
     master_key_id: String,
+    /// [`link_key_id`] (absent in records written before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link_key_id: Option<String>,
+}
+
+/// A public name of the download-link key (16 hex characters of SHA-256 over a
+/// label and the key), to tell whether two nodes hold the same one.
+fn link_key_id(key: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"evidex link key id\0");
+    h.update(key);
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Loads (creating on first use where allowed) the keys of `config`.
@@ -118,7 +131,7 @@ pub async fn check_before_start(lake: &Lake, config: &Config) -> Result<()> {
     .collect();
     if !missing.is_empty() {
         bail!(
-            "this node has no {} of its own, and other nodes already use this lake ({}: signing key {}, master key {}); creating one here would sign and seal with a second, different key. Give this node the same keys as the others: EVIDEX_SECRETS__SIGNING_KEY, EVIDEX_SECRETS__MASTER_KEY and EVIDEX_SECRETS__LINK_KEY (or secrets.*_file), as printed by `evidex keys init` (see docs/scale-out.md)",
+            "this node has no {} of its own, and other nodes already use this lake ({}: signing key {}, master key {}); creating one here would sign and seal with a second, different key. Give this node the keys the other nodes use: EVIDEX_SECRETS__SIGNING_KEY, EVIDEX_SECRETS__MASTER_KEY and EVIDEX_SECRETS__LINK_KEY (or secrets.*_file), the values `evidex keys init` printed for them (see docs/scale-out.md)",
             missing.join(" or "),
             record_location(lake),
             record.signing_key_fingerprint,
@@ -137,6 +150,7 @@ pub async fn record_or_compare(lake: &Lake, keys: &Keys) -> Result<()> {
     let ours = Record {
         signing_key_fingerprint: keys.signer.fingerprint(),
         master_key_id: keys.master.id(),
+        link_key_id: Some(link_key_id(&keys.link_key)),
     };
     let path = lake.control_path(RECORD);
     let shown = record_location(lake);
@@ -172,6 +186,13 @@ pub async fn record_or_compare(lake: &Lake, keys: &Keys) -> Result<()> {
             "this node's signing key (fingerprint {}) is not the one the other nodes of this lake sign with ({}, recorded in {shown}); artifacts from different nodes would not verify with one public key. Give every node the same EVIDEX_SECRETS__SIGNING_KEY (see `evidex keys init`)",
             ours.signing_key_fingerprint,
             theirs.signing_key_fingerprint
+        );
+    }
+    if let (Some(t), Some(o)) = (&theirs.link_key_id, &ours.link_key_id)
+        && t != o
+    {
+        bail!(
+            "this node's download-link key (id {o}) is not the one the other nodes of this lake use ({t}, recorded in {shown}); a link made on one node would not open on another. Give every node the same EVIDEX_SECRETS__LINK_KEY (see `evidex keys init`)"
         );
     }
     if theirs.master_key_id != ours.master_key_id {

@@ -677,8 +677,16 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
                 crate::webhooks::notify(service, "export.completed", &job.id)?;
             } else {
                 // Cancelled meanwhile, or the lease went to another attempt: this
-                // artifact is not offered.
+                // artifact is not offered. A cancelled job keeps no folder at all
+                // (earlier attempts' leftovers included).
                 cleanup(&dir);
+                if service
+                    .store
+                    .job(&job.id)?
+                    .is_some_and(|j| j.status == "cancelled")
+                {
+                    let _ = std::fs::remove_dir_all(&job_dir);
+                }
             }
         }
         Err(e) => {
@@ -689,6 +697,8 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
             );
             let msg = format!("{e:#}");
             if service.store.fail(&job.id, owner, now, &msg, permanent)? == "failed" {
+                // No attempt will run again: earlier attempts' leftovers go too.
+                let _ = std::fs::remove_dir_all(&job_dir);
                 crate::webhooks::notify(service, "export.failed", &job.id)?;
             }
         }

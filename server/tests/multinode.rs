@@ -246,6 +246,24 @@ async fn nodes_of_one_lake_share_keys_or_refuse_to_start() {
     assert_eq!(rest.status, 200, "{}", String::from_utf8_lossy(&rest.body));
     assert_eq!(String::from_utf8_lossy(&rest.body).lines().count(), 2);
 
+    // The same signing and master keys with another link key: refused too (links
+    // made on one node must open on every other).
+    let other_link: Vec<(String, String)> = keys
+        .iter()
+        .map(|(k, v)| {
+            if k == "EVIDEX_SECRETS__LINK_KEY" {
+                (k.clone(), "ab".repeat(32))
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    let ed = envs(&state("s2d"), &other_link);
+    let refused = run_serve(&data, &borrow(&ed));
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("download-link key"), "{msg}");
+
     // A node with other keys: refused, naming the key that differs.
     let other = evidex(&data, &[], &["keys", "init"]);
     keys = String::from_utf8(other.stdout)

@@ -113,8 +113,18 @@ impl Lake {
                     outcome.files_added += 1;
                 }
                 Err(e) => {
-                    // Someone else rewrote this partition first; our file is an orphan.
-                    let _ = self.store.delete(&new_path).await;
+                    // Someone else rewrote this partition first, and our file is an
+                    // orphan, unless the commit landed after all (a retried
+                    // conditional PUT): never delete a file the table names.
+                    table.update_state().await?;
+                    let named = self
+                        .files_of(dataset, &table)?
+                        .files
+                        .iter()
+                        .any(|f| f.relative == new_relative);
+                    if !named {
+                        let _ = self.store.delete(&new_path).await;
+                    }
                     tracing::warn!(date = %date, error = %e, "compaction commit lost a race");
                 }
             }

@@ -429,6 +429,23 @@ impl Lake {
             attempt += 1;
             let table = self.load_or_create(dataset).await?;
             let snapshot = self.files_of(dataset, &table)?;
+            // A commit reported as lost may have landed (a store that retried a
+            // conditional PUT whose first try succeeded answers "already exists"):
+            // if the table names our files, it did, and they must stay.
+            if let Some((skipped, actions, count)) = &written
+                && actions.iter().any(|a| {
+                    matches!(a, Action::Add(add)
+                        if snapshot.files.iter().any(|f| f.relative == add.path))
+                })
+            {
+                let duplicate_rows: Vec<usize> = (0..total).filter(|&i| skipped[i]).collect();
+                return Ok(AppendOutcome {
+                    written: *count,
+                    duplicates: total - count,
+                    duplicate_rows,
+                    version: snapshot.version,
+                });
+            }
             let index = self.id_index()?;
             if let Some(index) = &index {
                 self.flush_index_of(dataset).await?;

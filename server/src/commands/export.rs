@@ -332,6 +332,8 @@ pub(super) async fn run_export(
         let entries = store.audit_entries(0, i64::MAX)?;
         request.audit_log = evidex_server::service::audit_batches(&entries)?;
     }
+    // Never create a signing key of its own on a lake other nodes sign for.
+    evidex_server::keys::check_before_start(lake, config).await?;
     let signer = Arc::new(evidex_server::keys::signer(config)?);
     let now = clock.now();
     let evidence = Evidence {
