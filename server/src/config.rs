@@ -283,7 +283,15 @@ impl Config {
         // Re-parsing the merged table as text makes errors point at the key at fault.
         let merged = toml::to_string(&table).context("configuration cannot be serialised")?;
         let config: Config = toml::from_str(&merged)
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {e}"))
+            .map_err(|e: toml::de::Error| {
+                // toml's own text quotes the offending line, which may hold a secret
+                // value (`[secrets]`): name the key, never the value.
+                let at = e
+                    .span()
+                    .map(|r| key_at(&merged, r.start))
+                    .unwrap_or_default();
+                anyhow::anyhow!("configuration: {}{at}", e.message().trim())
+            })
             .context(match file {
                 Some(p) => format!("in {} or EVIDEX_* variables", p.display()),
                 None => "in EVIDEX_* variables".to_string(),
@@ -441,6 +449,25 @@ fn parse_env_value(s: &str) -> toml::Value {
         "true" => toml::Value::Boolean(true),
         "false" => toml::Value::Boolean(false),
         _ => toml::Value::String(s.to_string()),
+    }
+}
+
+/// ` (at section.key)` for the line of `text` holding byte `offset`.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let section = before[..line_start].lines().rev().find_map(|l| {
+        l.trim()
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .map(str::to_string)
+    });
+    match (section, key.is_empty() || key.starts_with('[')) {
+        (_, true) => String::new(),
+        (Some(s), false) => format!(" (at {s}.{key})"),
+        (None, false) => format!(" (at {key})"),
     }
 }
 
@@ -704,6 +731,20 @@ mod tests {
             assert!(format!("{e:#}").contains(want), "{var}: {e:#}");
         }
         assert!(fields_of::<ServerConfig>().contains(&"listen"));
+    }
+
+    #[test]
+    fn config_errors_never_quote_a_secret_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("evidex.toml");
+        std::fs::write(
+            &f,
+            "[secrets]\nmaster_kye = \"00112233445566778899aabbccddeeff\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(Some(&f), &HashMap::new()).unwrap_err());
+        assert!(e.contains("master_kye"), "{e}");
+        assert!(!e.contains("00112233"), "{e}");
     }
 
     #[test]
