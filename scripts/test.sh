@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every evidex test on a fresh machine: installs what the tests need (the
 # S3-compatible test server, poppler-utils, chromium with chromedriver and axe-core for
-# the console's browser tests), then builds and runs the whole workspace's tests.
+# the console's browser tests, PostgreSQL), starts PostgreSQL in a temporary
+# directory, then builds and runs the whole workspace's tests.
 # Safe to re-run: installed tools are reused, and the build directory is the one
 # `cargo run -p evidex -- demo` uses (./target, or $CARGO_TARGET_DIR when set, as
 # .ci/run does), so the README's two commands share one build.
@@ -83,9 +84,40 @@ fi
 export STANDARDWEBHOOKS_PYTHON="$VENV/bin/python"
 export TEST_PYTHON="$VENV/bin/python"
 
+# PostgreSQL, the scale-out metadata store: the store contract suite runs on it as
+# well as on SQLite. A throwaway cluster in a temporary directory, listening on
+# loopback only, run as the `postgres` user (initdb refuses to run as root) and
+# stopped when the tests end.
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+if [ -z "$(pg_bin)" ]; then
+  echo "==> installing postgresql (the metadata store's scale-out database)"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -q postgresql >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q postgresql >/dev/null; }
+fi
+PG_BIN="$(pg_bin)"
+PG_DIR="$(mktemp -d /tmp/evidex-pg.XXXXXX)"
+PG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DIR"; fi
+echo "==> starting PostgreSQL ($("$PG_BIN/postgres" --version)) on 127.0.0.1:$PG_PORT"
+as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$PG_DIR/initdb.log" 2>&1 \
+  || { cat "$PG_DIR/initdb.log"; exit 1; }
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
+  start >/dev/null || { cat "$PG_DIR/server.log"; exit 1; }
+stop_pg() {
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
 echo "==> cargo test (workspace)"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; stop_pg' EXIT
 set +e
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -17,6 +17,14 @@ pub struct Config {
     pub data: String,
     /// Local directory for the metadata database and keys when `data` is on S3.
     pub state_dir: Option<PathBuf>,
+    /// The shared metadata database of a scale-out deployment
+    /// (`postgres://user:password@host:port/database`, env `EVIDEX_DATABASE_URL`).
+    /// Unset: SQLite in the state directory, the embedded default.
+    pub database_url: Option<DatabaseUrl>,
+    /// Where finished exports are kept: a local directory (default
+    /// `STATE/artifacts`) or `s3://bucket/prefix`, which every node of a scale-out
+    /// deployment reads (credentials from the same `AWS_*` variables as the lake).
+    pub artifacts: Option<String>,
     /// Export settings.
     pub export: ExportConfig,
     /// Ingest settings.
@@ -42,6 +50,33 @@ pub struct Config {
     /// (set by the platform, like Kubernetes' `EVIDEX_PORT`); callers warn about them.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// Object-store settings from the environment's `AWS_*` variables (lower-cased
+    /// keys, as `object_store` takes them), for the lake and the artifacts bucket.
+    #[serde(skip)]
+    pub storage_options: StorageOptions,
+}
+
+/// Object-store settings (they include the secret access key, so `Debug` prints
+/// only their names).
+#[derive(Clone, Default)]
+pub struct StorageOptions(pub HashMap<String, String>);
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// A PostgreSQL connection URL. It usually holds a password, so `Debug` does not
+/// print it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(set)")
+    }
 }
 
 /// Operational settings of S3 delivery (the bucket itself is a stored setting).
@@ -213,6 +248,8 @@ impl Default for Config {
         Config {
             data: "./evidex-data".to_string(),
             state_dir: None,
+            database_url: None,
+            artifacts: None,
             export: ExportConfig::default(),
             ingest: IngestConfig::default(),
             redaction: RedactionRules::default(),
@@ -224,6 +261,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             scheduler: SchedulerConfig::default(),
             ignored_env: Vec::new(),
+            storage_options: StorageOptions::default(),
         }
     }
 }
@@ -299,6 +337,12 @@ impl Config {
         config.validate()?;
         let mut config = config;
         config.ignored_env = ignored;
+        config.storage_options = StorageOptions(
+            env.iter()
+                .filter(|(k, _)| k.starts_with("AWS_"))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        );
         Ok(config)
     }
 
@@ -315,6 +359,22 @@ impl Config {
     fn validate(&self) -> Result<()> {
         if self.data.trim().is_empty() {
             bail!("configuration: data must not be empty");
+        }
+        if let Some(a) = &self.artifacts
+            && (a.trim().is_empty()
+                || (a.contains("://") && !a.starts_with("s3://") && !a.starts_with("file://"))
+                || (a.starts_with("s3://") && a.len() <= "s3://".len()))
+        {
+            bail!("configuration: artifacts must be a local directory or s3://bucket/prefix");
+        }
+        if let Some(url) = &self.database_url
+            && !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
+        {
+            bail!(
+                "configuration: database_url must be a PostgreSQL URL \
+                 (postgres://user:password@host:port/database); leave it unset for the \
+                 embedded SQLite database"
+            );
         }
         if self.export.split_rows == 0 {
             bail!("configuration: export.split_rows must be at least 1");
@@ -686,6 +746,55 @@ mod tests {
         assert!(format!("{e:#}").contains("report.accent"), "{e:#}");
         let e = Config::load(None, &env(&[("EVIDEX_REPORT__LOGO", "/nope/logo.png")])).unwrap_err();
         assert!(format!("{e:#}").contains("report.logo"), "{e:#}");
+    }
+
+    #[test]
+    fn scale_out_settings_are_checked_and_never_printed() {
+        let c = Config::load(
+            None,
+            &env(&[
+                (
+                    "EVIDEX_DATABASE_URL",
+                    "postgres://evidex:hunter2@db:5432/evidex",
+                ),
+                ("EVIDEX_ARTIFACTS", "s3://bucket/artifacts"),
+                ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_ref().unwrap().0,
+            "postgres://evidex:hunter2@db:5432/evidex"
+        );
+        assert_eq!(c.artifacts.as_deref(), Some("s3://bucket/artifacts"));
+        assert_eq!(c.storage_options.0["aws_secret_access_key"], "very-secret");
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("very-secret"),
+            "{printed}"
+        );
+
+        let err = Config::load(
+            None,
+            &env(&[("EVIDEX_DATABASE_URL", "mysql://u:hunter2@db/x")]),
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("database_url must be a PostgreSQL URL"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+        for bad in ["ftp://host/x", "s3://", " "] {
+            let err = Config::load(None, &env(&[("EVIDEX_ARTIFACTS", bad)])).unwrap_err();
+            assert!(
+                format!("{err:#}")
+                    .contains("artifacts must be a local directory or s3://bucket/prefix"),
+                "{bad}: {err:#}"
+            );
+        }
+        let c = Config::load(None, &env(&[("EVIDEX_ARTIFACTS", "/srv/evidex/artifacts")])).unwrap();
+        assert_eq!(c.artifacts.as_deref(), Some("/srv/evidex/artifacts"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the ingest batcher. The binaries (`evidex`, `worker_export`) are thin layers over it.
 
 pub mod api;
+pub mod artifacts;
 pub mod config;
 pub mod console;
 pub mod delivery;
@@ -92,13 +93,27 @@ pub fn build_service(
     ingest: bool,
 ) -> Result<Arc<Service>> {
     let state = config.state_dir()?;
-    let store = Store::open(&state)?;
+    let store = Store::from_config(&config)?;
     let keys::Keys {
         signer,
         master: master_key,
         link_key,
     } = keys::load(&config, &store)?;
     let stream = Arc::new(stream_of(&lake, &master_key));
+    let (artifacts, remote_artifacts) = match config.artifacts.as_deref() {
+        Some(url) if url.starts_with("s3://") => (
+            state.join("artifacts"),
+            Some(Arc::new(artifacts::RemoteArtifacts::open(
+                url,
+                &config.storage_options.0,
+            )?)),
+        ),
+        Some(dir) => (
+            std::path::PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir)),
+            None,
+        ),
+        None => (state.join("artifacts"), None),
+    };
     let metrics = Metrics::default();
     let mut batchers = HashMap::new();
     if ingest {
@@ -121,7 +136,8 @@ pub fn build_service(
         lake,
         signer,
         clock,
-        artifacts: state.join("artifacts"),
+        artifacts,
+        remote_artifacts,
         metrics,
         ingest: batchers,
         link_key,
@@ -212,7 +228,7 @@ pub async fn serve(
         let service = service.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = api::expire_artifacts(&service) {
+                if let Err(e) = api::expire_artifacts(&service).await {
                     tracing::warn!("expiring artifacts: {e:#}");
                 }
                 let every = (service.config.server.retention_secs / 4).clamp(1, 60);

@@ -58,6 +58,9 @@ pub enum Command {
     Tables(TablesArgs),
     /// List the built-in and saved export definitions.
     Presets,
+    /// Apply the metadata database's pending schema migrations (every command that
+    /// opens it does so too) and print its schema version.
+    Migrate,
     /// Check an artifact against its signed manifest, offline.
     Verify(commands::VerifyArgs),
     /// Print the public half of the key that signs manifests (created on first use).

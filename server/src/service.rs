@@ -41,8 +41,13 @@ pub struct Service {
     pub signer: Arc<Signer>,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Where artifacts are kept (`STATE/artifacts/JOB/`).
+    /// Where artifacts are kept (`STATE/artifacts/JOB/`, or the configured local
+    /// `artifacts` directory); with object storage, where attempts are written
+    /// before they are uploaded.
     pub artifacts: PathBuf,
+    /// The artifacts bucket when `artifacts = "s3://..."`: every node reads
+    /// artifacts there.
+    pub remote_artifacts: Option<Arc<crate::artifacts::RemoteArtifacts>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Per-dataset ingest batchers (server only).
@@ -590,7 +595,16 @@ pub const LEASE_MS: i64 = 10_000;
 
 /// Runs jobs until `stop` is set: claim, run under a lease, publish or fail.
 pub async fn worker_loop(service: Arc<Service>, owner: String, stop: Arc<AtomicBool>) {
+    // Idle workers wait for a new job to be announced rather than poll the
+    // database; the timeout still finds leases that ran out (nobody announces
+    // those) and, on SQLite, jobs other processes queued.
+    let mut signal = service.store.job_signal();
+    let idle = match service.store.dialect() {
+        crate::store::Dialect::Sqlite => Duration::from_millis(250),
+        crate::store::Dialect::Postgres => Duration::from_secs(2),
+    };
     while !stop.load(Ordering::Relaxed) {
+        signal.mark_unchanged();
         let claimed = service.store.claim(&owner, service.now_ms(), LEASE_MS);
         match claimed {
             Ok(Some(job)) => {
@@ -599,7 +613,9 @@ pub async fn worker_loop(service: Arc<Service>, owner: String, stop: Arc<AtomicB
                     tracing::error!("job {id}: {e:#}");
                 }
             }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(None) => {
+                let _ = tokio::time::timeout(idle, signal.changed()).await;
+            }
             Err(e) => {
                 tracing::error!("claiming a job: {e:#}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -632,12 +648,14 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     let hb = {
         let (service, owner, id) = (service.clone(), owner.to_string(), job.id.clone());
         let (cancel, rows, done) = (cancel.clone(), rows.clone(), done.clone());
+        let attempt = job.attempts;
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
                 tokio::time::sleep(HEARTBEAT).await;
                 let status = service.store.heartbeat(
                     &id,
                     &owner,
+                    attempt,
                     service.now_ms(),
                     LEASE_MS,
                     rows.load(Ordering::Relaxed) as i64,
@@ -651,7 +669,28 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
             }
         })
     };
-    let result = execute(service, owner, &job, &dir, cancel.clone(), rows.clone()).await;
+    let mut result = execute(service, owner, &job, &dir, cancel.clone(), rows.clone()).await;
+    // With object storage, the attempt is uploaded before the job record names it.
+    let published = match (&result, &service.remote_artifacts) {
+        (Ok((_, artifact)), Some(remote)) => {
+            let file_name = artifact["file_name"].as_str().unwrap_or_default();
+            let zipped = artifact["content_type"] == "application/zip";
+            match remote
+                .publish(&job.id, job.attempts, &dir, file_name, zipped)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = remote.delete_attempt(&job.id, job.attempts).await;
+                    Err(e.context(format!("publishing the artifact to {}", remote.url())))
+                }
+            }
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = published {
+        result = Err(e);
+    }
     done.store(true, Ordering::Relaxed);
     hb.abort();
     let now = service.now_ms();
@@ -661,11 +700,20 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
             if service.store.complete(
                 &job.id,
                 owner,
+                job.attempts,
                 now,
                 n as i64,
                 &artifact,
                 crate::delivery::wanted(service, &job.params)?,
             )? {
+                if let Some(remote) = &service.remote_artifacts {
+                    // The local copy was only the upload's source; earlier attempts'
+                    // objects (a dead or paused worker's) are garbage.
+                    let _ = std::fs::remove_dir_all(&job_dir);
+                    if let Err(e) = remote.delete_job(&job.id, Some(job.attempts)).await {
+                        tracing::warn!("job {}: removing earlier attempts: {e:#}", job.id);
+                    }
+                }
                 // Earlier attempts' folders (a dead or paused worker's) are garbage.
                 if let Ok(entries) = std::fs::read_dir(&job_dir) {
                     for e in entries.flatten() {
@@ -680,6 +728,9 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
                 // artifact is not offered. A cancelled job keeps no folder at all
                 // (earlier attempts' leftovers included).
                 cleanup(&dir);
+                if let Some(remote) = &service.remote_artifacts {
+                    let _ = remote.delete_attempt(&job.id, job.attempts).await;
+                }
                 if service
                     .store
                     .job(&job.id)?
@@ -696,7 +747,11 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
                 Some(EngineError::InvalidRequest(_) | EngineError::Cancelled)
             );
             let msg = format!("{e:#}");
-            if service.store.fail(&job.id, owner, now, &msg, permanent)? == "failed" {
+            if service
+                .store
+                .fail(&job.id, owner, job.attempts, now, &msg, permanent)?
+                == "failed"
+            {
                 // No attempt will run again: earlier attempts' leftovers go too.
                 let _ = std::fs::remove_dir_all(&job_dir);
                 crate::webhooks::notify(service, "export.failed", &job.id)?;
@@ -720,7 +775,7 @@ async fn execute(
     let preview = export::preview(&service.lake, &pinned, &valid.request).await?;
     service
         .store
-        .set_total(&job.id, owner, preview.records as i64)?;
+        .set_total(&job.id, owner, job.attempts, preview.records as i64)?;
     let now = service.clock.now();
     let (schedule, previous_manifest_sha256) = crate::schedules::chain_of(service, &job.id)?;
     let evidence = Evidence {

@@ -1,12 +1,18 @@
-//! The metadata database (SQLite, WAL): export jobs with their leases, API tokens
-//! (hashed), the hash-chained audit log, and server secrets. The server and every
-//! `worker_export` process open the same file; SQLite's locking serialises writers.
+//! The metadata store: export jobs with their leases, API tokens (hashed), the
+//! hash-chained audit log, server secrets, presets, settings, webhooks, deliveries,
+//! schedules and console sessions.
+//!
+//! Two databases behind one set of operations: SQLite (WAL) in the state directory,
+//! the embedded default, which the server and every `worker_export` on one machine
+//! open together (SQLite's locking serialises writers); or PostgreSQL
+//! (`database_url`), shared by any number of nodes. Each operation is written once
+//! (see `db.rs`); `tests/store_contract.rs` runs the same checks on both.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -166,76 +172,81 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+mod db;
 mod deliveries;
+mod migrate;
+mod pg;
 mod schedules;
 mod sessions;
 mod settings;
 mod webhooks;
+pub use db::Dialect;
+use db::{Conn, Row, SqliteConn, args};
+pub use migrate::{MIGRATIONS, latest as latest_schema_version};
 pub use schedules::{NewRun, ScheduleRow, ScheduleRun};
+pub use sessions::SESSION_IDLE_MS;
 pub use settings::SavedPreset;
 pub use webhooks::{Webhook, WebhookAttempt, WebhookMessage};
 
-/// The database, shared by the tasks of one process.
+/// The metadata store, shared by the tasks of one process (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Backend,
+    jobs: Arc<JobSignal>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    params TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_until INTEGER,
-    rows_written INTEGER NOT NULL DEFAULT 0,
-    rows_total INTEGER,
-    error TEXT,
-    created_by TEXT NOT NULL,
-    created_token TEXT,
-    idempotency_key TEXT,
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    artifact TEXT,
-    schedule_id TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(created_token, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY,
-    at INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT,
-    details TEXT,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-";
+/// Wakes idle workers when a job may have become claimable: a counter bumped by
+/// this process's own job writes and, on PostgreSQL, by every node's (`NOTIFY
+/// evidex_jobs` in the writing transaction, heard by one `LISTEN` connection).
+struct JobSignal {
+    tx: tokio::sync::watch::Sender<u64>,
+    listening: std::sync::Once,
+}
 
-/// A job row with its delivery (as a JSON object) and its schedule period.
+impl JobSignal {
+    fn new() -> Arc<JobSignal> {
+        Arc::new(JobSignal {
+            tx: tokio::sync::watch::channel(0).0,
+            listening: std::sync::Once::new(),
+        })
+    }
+
+    fn bump(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// The PostgreSQL notification channel of new or re-queued jobs.
+const JOBS_CHANNEL: &str = "evidex_jobs";
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.backend {
+            Backend::Sqlite(_) => f.write_str("Store(SQLite)"),
+            Backend::Postgres(pool) => write!(f, "Store({})", pool.target()),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(Arc<pg::Pool>),
+}
+
+/// The PostgreSQL advisory lock (`pg_advisory_xact_lock`) that serialises the
+/// writes SQLite serialises by itself (`BEGIN IMMEDIATE`): the audit chain, job
+/// creation with idempotency keys, migrations. Any fixed 64-bit number would do;
+/// this one reads "evidex" in ASCII.
+const WRITER_LOCK: i64 = 0x0065_7669_6465_78;
+
+/// A job row with its delivery and its schedule period.
 const JOB_SELECT: &str = "SELECT jobs.*,
-    (SELECT json_object('status', d.status, 'key', d.key, 'attempts', d.attempts,
-                        'last_error', d.last_error)
-       FROM deliveries d WHERE d.job_id = jobs.id) AS delivery,
-    (SELECT r.period FROM schedule_runs r WHERE r.job_id = jobs.id) AS period
-  FROM jobs";
+    d.status AS delivery_status, d.key AS delivery_key, d.attempts AS delivery_attempts,
+    d.last_error AS delivery_last_error, r.period AS period
+  FROM jobs
+  LEFT JOIN deliveries d ON d.job_id = jobs.id
+  LEFT JOIN schedule_runs r ON r.job_id = jobs.id";
 
 /// The hash of the audit entry before the first.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -279,6 +290,19 @@ impl AuditEntry {
         }
         hex::encode(h.finalize())
     }
+
+    fn from_row(r: &Row) -> Result<AuditEntry> {
+        Ok(AuditEntry {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            details: r.get(5)?,
+            prev_hash: r.get(6)?,
+            hash: r.get(7)?,
+        })
+    }
 }
 
 fn hash_token(token: &str) -> String {
@@ -291,8 +315,21 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// When a migration was applied, for the record only (no decision depends on it,
+/// so it does not take the service's `Clock`).
+#[allow(clippy::disallowed_methods, reason = "an informational timestamp")]
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl Store {
-    /// Opens (creating) the database in `state_dir`.
+    /// Opens (creating) the SQLite database in `state_dir` and applies the
+    /// migrations it lacks.
+    ///
+    /// Errors: the directory cannot be created, the file cannot be opened, or it
+    /// was migrated by a newer evidex.
     pub fn open(state_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
@@ -302,29 +339,152 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)
-            .context("cannot create the metadata tables")?;
-        conn.execute_batch(settings::SCHEMA)
-            .context("cannot create the presets and settings tables")?;
-        conn.execute_batch(webhooks::SCHEMA)
-            .context("cannot create the webhook tables")?;
-        conn.execute_batch(deliveries::SCHEMA)
-            .context("cannot create the delivery tables")?;
-        conn.execute_batch(schedules::SCHEMA)
-            .context("cannot create the schedule tables")?;
-        conn.execute_batch(sessions::SCHEMA)
-            .context("cannot create the console session table")?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let store = Store {
+            backend: Backend::Sqlite(Arc::new(Mutex::new(conn))),
+            jobs: JobSignal::new(),
+        };
+        store
+            .migrate()
+            .with_context(|| format!("cannot migrate the metadata database {}", path.display()))?;
+        Ok(store)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the metadata database lock is poisoned"))?;
-        Ok(f(&mut conn)?)
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:
+    /// port/database`) and applies the migrations it lacks (one node at a time).
+    ///
+    /// Errors: the URL does not parse, the server cannot be reached or refuses the
+    /// login, or the schema is newer than this evidex. No message repeats the URL's
+    /// password.
+    pub fn connect_postgres(url: &str) -> Result<Store> {
+        let pool = pg::Pool::connect(url)?;
+        let target = pool.target();
+        let store = Store {
+            backend: Backend::Postgres(Arc::new(pool)),
+            jobs: JobSignal::new(),
+        };
+        store
+            .migrate()
+            .with_context(|| format!("cannot migrate the metadata database {target}"))?;
+        Ok(store)
+    }
+
+    /// The store `config` names: PostgreSQL when `database_url` is set, else SQLite
+    /// in the state directory.
+    pub fn from_config(config: &crate::config::Config) -> Result<Store> {
+        match &config.database_url {
+            Some(url) => Store::connect_postgres(&url.0),
+            None => Store::open(&config.state_dir()?),
+        }
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A receiver that changes when a job may have become claimable, for a worker
+    /// to wait on between claims instead of polling. On SQLite it hears only this
+    /// process (workers in other processes still poll); on PostgreSQL every node.
+    /// Leases that run out are not signalled: wait with a timeout.
+    pub fn job_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        if let Backend::Postgres(pool) = &self.backend {
+            let jobs = self.jobs.clone();
+            self.jobs.listening.call_once(|| {
+                pool.listen(JOBS_CHANNEL, move || jobs.bump());
+            });
+        }
+        self.jobs.tx.subscribe()
+    }
+
+    /// Announces a claimable job (in the caller's transaction on PostgreSQL, so it
+    /// is heard when, and only if, the transaction commits).
+    fn announce_job(c: &mut dyn Conn) -> Result<()> {
+        if c.dialect() == Dialect::Postgres {
+            c.execute("SELECT pg_notify(?1, '')", args![JOBS_CHANNEL])?;
+        }
+        Ok(())
+    }
+
+    /// Applies the migrations the database lacks; returns those applied now
+    /// (`(version, name)`).
+    pub fn migrate(&self) -> Result<Vec<(i64, &'static str)>> {
+        self.tx_serial(|c| migrate::apply(c, wall_clock_ms()))
+    }
+
+    /// The database's schema version.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.with(migrate::version)
+    }
+
+    /// Runs `f` on a connection, each statement on its own.
+    fn with<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the metadata database lock is poisoned"))?;
+                f(&mut SqliteConn(&conn))
+            }
+            Backend::Postgres(pool) => f(&mut pool.get()?),
+        }
+    }
+
+    /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back on
+    /// `Err`.
+    fn tx<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.transaction(false, f)
+    }
+
+    /// Like [`Store::tx`], and no other serialised transaction runs at the same time
+    /// (any node): for read-then-write sequences such as appending to the audit chain.
+    fn tx_serial<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.transaction(true, f)
+    }
+
+    fn transaction<T>(
+        &self,
+        serial: bool,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T>,
+    ) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the metadata database lock is poisoned"))?;
+                // IMMEDIATE: take the write lock now, not at the first write (a
+                // deferred transaction that later writes can fail with SQLITE_BUSY).
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let v = f(&mut SqliteConn(&tx))?;
+                tx.commit()?;
+                Ok(v)
+            }
+            Backend::Postgres(pool) => {
+                let mut c = pool.get()?;
+                c.batch("BEGIN")?;
+                let r = (|| {
+                    if serial {
+                        c.execute("SELECT pg_advisory_xact_lock(?1)", args![WRITER_LOCK])?;
+                    }
+                    f(&mut c)
+                })();
+                match r {
+                    Ok(v) => {
+                        c.batch("COMMIT")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        if c.batch("ROLLBACK").is_err() {
+                            c.discard();
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        }
     }
 
     /// A named secret, created (random, 32 bytes) on first use.
@@ -332,14 +492,11 @@ impl Store {
         let fresh = random_hex(32);
         let value: String = self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO secrets(name, value) VALUES (?1, ?2)",
-                params![name, fresh],
+                "INSERT INTO secrets(name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                args![name, fresh],
             )?;
-            c.query_row(
-                "SELECT value FROM secrets WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
+            c.query_one("SELECT value FROM secrets WHERE name = ?1", args![name])?
+                .get(0)
         })?;
         Ok(hex::decode(value)?)
     }
@@ -354,7 +511,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO tokens(id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, name, role.as_str(), hash_token(&token), now_ms],
+                args![&id, name, role.as_str(), hash_token(&token), now_ms],
             )
         })?;
         Ok((id, token))
@@ -363,29 +520,21 @@ impl Store {
     /// The principal a bearer token belongs to.
     pub fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
         let hash = hash_token(token);
-        self.with(|c| {
-            c.query_row(
+        let row = self.with(|c| {
+            c.query_opt(
                 "SELECT id, name, role FROM tokens WHERE hash = ?1",
-                params![hash],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
+                args![hash],
             )
-            .optional()
-        })
-        .map(|row| {
-            row.and_then(|(token_id, name, role)| {
-                Role::parse(&role).map(|role| Principal {
-                    token_id,
-                    name,
-                    role,
-                })
-            })
-        })
+        })?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = row.get(2)?;
+        Ok(Role::parse(&role).map(|role| Principal {
+            token_id: row.get(0).unwrap_or_default(),
+            name: row.get(1).unwrap_or_default(),
+            role,
+        }))
     }
 
     /// Appends an audit entry, chained to the previous one.
@@ -398,17 +547,13 @@ impl Store {
         details: Option<&Value>,
     ) -> Result<AuditEntry> {
         let details = details.map(|d| d.to_string());
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let prev: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+        self.tx_serial(|c| {
+            let prev = c.query_opt(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?;
             let (seq, prev_hash) = match prev {
-                Some((s, h)) => (s + 1, h),
+                Some(r) => (r.get::<i64>(0)? + 1, r.get::<String>(1)?),
                 None => (1, GENESIS_HASH.to_string()),
             };
             let mut entry = AuditEntry {
@@ -422,21 +567,20 @@ impl Store {
                 hash: String::new(),
             };
             entry.hash = entry.compute_hash();
-            tx.execute(
+            c.execute(
                 "INSERT INTO audit_log(seq, at, actor, action, target, details, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+                args![
                     entry.seq,
                     entry.at,
-                    entry.actor,
-                    entry.action,
-                    entry.target,
-                    entry.details,
-                    entry.prev_hash,
-                    entry.hash
+                    &entry.actor,
+                    &entry.action,
+                    entry.target.clone(),
+                    entry.details.clone(),
+                    &entry.prev_hash,
+                    &entry.hash
                 ],
             )?;
-            tx.commit()?;
             Ok(entry)
         })
     }
@@ -444,22 +588,13 @@ impl Store {
     /// Audit entries with `seq > after`, at most `limit`.
     pub fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query(
                 "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            st.query_map(params![after, limit], |r| {
-                Ok(AuditEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    details: r.get(5)?,
-                    prev_hash: r.get(6)?,
-                    hash: r.get(7)?,
-                })
-            })?
+                args![after, limit],
+            )?
+            .iter()
+            .map(AuditEntry::from_row)
             .collect()
         })
     }
@@ -501,30 +636,37 @@ impl Store {
         }
     }
 
-    fn job_from_row(r: &rusqlite::Row) -> rusqlite::Result<Job> {
+    fn job_from_row(r: &Row) -> Result<Job> {
         let ms = |v: Option<i64>| v.map(rfc3339);
+        let delivery = match r.named::<Option<String>>("delivery_status")? {
+            Some(status) => Some(serde_json::json!({
+                "status": status,
+                "key": r.named::<Option<String>>("delivery_key")?,
+                "attempts": r.named::<i64>("delivery_attempts")?,
+                "last_error": r.named::<Option<String>>("delivery_last_error")?,
+            })),
+            None => None,
+        };
         Ok(Job {
-            id: r.get("id")?,
-            name: r.get("name")?,
-            description: r.get("description")?,
-            params: serde_json::from_str(&r.get::<_, String>("params")?).unwrap_or(Value::Null),
-            status: r.get("status")?,
-            attempts: r.get("attempts")?,
-            rows_written: r.get("rows_written")?,
-            rows_total: r.get("rows_total")?,
-            error: r.get("error")?,
-            created_by: r.get("created_by")?,
-            created_at: rfc3339(r.get("created_at")?),
-            started_at: ms(r.get("started_at")?),
-            finished_at: ms(r.get("finished_at")?),
+            id: r.named("id")?,
+            name: r.named("name")?,
+            description: r.named("description")?,
+            params: serde_json::from_str(&r.named::<String>("params")?).unwrap_or(Value::Null),
+            status: r.named("status")?,
+            attempts: r.named("attempts")?,
+            rows_written: r.named("rows_written")?,
+            rows_total: r.named("rows_total")?,
+            error: r.named("error")?,
+            created_by: r.named("created_by")?,
+            created_at: rfc3339(r.named("created_at")?),
+            started_at: ms(r.named("started_at")?),
+            finished_at: ms(r.named("finished_at")?),
             artifact: r
-                .get::<_, Option<String>>("artifact")?
+                .named::<Option<String>>("artifact")?
                 .and_then(|a| serde_json::from_str(&a).ok()),
-            schedule_id: r.get("schedule_id")?,
-            period: r.get("period")?,
-            delivery: r
-                .get::<_, Option<String>>("delivery")?
-                .and_then(|a| serde_json::from_str(&a).ok()),
+            schedule_id: r.named("schedule_id")?,
+            period: r.named("period")?,
+            delivery,
         })
     }
 
@@ -542,38 +684,37 @@ impl Store {
         now_ms: i64,
     ) -> Result<(Job, bool)> {
         let params_text = params.to_string();
-        let created = self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let created = self.tx_serial(|c| {
             if let Some(key) = idempotency_key {
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM jobs WHERE created_token = ?1 AND idempotency_key = ?2",
-                        params![created_by.token_id, key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let existing = c.query_opt(
+                    "SELECT id FROM jobs WHERE created_token = ?1 AND idempotency_key = ?2",
+                    args![&created_by.token_id, key],
+                )?;
                 if let Some(existing) = existing {
-                    return Ok((existing, false));
+                    return Ok((existing.get::<String>(0)?, false));
                 }
             }
-            tx.execute(
+            c.execute(
                 "INSERT INTO jobs(id, name, description, params, status, created_by, created_token,
                                   idempotency_key, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
-                params![
+                args![
                     id,
                     name,
                     description,
-                    params_text,
+                    &params_text,
                     created_by.actor(),
-                    created_by.token_id,
+                    &created_by.token_id,
                     idempotency_key,
                     now_ms
                 ],
             )?;
-            tx.commit()?;
+            Self::announce_job(c)?;
             Ok((id.to_string(), true))
         })?;
+        if created.1 {
+            self.jobs.bump();
+        }
         let job = self
             .job(&created.0)?
             .ok_or_else(|| anyhow::anyhow!("job {} vanished", created.0))?;
@@ -583,62 +724,78 @@ impl Store {
     /// One job.
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
         self.with(|c| {
-            c.query_row(&format!("{JOB_SELECT} WHERE id = ?1"), params![id], |r| {
-                Self::job_from_row(r)
-            })
-            .optional()
+            c.query_opt(&format!("{JOB_SELECT} WHERE jobs.id = ?1"), args![id])?
+                .as_ref()
+                .map(Self::job_from_row)
+                .transpose()
         })
     }
 
     /// Jobs, newest first, optionally of one status; `before` is a job id cursor.
     pub fn jobs(&self, status: Option<&str>, limit: i64, before: Option<&str>) -> Result<Vec<Job>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "{JOB_SELECT}
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2)
-                 ORDER BY id DESC LIMIT ?3"
-            ))?;
-            st.query_map(params![status, before, limit], Self::job_from_row)?
-                .collect()
+            c.query(
+                &format!(
+                    "{JOB_SELECT}
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR jobs.status = ?1)
+                       AND (CAST(?2 AS TEXT) IS NULL OR jobs.id < ?2)
+                     ORDER BY jobs.id DESC LIMIT ?3"
+                ),
+                args![status, before, limit],
+            )?
+            .iter()
+            .map(Self::job_from_row)
+            .collect()
         })
     }
 
     /// Counts of jobs by status.
     pub fn job_counts(&self) -> Result<Vec<(String, i64)>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT status, count(*) FROM jobs GROUP BY status")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            c.query(
+                "SELECT status, CAST(count(*) AS BIGINT) FROM jobs GROUP BY status",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
         })
     }
 
     /// Event rows written by every completed export (any process).
     pub fn rows_exported(&self) -> Result<i64> {
         self.with(|c| {
-            c.query_row(
-                "SELECT coalesce(sum(rows_written), 0) FROM jobs WHERE status IN ('completed', 'expired')",
-                [],
-                |r| r.get(0),
-            )
+            c.query_one(
+                "SELECT CAST(coalesce(sum(rows_written), 0) AS BIGINT) FROM jobs
+                 WHERE status IN ('completed', 'expired')",
+                &[],
+            )?
+            .get(0)
         })
     }
 
     /// Claims the oldest runnable job for `owner` with a lease until `now + lease_ms`:
     /// a queued job, or a processing one whose lease ran out (its worker died). A
-    /// job whose lease ran out after its last attempt is failed instead.
+    /// job whose lease ran out after its last attempt is failed instead. The claim
+    /// starts the next attempt: the job's `attempts` is the attempt number the
+    /// worker passes back to fence its writes ([`Store::heartbeat`],
+    /// [`Store::complete`], [`Store::fail`]).
+    ///
+    /// On PostgreSQL, workers claiming at the same moment skip each other's rows
+    /// (`FOR UPDATE SKIP LOCKED`) instead of waiting or claiming the same job.
     pub fn claim(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Option<Job>> {
-        let id: Option<String> = self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute(
+        let id: Option<String> = self.tx(|c| {
+            c.execute(
                 "UPDATE jobs SET status = 'failed', finished_at = ?1, lease_owner = NULL,
                    error = coalesce(error, 'the worker stopped responding') ||
-                           ' (gave up after ' || attempts || ' attempts)'
+                           ' (gave up after ' || CAST(attempts AS TEXT) || ' attempts)'
                  WHERE status = 'processing' AND lease_until < ?1 AND attempts >= ?2",
-                params![now_ms, MAX_ATTEMPTS],
+                args![now_ms, MAX_ATTEMPTS],
             )?;
-            let id: Option<String> = tx
-                .query_row(
-                    // A scheduled run waits for the schedule's earlier runs: its
-                    // manifest records the hash of the previous run's manifest.
+            let id = c.query_opt(
+                // A scheduled run waits for the schedule's earlier runs: its
+                // manifest records the hash of the previous run's manifest.
+                &format!(
                     "SELECT id FROM jobs
                      WHERE (status = 'queued' OR (status = 'processing' AND lease_until < ?1))
                        AND NOT EXISTS (
@@ -647,22 +804,23 @@ impl Store {
                                                 AND r0.period_start < r1.period_start
                            JOIN jobs j0 ON j0.id = r0.job_id
                           WHERE r1.job_id = jobs.id AND j0.status IN ('queued', 'processing'))
-                     ORDER BY created_at, id LIMIT 1",
-                    params![now_ms],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = &id {
-                tx.execute(
-                    "UPDATE jobs SET status = 'processing', lease_owner = ?2, lease_until = ?3,
-                       attempts = attempts + 1, rows_written = 0,
-                       started_at = coalesce(started_at, ?4)
-                     WHERE id = ?1",
-                    params![id, owner, now_ms + lease_ms, now_ms],
-                )?;
-            }
-            tx.commit()?;
-            Ok(id)
+                     ORDER BY created_at, id LIMIT 1{}",
+                    c.dialect().skip_locked()
+                ),
+                args![now_ms],
+            )?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            let id: String = id.get(0)?;
+            c.execute(
+                "UPDATE jobs SET status = 'processing', lease_owner = ?2, lease_until = ?3,
+                   attempts = attempts + 1, rows_written = 0,
+                   started_at = coalesce(started_at, ?4)
+                 WHERE id = ?1",
+                args![&id, owner, now_ms + lease_ms, now_ms],
+            )?;
+            Ok(Some(id))
         })?;
         match id {
             Some(id) => self.job(&id),
@@ -670,92 +828,117 @@ impl Store {
         }
     }
 
-    /// Extends the lease and records progress; returns the job's status (a user may
-    /// have cancelled it) or `None` when the lease is no longer ours.
+    /// Extends the lease of attempt `attempt` and records progress; returns the
+    /// job's status (a user may have cancelled it) or `None` when the lease is no
+    /// longer this attempt's.
     pub fn heartbeat(
         &self,
         id: &str,
         owner: &str,
+        attempt: i64,
         now_ms: i64,
         lease_ms: i64,
         rows_written: i64,
     ) -> Result<Option<String>> {
         self.with(|c| {
             c.execute(
-                "UPDATE jobs SET lease_until = ?3, rows_written = max(rows_written, ?4)
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
-                params![id, owner, now_ms + lease_ms, rows_written],
+                "UPDATE jobs SET lease_until = ?4,
+                   rows_written = CASE WHEN rows_written > ?5 THEN rows_written ELSE ?5 END
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3 AND status = 'processing'",
+                args![id, owner, attempt, now_ms + lease_ms, rows_written],
             )?;
-            c.query_row(
-                "SELECT status FROM jobs WHERE id = ?1 AND lease_owner = ?2",
-                params![id, owner],
-                |r| r.get(0),
-            )
-            .optional()
+            c.query_opt(
+                "SELECT status FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3",
+                args![id, owner, attempt],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
         })
     }
 
-    /// Records the preview count of a running job.
-    pub fn set_total(&self, id: &str, owner: &str, total: i64) -> Result<()> {
+    /// Records the preview count of a running attempt.
+    pub fn set_total(&self, id: &str, owner: &str, attempt: i64, total: i64) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE jobs SET rows_total = ?3 WHERE id = ?1 AND lease_owner = ?2",
-                params![id, owner, total],
+                "UPDATE jobs SET rows_total = ?4
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3",
+                args![id, owner, attempt, total],
             )
         })?;
         Ok(())
     }
 
-    /// Marks a job this worker holds completed (queuing its delivery in the same
-    /// transaction when `deliver`); `false` if it no longer holds it.
+    /// Marks a job completed by attempt `attempt` of `owner` (queuing its delivery
+    /// in the same transaction when `deliver`); `false` if that attempt no longer
+    /// holds the job (cancelled, or its lease went to a later attempt).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fence and the result's fields"
+    )]
     pub fn complete(
         &self,
         id: &str,
         owner: &str,
+        attempt: i64,
         now_ms: i64,
         rows: i64,
         artifact: &Value,
         deliver: bool,
     ) -> Result<bool> {
-        let n = self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE jobs SET status = 'completed', finished_at = ?3, rows_written = ?4,
-                   artifact = ?5, error = NULL, lease_owner = NULL
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
-                params![id, owner, now_ms, rows, artifact.to_string()],
+        let n = self.tx(|c| {
+            let n = c.execute(
+                "UPDATE jobs SET status = 'completed', finished_at = ?4, rows_written = ?5,
+                   artifact = ?6, error = NULL, lease_owner = NULL
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3 AND status = 'processing'",
+                args![id, owner, attempt, now_ms, rows, artifact.to_string()],
             )?;
             if n == 1 && deliver {
-                deliveries::queue(&tx, id, now_ms)?;
+                deliveries::queue(c, id, now_ms)?;
             }
-            tx.commit()?;
+            if n == 1 {
+                // A schedule's next run may have waited for this one.
+                Self::announce_job(c)?;
+            }
             Ok(n)
         })?;
+        if n == 1 {
+            self.jobs.bump();
+        }
         Ok(n == 1)
     }
 
     /// Records a failed attempt: back to the queue, or failed for good after the last
-    /// attempt or when `permanent` (the request itself is wrong).
+    /// attempt or when `permanent` (the request itself is wrong). Returns the job's
+    /// status afterwards (unchanged when the attempt no longer held the job).
     pub fn fail(
         &self,
         id: &str,
         owner: &str,
+        attempt: i64,
         now_ms: i64,
         error: &str,
         permanent: bool,
     ) -> Result<String> {
-        self.with(|c| {
+        let status: String = self.tx(|c| {
             c.execute(
-                "UPDATE jobs SET error = ?3, lease_owner = NULL,
-                   status = CASE WHEN ?4 OR attempts >= ?5 THEN 'failed' ELSE 'queued' END,
-                   finished_at = CASE WHEN ?4 OR attempts >= ?5 THEN ?6 ELSE NULL END
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
-                params![id, owner, error, permanent, MAX_ATTEMPTS, now_ms],
+                "UPDATE jobs SET error = ?4, lease_owner = NULL,
+                   status = CASE WHEN ?5 OR attempts >= ?6 THEN 'failed' ELSE 'queued' END,
+                   finished_at = CASE WHEN ?5 OR attempts >= ?6 THEN CAST(?7 AS BIGINT) ELSE NULL END
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3 AND status = 'processing'",
+                args![id, owner, attempt, error, permanent, MAX_ATTEMPTS, now_ms],
             )?;
-            c.query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| {
-                r.get(0)
-            })
-        })
+            let status: String = c
+                .query_one("SELECT status FROM jobs WHERE id = ?1", args![id])?
+                .get(0)?;
+            if status == "queued" {
+                Self::announce_job(c)?;
+            }
+            Ok(status)
+        })?;
+        if status == "queued" {
+            self.jobs.bump();
+        }
+        Ok(status)
     }
 
     /// Cancels a queued or processing job; returns its status afterwards.
@@ -764,24 +947,26 @@ impl Store {
             c.execute(
                 "UPDATE jobs SET status = 'cancelled', finished_at = ?2
                  WHERE id = ?1 AND status IN ('queued', 'processing')",
-                params![id, now_ms],
+                args![id, now_ms],
             )?;
-            c.query_row("SELECT status FROM jobs WHERE id = ?1", params![id], |r| {
-                r.get(0)
-            })
-            .optional()
+            c.query_opt("SELECT status FROM jobs WHERE id = ?1", args![id])?
+                .map(|r| r.get(0))
+                .transpose()
         })
     }
 
-    /// Completed jobs whose artifact expired before `now_ms`: `(id, file_name)`.
+    /// Completed jobs whose artifact expired before `now_ms`: their ids.
     pub fn expired_artifacts(&self, now_ms: i64) -> Result<Vec<String>> {
         let now = rfc3339(now_ms);
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id FROM jobs WHERE status = 'completed'
-                 AND json_extract(artifact, '$.expires_at') < ?1",
-            )?;
-            st.query_map(params![now], |r| r.get(0))?.collect()
+            let sql = format!(
+                "SELECT id FROM jobs WHERE status = 'completed' AND {} < ?1",
+                c.dialect().json_text("artifact", "expires_at")
+            );
+            c.query(&sql, args![now])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
         })
     }
 
@@ -790,7 +975,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET status = 'expired' WHERE id = ?1 AND status = 'completed'",
-                params![id],
+                args![id],
             )
         })?;
         Ok(())

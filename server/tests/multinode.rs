@@ -280,3 +280,302 @@ async fn nodes_of_one_lake_share_keys_or_refuse_to_start() {
     let msg = String::from_utf8_lossy(&refused.stderr);
     assert!(msg.contains("signing key (fingerprint"), "{msg}");
 }
+
+/// A fresh database on the PostgreSQL server `$TEST_POSTGRES_URL` names (started by
+/// scripts/test.sh); returns its URL.
+fn fresh_postgres_database() -> String {
+    let admin = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL")
+    });
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    let name = format!("nodes_{}", hex::encode(b));
+    // On a thread of its own: the caller is an async test, where a runtime can be
+    // neither started nor dropped.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+            })
+        });
+    });
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Waits until job `id` runs and has counted its rows.
+async fn running(c: &common::Client, id: &str, tok: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let j = c.get(&format!("/v1/exports/{id}"), tok).await.json();
+        if j["status"] == "processing" && j["progress"]["rows_total"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The scale-out deployment: two `serve` nodes without workers of their own and
+/// worker_export processes, each with its own empty state directory, sharing only
+/// PostgreSQL (metadata) and S3 (the lake and the artifacts). Jobs created on one
+/// node are run by the workers and downloaded from the other (whole and by range,
+/// with the package files); workers paused past their lease (SIGSTOP) and resumed
+/// after another worker finished the job cannot replace the winner's result; a
+/// worker killed with SIGKILL hands its job to another; retention deletes the
+/// artifacts from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
+    let e = common::env(40_000, 3);
+    let s3_root = e.dir.path().join("s3");
+    let s3 = S3sFs::start(&s3_root, &["lake"]);
+    let endpoint = s3.endpoint();
+    let url = fresh_postgres_database();
+    let keys = shared_keys(e.dir.path());
+    let mut base: Vec<(String, String)> = vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID".into(), S3sFs::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), S3sFs::SECRET_KEY.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into()),
+        ("EVIDEX_DATABASE_URL".into(), url.clone()),
+        ("EVIDEX_ARTIFACTS".into(), "s3://lake/artifacts".into()),
+        // Short retention, so the test sees artifacts deleted from the bucket.
+        ("EVIDEX_SERVER__RETENTION_SECS".into(), "90".into()),
+    ];
+    base.extend(keys);
+    let node = |name: &str| -> Vec<(String, String)> {
+        let mut v = base.clone();
+        v.push((
+            "EVIDEX_STATE_DIR".into(),
+            e.dir.path().join(name).to_string_lossy().into_owned(),
+        ));
+        v
+    };
+    let borrow = |v: &[(String, String)]| -> Vec<(String, String)> { v.to_vec() };
+    let data = Path::new("s3://lake/events");
+    let cli = node("state-cli");
+    evidex(data, &as_refs(&cli), &["ingest", e.src.to_str().unwrap()]);
+    let out = evidex(
+        data,
+        &as_refs(&cli),
+        &["token", "create", "--role", "compliance", "--name", "ci"],
+    );
+    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (env_a, env_b) = (node("state-a"), node("state-b"));
+    let a = Server::start(data, 0, &as_refs(&env_a));
+    let b = Server::start(data, 0, &as_refs(&env_b));
+    let (ca, cb) = (common::Client::new(&a.base), common::Client::new(&b.base));
+    let worker_envs: Vec<Vec<(String, String)>> =
+        (0..4).map(|i| node(&format!("state-w{i}"))).collect();
+    let spawn_worker = |i: usize| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_worker_export"));
+        cmd.arg("--data")
+            .arg(data)
+            .env_remove("EVIDEX_DATA")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in borrow(&worker_envs[i]) {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("worker_export starts")
+    };
+    let mut w0 = spawn_worker(0);
+    let mut w1 = spawn_worker(1);
+
+    let mut ids = Vec::new();
+    for (i, format) in ["csv", "json", "parquet", "zip"].iter().enumerate() {
+        let (format, extra) = match *format {
+            "zip" => ("csv", json!({"include": ["summary", "audit_log"]})),
+            f => (f, json!({})),
+        };
+        let mut body = json!({"name": format!("job {i}"), "from": "2026-03-02", "to": "2026-03-03", "format": format});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = ca.post("/v1/exports", &tok, &body).await;
+        assert_eq!(r.status, 201, "{}", r.message());
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let j = cb.wait(id, &tok, Duration::from_secs(120)).await;
+        assert_eq!(j["status"], "completed", "{j}");
+        assert_eq!(j["attempts"], 1, "{j}");
+        let dl = cb.get(&format!("/v1/exports/{id}/download"), &tok).await;
+        assert_eq!(dl.status, 200);
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&dl.body)),
+            j["artifact"]["sha256"].as_str().unwrap()
+        );
+        let part = cb
+            .call(
+                "GET",
+                &format!("/v1/exports/{id}/download"),
+                Some(&tok),
+                None,
+                &[("range", "bytes=10-109")],
+            )
+            .await;
+        assert_eq!(part.status, 206);
+        assert!(
+            part.body == dl.body[10..110],
+            "the range is the file's bytes 10-109"
+        );
+        let manifest = ca.get(&format!("/v1/exports/{id}/manifest"), &tok).await;
+        assert_eq!(manifest.status, 200, "{}", manifest.message());
+        let m: Value = serde_json::from_slice(&manifest.body).unwrap();
+        assert!(m.is_object(), "{m}");
+        let sig = cb
+            .get(&format!("/v1/exports/{id}/package/manifest.sig"), &tok)
+            .await;
+        assert_eq!(sig.status, 200, "{}", sig.message());
+    }
+    // Nothing is kept on any node's disk, and there is no SQLite file anywhere.
+    for name in ["state-a", "state-b", "state-w0", "state-w1", "state-cli"] {
+        let files = files_under(&e.dir.path().join(name));
+        assert!(
+            files
+                .iter()
+                .all(|f| !f.contains("/artifacts/") && !f.ends_with(".sqlite")),
+            "{name}: {files:?}"
+        );
+    }
+    let objects = files_under(&s3_root.join("lake/artifacts"));
+    assert!(
+        ids.iter().all(|id| objects.iter().any(|o| o.contains(id))),
+        "{objects:?}"
+    );
+
+    // Pause both workers while one of them runs a job; a third takes it over.
+    let body =
+        json!({"name": "paused", "from": "2026-03-02", "to": "2026-03-04", "format": "json"});
+    let id = ca.post("/v1/exports", &tok, &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    running(&ca, &id, &tok).await;
+    let signal = |sig: &str, pid: u32| {
+        std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP", w0.id());
+    signal("-STOP", w1.id());
+    let mut w2 = spawn_worker(2);
+    let j = cb.wait(&id, &tok, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["attempts"], 2, "{j}");
+    let won = cb
+        .get(&format!("/v1/exports/{id}/download"), &tok)
+        .await
+        .body;
+    signal("-CONT", w0.id());
+    signal("-CONT", w1.id());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = ca.get(&format!("/v1/exports/{id}"), &tok).await.json();
+    assert_eq!(after["attempts"], 2, "{after}");
+    assert_eq!(
+        after["artifact"], j["artifact"],
+        "the job record is the winner's"
+    );
+    let again = ca.get(&format!("/v1/exports/{id}/download"), &tok).await;
+    assert_eq!(again.status, 200);
+    assert!(again.body == won, "the artifact is the winner's");
+    let attempt_1: Vec<String> = files_under(&s3_root.join("lake/artifacts").join(&id))
+        .into_iter()
+        .filter(|f| f.contains("attempt-1"))
+        .collect();
+    assert!(
+        attempt_1.is_empty(),
+        "the losing attempt left {attempt_1:?}"
+    );
+
+    // SIGKILL the only worker left while it runs a job: another one finishes it.
+    for w in [&mut w0, &mut w1] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let id = ca.post("/v1/exports", &tok, &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    running(&cb, &id, &tok).await;
+    w2.kill().unwrap();
+    w2.wait().unwrap();
+    let mut w3 = spawn_worker(3);
+    let j = ca.wait(&id, &tok, Duration::from_secs(120)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_i64()),
+        (Some("completed"), Some(2)),
+        "{j}"
+    );
+    assert_eq!(
+        cb.get(&format!("/v1/exports/{id}/download"), &tok)
+            .await
+            .status,
+        200
+    );
+
+    // The audit chain written by both nodes, the workers and the CLI is whole.
+    let out = evidex(data, &as_refs(&cli), &["verify", "--audit-log"]);
+    assert!(
+        common::text(&out).starts_with("ok"),
+        "{}",
+        common::text(&out)
+    );
+
+    // Retention (90 s here) deletes the artifacts from the bucket on expiry.
+    let first = ids[0].clone();
+    let start = std::time::Instant::now();
+    loop {
+        let j = cb.get(&format!("/v1/exports/{first}"), &tok).await.json();
+        if j["status"] == "expired" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(150), "{j}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        cb.get(&format!("/v1/exports/{first}/download"), &tok)
+            .await
+            .status,
+        410
+    );
+    let left = files_under(&s3_root.join("lake/artifacts").join(&first));
+    assert!(left.is_empty(), "{left:?}");
+    let _ = w3.kill();
+    let _ = w3.wait();
+    drop((a, b, s3));
+}

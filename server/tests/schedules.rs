@@ -712,6 +712,7 @@ fn run_now_fills_the_gap_since_the_last_run_and_the_chain_survives_expiry() {
         .complete(
             &first,
             "w",
+            claimed.attempts,
             1,
             0,
             &json!({"file_name": "a.csv", "manifest_sha256": "ab".repeat(32)}),

@@ -333,7 +333,15 @@ fn events_missed_by_a_stopped_process_are_queued_by_the_sweep() {
     // Completed, and the process "dies" before notify().
     assert!(
         s.store
-            .complete(&job.id, "w", t, 0, &json!({"file_name": "x.csv"}), false)
+            .complete(
+                &job.id,
+                "w",
+                claimed.attempts,
+                t,
+                0,
+                &json!({"file_name": "x.csv"}),
+                false
+            )
             .unwrap()
     );
     assert!(s.store.webhook_messages(&hook.id, 10).unwrap().is_empty());

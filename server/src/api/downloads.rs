@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::{ApiError, ApiResult, AppState, READ, WRITE, auth, job_or_404};
 use crate::service::Service;
 
-/// The artifact file of a completed job.
-fn artifact_path(s: &Service, job: &crate::store::Job) -> ApiResult<(std::path::PathBuf, Value)> {
+/// The artifact record of a completed job (410 when it expired, 409 while it runs).
+fn completed_artifact(job: &crate::store::Job) -> ApiResult<Value> {
     match job.status.as_str() {
         "completed" => {}
         "expired" => {
@@ -39,12 +39,74 @@ fn artifact_path(s: &Service, job: &crate::store::Job) -> ApiResult<(std::path::
         .clone()
         .ok_or_else(|| ApiError::not_found("artifact"))?;
     let name = artifact["file_name"].as_str().unwrap_or_default();
-    let dir = s.artifact_dir(&job.id, &artifact)?;
     // The stored name came from `sanitize_name`; it is a plain file name.
     if name.is_empty() || name.contains('/') || name.contains("..") {
         return Err(ApiError::not_found("artifact"));
     }
+    Ok(artifact)
+}
+
+/// The artifact file of a completed job, in the local artifacts directory.
+fn artifact_path(s: &Service, job: &crate::store::Job) -> ApiResult<(std::path::PathBuf, Value)> {
+    let artifact = completed_artifact(job)?;
+    let name = artifact["file_name"].as_str().unwrap_or_default();
+    let dir = s.artifact_dir(&job.id, &artifact)?;
     Ok((dir.join(name), artifact))
+}
+
+/// The size of a completed job's artifact file, wherever it is kept.
+async fn artifact_len(s: &Service, job: &crate::store::Job, artifact: &Value) -> ApiResult<u64> {
+    let name = artifact["file_name"].as_str().unwrap_or_default();
+    match &s.remote_artifacts {
+        Some(r) => Ok(r
+            .size(&job.id, artifact, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("artifact file"))?),
+        None => {
+            let (path, _) = artifact_path(s, job)?;
+            Ok(tokio::fs::metadata(&path)
+                .await
+                .map_err(|_| ApiError::not_found("artifact file"))?
+                .len())
+        }
+    }
+}
+
+/// One package file (`manifest.json`, ...) of a completed job: a ZIP entry or the
+/// file beside a single-file artifact, locally; the object beside the artifact in
+/// object storage (where a ZIP's package files are uploaded beside it).
+async fn package_bytes(
+    s: &Service,
+    job: &crate::store::Job,
+    artifact: &Value,
+    name: &'static str,
+) -> ApiResult<Option<Vec<u8>>> {
+    let file_name = artifact["file_name"].as_str().unwrap_or_default();
+    if let Some(r) = &s.remote_artifacts {
+        return Ok(r
+            .read_small(&job.id, artifact, &format!("{file_name}.{name}"))
+            .await?
+            .map(|b| b.to_vec()));
+    }
+    let (path, _) = artifact_path(s, job)?;
+    let zipped = artifact["content_type"] == "application/zip";
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<u8>>> {
+        if zipped {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
+            let Ok(mut e) = z.by_name(name) else {
+                return Ok(None);
+            };
+            let mut b = Vec::new();
+            e.read_to_end(&mut b)?;
+            Ok(Some(b))
+        } else {
+            let side = evidex_engine::export::artifact::sidecar_path(&path, &format!(".{name}"));
+            Ok(std::fs::read(side).ok())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??;
+    Ok(bytes)
 }
 
 /// Parses a single `bytes=` range against a file of `len` bytes.
@@ -74,15 +136,15 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok(r))
 }
 
-async fn send_file(
-    path: &std::path::Path,
+/// Sends a completed job's artifact file (all of it, or the one `Range` asked
+/// for), streamed from the local directory or from object storage.
+async fn send_artifact(
+    s: &Service,
+    job: &crate::store::Job,
     artifact: &Value,
+    len: u64,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|_| ApiError::not_found("artifact file"))?;
-    let len = file.metadata().await.map_err(anyhow::Error::from)?.len();
     let name = artifact["file_name"].as_str().unwrap_or("export");
     let ctype = artifact["content_type"]
         .as_str()
@@ -113,14 +175,35 @@ async fn send_file(
         }
         None => (StatusCode::OK, 0, len),
     };
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(anyhow::Error::from)?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 << 10);
+    let body = match &s.remote_artifacts {
+        Some(r) => {
+            if count == 0 {
+                Body::empty()
+            } else {
+                let stream = r
+                    .read(&job.id, artifact, name, start..start + count)
+                    .await?;
+                Body::from_stream(stream)
+            }
+        }
+        None => {
+            let (path, _) = artifact_path(s, job)?;
+            let mut file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|_| ApiError::not_found("artifact file"))?;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(anyhow::Error::from)?;
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                file.take(count),
+                256 << 10,
+            ))
+        }
+    };
     Ok(builder
         .status(status)
         .header(header::CONTENT_LENGTH, count)
-        .body(Body::from_stream(stream))
+        .body(body)
         .map_err(anyhow::Error::from)?)
 }
 
@@ -132,9 +215,10 @@ pub(super) async fn download(
 ) -> ApiResult<Response> {
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
-    let (path, artifact) = artifact_path(&s, &job)?;
-    audit_download(&s, &p.actor(), &p.actor(), &id, &method, &headers, &path).await?;
-    send_file(&path, &artifact, &headers).await
+    let artifact = completed_artifact(&job)?;
+    let len = artifact_len(&s, &job, &artifact).await?;
+    audit_download(&s, &p.actor(), &p.actor(), &id, &method, &headers, len)?;
+    send_artifact(&s, &job, &artifact, len, &headers).await
 }
 
 /// How long ranged reads of one export by one requester count as one download.
@@ -147,22 +231,18 @@ const RANGED_DOWNLOAD_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// link) already had a partial download of this export logged within the last 10
 /// minutes — a reader fetching a file in pieces counts once. The entry records the
 /// bytes served (`bytes A-B/LEN`, or `whole file`).
-async fn audit_download(
+fn audit_download(
     s: &Service,
     actor: &str,
     requester: &str,
     id: &str,
     method: &Method,
     headers: &HeaderMap,
-    path: &std::path::Path,
+    len: u64,
 ) -> ApiResult<()> {
     if method == Method::HEAD {
         return Ok(());
     }
-    let len = tokio::fs::metadata(path)
-        .await
-        .map_err(|_| ApiError::not_found("artifact file"))?
-        .len();
     let served = match headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -198,21 +278,10 @@ pub(super) async fn manifest(
 ) -> ApiResult<Response> {
     auth(&s, &headers, READ)?;
     let job = job_or_404(&s, &id)?;
-    let (path, artifact) = artifact_path(&s, &job)?;
-    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-        if artifact["content_type"] == "application/zip" {
-            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
-            let mut e = z.by_name("manifest.json")?;
-            let mut b = Vec::new();
-            e.read_to_end(&mut b)?;
-            Ok(b)
-        } else {
-            let side = evidex_engine::export::artifact::sidecar_path(&path, ".manifest.json");
-            Ok(std::fs::read(side)?)
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!(e))??;
+    let artifact = completed_artifact(&job)?;
+    let bytes = package_bytes(&s, &job, &artifact, "manifest.json")
+        .await?
+        .ok_or_else(|| ApiError::not_found("manifest"))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
@@ -233,31 +302,17 @@ pub(super) async fn package_file(
         )));
     };
     let job = job_or_404(&s, &id)?;
-    let (path, artifact) = artifact_path(&s, &job)?;
+    let artifact = completed_artifact(&job)?;
     let zipped = artifact["content_type"] == "application/zip";
     let file_name = artifact["file_name"]
         .as_str()
         .unwrap_or("export")
         .to_string();
-    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<u8>>> {
-        if zipped {
-            let mut z = zip::ZipArchive::new(std::fs::File::open(&path)?)?;
-            let Ok(mut e) = z.by_name(name) else {
-                return Ok(None);
-            };
-            let mut b = Vec::new();
-            e.read_to_end(&mut b)?;
-            Ok(Some(b))
-        } else {
-            let side = evidex_engine::export::artifact::sidecar_path(&path, &format!(".{name}"));
-            Ok(std::fs::read(side).ok())
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!(e))??
-    .ok_or_else(|| {
-        ApiError::not_found("package file (this artifact was made before it existed)")
-    })?;
+    let bytes = package_bytes(&s, &job, &artifact, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found("package file (this artifact was made before it existed)")
+        })?;
     let served = if zipped {
         name.to_string()
     } else {
@@ -309,7 +364,7 @@ pub(super) async fn create_link(
 ) -> ApiResult<axum::Json<Value>> {
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
-    let (_, artifact) = artifact_path(&s, &job)?;
+    let artifact = completed_artifact(&job)?;
     let now = s.clock.now();
     let mut expires = now + chrono::Duration::seconds(s.config.server.link_ttl_secs as i64);
     if let Some(a) = artifact["expires_at"]
@@ -372,7 +427,8 @@ pub(super) async fn follow_link(
         ));
     }
     let job = job_or_404(&s, id)?;
-    let (path, artifact) = artifact_path(&s, &job)?;
-    audit_download(&s, "link", &token, id, &method, &headers, &path).await?;
-    send_file(&path, &artifact, &headers).await
+    let artifact = completed_artifact(&job)?;
+    let len = artifact_len(&s, &job, &artifact).await?;
+    audit_download(&s, "link", &token, id, &method, &headers, len)?;
+    send_artifact(&s, &job, &artifact, len, &headers).await
 }

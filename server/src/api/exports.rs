@@ -227,10 +227,14 @@ pub(super) async fn rerun_export(
     create_job_from(&s, &p, valid, None, "export.rerun").await
 }
 
-/// Removes artifacts past their retention and marks their jobs expired.
-pub fn expire_artifacts(s: &Service) -> anyhow::Result<usize> {
+/// Removes artifacts past their retention (from object storage too) and marks
+/// their jobs expired. Every `serve` node runs it; deleting twice is harmless.
+pub async fn expire_artifacts(s: &Service) -> anyhow::Result<usize> {
     let ids = s.store.expired_artifacts(s.now_ms())?;
     for id in &ids {
+        if let Some(remote) = &s.remote_artifacts {
+            remote.delete_job(id, None).await?;
+        }
         let dir = s.job_dir(id)?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;

@@ -85,7 +85,7 @@ pub(super) async fn run_delivery(
     cmd: &DeliveryCommand,
 ) -> Result<ExitCode> {
     let state = config.state_dir()?;
-    let store = Store::open(&state)?;
+    let store = Store::from_config(config)?;
     let key = MasterKey::load_or_create(config.secrets.master_key_file.as_deref(), &state)?;
     match cmd {
         DeliveryCommand::Show => {

@@ -327,8 +327,8 @@ pub(super) async fn run_export(
             .as_ref()
             .is_some_and(|d| d.sql.to_ascii_lowercase().contains("audit_log"));
     let db = config.state_dir()?.join(evidex_server::store::DB_FILE);
-    if reads_audit && db.exists() {
-        let store = Store::open(&config.state_dir()?)?;
+    if reads_audit && (config.database_url.is_some() || db.exists()) {
+        let store = Store::from_config(config)?;
         let entries = store.audit_entries(0, i64::MAX)?;
         request.audit_log = evidex_server::service::audit_batches(&entries)?;
     }

@@ -78,7 +78,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
                     args.role
                 );
             };
-            let store = Store::open(&config.state_dir()?)?;
+            let store = Store::from_config(&config)?;
             let now = clock.now().timestamp_millis();
             let (id, token) = store.create_token(&args.name, role, now)?;
             store.audit(
@@ -104,6 +104,21 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
             eprintln!(
                 "signing key fingerprint: {fingerprint}\nGive every node these values (they are shown only now; keep them in your secret store) and publish the fingerprint for auditors."
             );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Migrate => {
+            // Opening the store applies the migrations it lacks.
+            let store = Store::from_config(&config)?;
+            let version = store.schema_version()?;
+            let applied = evidex_server::store::MIGRATIONS
+                .iter()
+                .filter(|m| m.0 <= version)
+                .map(|m| format!("{} {}", m.0, m.1))
+                .collect::<Vec<_>>();
+            println!("metadata schema version {version} ({:?})", store.dialect());
+            for m in applied {
+                println!("  applied: {m}");
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Command::SigningKey => {
@@ -155,6 +170,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
         | Command::Presets
         | Command::Keys(_)
         | Command::SigningKey
+        | Command::Migrate
         | Command::Token(_)
         | Command::Delivery(_) => {
             unreachable!("handled above")

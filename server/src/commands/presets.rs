@@ -38,6 +38,10 @@ pub(super) fn all_presets(config: &Config) -> Result<Vec<Definition>> {
 /// The saved presets and settings of this data location's metadata database, when
 /// it has one (the CLI never creates it just to read settings).
 pub(super) fn stored_catalog(config: &Config) -> Result<Option<evidex_server::service::Catalog>> {
+    if config.database_url.is_some() {
+        let store = Store::from_config(config)?;
+        return Ok(Some(evidex_server::service::Catalog::load(config, &store)?));
+    }
     let Some(dir) = config
         .state_dir()
         .ok()

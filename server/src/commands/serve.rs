@@ -85,7 +85,7 @@ pub(super) async fn run_demo(
     if let Some(l) = args.listen {
         config.server.listen = l;
     }
-    let store = Store::open(&config.state_dir()?)?;
+    let store = Store::from_config(&config)?;
     let now = clock.now().timestamp_millis();
     let (id, token) = store.create_token("demo-admin", Role::Admin, now)?;
     store.audit(

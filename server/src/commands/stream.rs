@@ -63,7 +63,7 @@ pub(super) async fn run_stream(lake: &Lake, config: &Config, args: StreamArgs) -
     if args.limit == 0 {
         bail!("--limit: must be at least 1");
     }
-    let store = Store::open(&config.state_dir()?)?;
+    let store = Store::from_config(config)?;
     evidex_server::keys::check_before_start(lake, config).await?;
     let keys = evidex_server::keys::load(config, &store)?;
     let stream = evidex_server::stream_of(lake, &keys.master);

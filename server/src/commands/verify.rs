@@ -40,7 +40,7 @@ pub struct VerifyArgs {
 
 pub(super) fn run_verify(config: &Config, args: &VerifyArgs) -> Result<ExitCode> {
     if args.audit_log {
-        let store = Store::open(&config.state_dir()?)?;
+        let store = Store::from_config(config)?;
         return Ok(match store.verify_audit_chain()? {
             Ok(n) => {
                 println!(

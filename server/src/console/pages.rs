@@ -385,6 +385,9 @@ async fn verify_artifact(s: &Service, job: &crate::store::Job) -> Value {
     if a["bytes"].as_u64().unwrap_or(0) > 200_000_000 {
         return json!({"ok": Value::Null, "summary": "too large to check on page load; run evidex verify"});
     }
+    if s.remote_artifacts.is_some() {
+        return json!({"ok": Value::Null, "summary": "kept in object storage; download it and run evidex verify"});
+    }
     let Ok(dir) = s.artifact_dir(&job.id, &a) else {
         return Value::Null;
     };

@@ -87,17 +87,49 @@ pub(super) async fn upload(
         .and_then(|a| a["file_name"].as_str())
         .map(str::to_string)
         .ok_or_else(|| Failure::permanent("the export has no artifact"))?;
-    let dir = service
-        .artifact_dir(
-            job_id,
-            job.artifact.as_ref().unwrap_or(&serde_json::Value::Null),
-        )
-        .map_err(|e| Failure::permanent(format!("{e:#}")))?;
-    if !dir.join(&main).is_file() {
-        return Err(Failure::permanent(
+    let artifact = job.artifact.clone().unwrap_or(serde_json::Value::Null);
+    let gone = || {
+        Failure::permanent(
             "the artifact was deleted (retention ended) before it could be delivered",
-        ));
-    }
+        )
+    };
+    // With object storage, the attempt's files are copied to a local folder first
+    // (removed when this delivery attempt ends): the upload below reads files.
+    let mut _fetched = None;
+    let dir = match &service.remote_artifacts {
+        Some(remote) => {
+            if remote
+                .size(job_id, &artifact, &main)
+                .await
+                .map_err(|e| Failure::retry(format!("{e:#}")))?
+                .is_none()
+            {
+                return Err(gone());
+            }
+            std::fs::create_dir_all(&service.artifacts)
+                .map_err(|e| Failure::retry(format!("{e}")))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".delivery-")
+                .tempdir_in(&service.artifacts)
+                .map_err(|e| Failure::retry(format!("{e}")))?;
+            remote
+                .fetch(job_id, &artifact, tmp.path())
+                .await
+                .map_err(|e| Failure::retry(format!("{e:#}")))?;
+            let dir = tmp.path().to_path_buf();
+            _fetched = Some(tmp);
+            dir
+        }
+        None => {
+            let dir = service
+                .artifact_dir(job_id, &artifact)
+                .map_err(|e| Failure::permanent(format!("{e:#}")))?;
+            if !dir.join(&main).is_file() {
+                return Err(gone());
+            }
+            dir
+        }
+    };
     let (settings, secret) = load(&service.store, &service.master_key)
         .map_err(|e| Failure::retry(format!("{e:#}")))?
         .ok_or_else(|| Failure::permanent("delivery is not set up (PUT /v1/settings/delivery)"))?;

@@ -3,37 +3,20 @@
 //! dispatcher, retried until delivered or given up.
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::Store;
+use super::db::{Conn, args};
 
-/// Tables of this module; created with the rest of the schema.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deliveries (
-    job_id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    key TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    next_at INTEGER NOT NULL,
-    first_attempt_at INTEGER,
-    lease_owner TEXT,
-    lease_until INTEGER,
-    created_at INTEGER NOT NULL,
-    finished_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_at);
-";
-
-/// Queues (or re-queues) the delivery of `job_id` on `tx`: pending, due now, with a
-/// fresh retry window and backoff (the attempt count starts again).
-pub(super) fn queue(c: &rusqlite::Connection, job_id: &str, now_ms: i64) -> rusqlite::Result<()> {
+/// Queues (or re-queues) the delivery of `job_id` in the caller's transaction:
+/// pending, due now, with a fresh retry window and backoff (the attempt count
+/// starts again).
+pub(super) fn queue(c: &mut dyn Conn, job_id: &str, now_ms: i64) -> Result<()> {
     c.execute(
         "INSERT INTO deliveries(job_id, status, next_at, created_at) VALUES (?1, 'pending', ?2, ?2)
          ON CONFLICT(job_id) DO UPDATE SET status = 'pending', next_at = ?2, attempts = 0,
              first_attempt_at = NULL, finished_at = NULL",
-        params![job_id, now_ms],
+        args![job_id, now_ms],
     )?;
     Ok(())
 }
@@ -42,26 +25,22 @@ impl Store {
     /// Queues the delivery of a completed export again (`POST
     /// /v1/exports/{id}/deliver`); `false` when the job is not completed.
     pub fn queue_delivery(&self, job_id: &str, now_ms: i64) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let status: Option<String> = tx
-                .query_row(
-                    "SELECT status FROM jobs WHERE id = ?1",
-                    params![job_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+        self.tx(|c| {
+            let status: Option<String> = c
+                .query_opt("SELECT status FROM jobs WHERE id = ?1", args![job_id])?
+                .map(|r| r.get(0))
+                .transpose()?;
             if status.as_deref() != Some("completed") {
                 return Ok(false);
             }
-            queue(&tx, job_id, now_ms)?;
-            tx.commit()?;
+            queue(c, job_id, now_ms)?;
             Ok(true)
         })
     }
 
     /// Claims up to `limit` due deliveries for `owner` for `lease_ms`; returns their
-    /// job ids.
+    /// job ids. Processes claiming together get different deliveries (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`).
     pub fn claim_deliveries(
         &self,
         owner: &str,
@@ -69,27 +48,27 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<String>> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let ids: Vec<String> = {
-                let mut st = tx.prepare(
-                    "SELECT job_id FROM deliveries
-                     WHERE status = 'pending' AND next_at <= ?1
-                       AND (lease_until IS NULL OR lease_until < ?1)
-                     ORDER BY next_at LIMIT ?2",
-                )?;
-                st.query_map(params![now_ms, limit], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?
-            };
+        self.tx(|c| {
+            let sql = format!(
+                "SELECT job_id FROM deliveries
+                 WHERE status = 'pending' AND next_at <= ?1
+                   AND (lease_until IS NULL OR lease_until < ?1)
+                 ORDER BY next_at LIMIT ?2{}",
+                c.dialect().skip_locked()
+            );
+            let ids: Vec<String> = c
+                .query(&sql, args![now_ms, limit])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<Result<_>>()?;
             for id in &ids {
-                tx.execute(
+                c.execute(
                     "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3,
                         first_attempt_at = coalesce(first_attempt_at, ?4)
                      WHERE job_id = ?1",
-                    params![id, owner, now_ms + lease_ms, now_ms],
+                    args![id, owner, now_ms + lease_ms, now_ms],
                 )?;
             }
-            tx.commit()?;
             Ok(ids)
         })
     }
@@ -105,7 +84,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE deliveries SET lease_until = ?3 WHERE job_id = ?1 AND lease_owner = ?2",
-                params![job_id, owner, now_ms + lease_ms],
+                args![job_id, owner, now_ms + lease_ms],
             )
         })?;
         Ok(())
@@ -118,7 +97,7 @@ impl Store {
                 "UPDATE deliveries SET status = 'delivered', key = ?3, attempts = attempts + 1,
                     last_error = NULL, finished_at = ?4, lease_owner = NULL, lease_until = NULL
                  WHERE job_id = ?1 AND lease_owner = ?2 AND status = 'pending'",
-                params![job_id, owner, key, now_ms],
+                args![job_id, owner, key, now_ms],
             )
         })?;
         Ok(n == 1)
@@ -134,40 +113,42 @@ impl Store {
         now_ms: i64,
         next: impl FnOnce(i64, i64) -> Option<i64>,
     ) -> Result<String> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row: Option<(i64, Option<i64>)> = tx
-                .query_row(
+        self.tx(|c| {
+            let lock = match c.dialect() {
+                super::Dialect::Sqlite => "",
+                super::Dialect::Postgres => " FOR UPDATE",
+            };
+            let row = c.query_opt(
+                &format!(
                     "SELECT attempts, first_attempt_at FROM deliveries
-                     WHERE job_id = ?1 AND lease_owner = ?2 AND status = 'pending'",
-                    params![job_id, owner],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((attempts, first)) = row else {
+                     WHERE job_id = ?1 AND lease_owner = ?2 AND status = 'pending'{lock}"
+                ),
+                args![job_id, owner],
+            )?;
+            let Some(row) = row else {
                 return Ok("pending".to_string());
             };
-            let attempts = attempts + 1;
+            let attempts = row.get::<i64>(0)? + 1;
+            let first: Option<i64> = row.get(1)?;
             let status = match next(attempts, first.unwrap_or(now_ms)) {
                 Some(at) => {
-                    tx.execute(
+                    c.execute(
                         "UPDATE deliveries SET attempts = ?2, last_error = ?3, next_at = ?4,
                             lease_owner = NULL, lease_until = NULL WHERE job_id = ?1",
-                        params![job_id, attempts, error, at],
+                        args![job_id, attempts, error, at],
                     )?;
                     "pending"
                 }
                 None => {
-                    tx.execute(
+                    c.execute(
                         "UPDATE deliveries SET status = 'failed', attempts = ?2, last_error = ?3,
                             finished_at = ?4, lease_owner = NULL, lease_until = NULL
                          WHERE job_id = ?1",
-                        params![job_id, attempts, error, now_ms],
+                        args![job_id, attempts, error, now_ms],
                     )?;
                     "failed"
                 }
             };
-            tx.commit()?;
             Ok(status.to_string())
         })
     }
@@ -175,19 +156,19 @@ impl Store {
     /// `{status, key, attempts, last_error}` of a job's delivery, if it has one.
     pub fn delivery(&self, job_id: &str) -> Result<Option<Value>> {
         self.with(|c| {
-            c.query_row(
+            let Some(r) = c.query_opt(
                 "SELECT status, key, attempts, last_error FROM deliveries WHERE job_id = ?1",
-                params![job_id],
-                |r| {
-                    Ok(serde_json::json!({
-                        "status": r.get::<_, String>(0)?,
-                        "key": r.get::<_, Option<String>>(1)?,
-                        "attempts": r.get::<_, i64>(2)?,
-                        "last_error": r.get::<_, Option<String>>(3)?,
-                    }))
-                },
-            )
-            .optional()
+                args![job_id],
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(serde_json::json!({
+                "status": r.get::<String>(0)?,
+                "key": r.get::<Option<String>>(1)?,
+                "attempts": r.get::<i64>(2)?,
+                "last_error": r.get::<Option<String>>(3)?,
+            })))
         })
     }
 }

@@ -3,33 +3,11 @@
 //! whatever number of processes share the database.
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::db::{Row, args};
 use super::{Principal, Store};
-
-/// Tables of this module; created with the rest of the schema.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS schedules (
-    id TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    run_after INTEGER NOT NULL,
-    deleted_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS schedule_runs (
-    schedule_id TEXT NOT NULL,
-    period TEXT NOT NULL,
-    period_start INTEGER NOT NULL,
-    period_end INTEGER NOT NULL,
-    job_id TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (schedule_id, period)
-);
-";
 
 /// A stored schedule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,7 +67,7 @@ pub struct NewRun<'a> {
     pub created_by: &'a str,
 }
 
-fn schedule_row(r: &rusqlite::Row) -> rusqlite::Result<ScheduleRow> {
+fn schedule_row(r: &Row) -> Result<ScheduleRow> {
     let spec: String = r.get(1)?;
     Ok(ScheduleRow {
         id: r.get(0)?,
@@ -116,7 +94,7 @@ impl Store {
             c.execute(
                 "INSERT INTO schedules(id, spec, created_by, created_at, updated_at, run_after)
                  VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
-                params![id, spec.to_string(), by.actor(), now_ms],
+                args![id, spec.to_string(), by.actor(), now_ms],
             )
         })?;
         Ok(())
@@ -128,10 +106,13 @@ impl Store {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE schedules SET spec = ?2, updated_at = ?3,
-                    run_after = max(run_after, coalesce(
-                        (SELECT max(period_end) FROM schedule_runs WHERE schedule_id = ?1), 0))
+                    run_after = CASE WHEN run_after > coalesce(
+                        (SELECT max(period_end) FROM schedule_runs WHERE schedule_id = ?1), 0)
+                      THEN run_after
+                      ELSE coalesce(
+                        (SELECT max(period_end) FROM schedule_runs WHERE schedule_id = ?1), 0) END
                  WHERE id = ?1 AND deleted_at IS NULL",
-                params![id, spec.to_string(), now_ms],
+                args![id, spec.to_string(), now_ms],
             )
         })?;
         Ok(n == 1)
@@ -142,7 +123,7 @@ impl Store {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE schedules SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
-                params![id, now_ms],
+                args![id, now_ms],
             )
         })?;
         Ok(n == 1)
@@ -151,58 +132,66 @@ impl Store {
     /// Every live schedule, oldest first.
     pub fn schedules(&self) -> Result<Vec<ScheduleRow>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM schedules WHERE deleted_at IS NULL ORDER BY created_at, id"
-            ))?;
-            st.query_map([], schedule_row)?.collect()
+            c.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM schedules WHERE deleted_at IS NULL ORDER BY created_at, id"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(schedule_row)
+            .collect()
         })
     }
 
     /// One live schedule.
     pub fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT {COLUMNS} FROM schedules WHERE id = ?1 AND deleted_at IS NULL"),
-                params![id],
-                schedule_row,
-            )
-            .optional()
+                args![id],
+            )?
+            .as_ref()
+            .map(schedule_row)
+            .transpose()
         })
     }
 
     /// The end (ms) of the latest period a schedule has run.
     pub fn last_period_end(&self, schedule_id: &str) -> Result<Option<i64>> {
         self.with(|c| {
-            c.query_row(
+            c.query_one(
                 "SELECT max(period_end) FROM schedule_runs WHERE schedule_id = ?1",
-                params![schedule_id],
-                |r| r.get(0),
-            )
+                args![schedule_id],
+            )?
+            .get(0)
         })
     }
 
     /// A schedule's runs, newest period first, with their exports' status.
     pub fn schedule_runs(&self, schedule_id: &str, limit: i64) -> Result<Vec<ScheduleRun>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let rows = c.query(
                 "SELECT r.period, r.period_start, r.period_end, r.job_id, j.status, j.artifact
                  FROM schedule_runs r JOIN jobs j ON j.id = r.job_id
                  WHERE r.schedule_id = ?1 ORDER BY r.period_start DESC LIMIT ?2",
+                args![schedule_id, limit],
             )?;
-            st.query_map(params![schedule_id, limit], |r| {
-                let artifact: Option<String> = r.get(5)?;
-                Ok(ScheduleRun {
-                    period: r.get(0)?,
-                    period_start: r.get(1)?,
-                    period_end: r.get(2)?,
-                    job_id: r.get(3)?,
-                    status: r.get(4)?,
-                    manifest_sha256: artifact
-                        .and_then(|a| serde_json::from_str::<Value>(&a).ok())
-                        .and_then(|a| a["manifest_sha256"].as_str().map(str::to_string)),
+            rows.iter()
+                .map(|r| {
+                    let artifact: Option<String> = r.get(5)?;
+                    Ok(ScheduleRun {
+                        period: r.get(0)?,
+                        period_start: r.get(1)?,
+                        period_end: r.get(2)?,
+                        job_id: r.get(3)?,
+                        status: r.get(4)?,
+                        manifest_sha256: artifact
+                            .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+                            .and_then(|a| a["manifest_sha256"].as_str().map(str::to_string)),
+                    })
                 })
-            })?
-            .collect()
+                .collect()
         })
     }
 
@@ -213,12 +202,12 @@ impl Store {
         job_id: &str,
     ) -> Result<Option<(ScheduleRun, Option<ScheduleRun>)>> {
         let run: Option<(String, i64)> = self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT schedule_id, period_start FROM schedule_runs WHERE job_id = ?1",
-                params![job_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+                args![job_id],
+            )?
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .transpose()
         })?;
         let Some((schedule_id, start)) = run else {
             return Ok(None);
@@ -237,13 +226,12 @@ impl Store {
     /// Queues a period's export: inserts the (schedule, period) row and the job in
     /// one transaction. `None` when the period already has a run (any process).
     pub fn queue_scheduled_run(&self, run: &NewRun<'_>, now_ms: i64) -> Result<Option<String>> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO schedule_runs(schedule_id, period, period_start, period_end,
-                                                     job_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+        self.tx(|c| {
+            let n = c.execute(
+                "INSERT INTO schedule_runs(schedule_id, period, period_start, period_end,
+                                           job_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                args![
                     run.schedule_id,
                     run.period,
                     run.period_start,
@@ -255,11 +243,11 @@ impl Store {
             if n == 0 {
                 return Ok(None);
             }
-            tx.execute(
+            c.execute(
                 "INSERT INTO jobs(id, name, description, params, status, created_by, created_at,
                                   schedule_id)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
-                params![
+                args![
                     run.job_id,
                     run.name,
                     run.description,
@@ -269,20 +257,25 @@ impl Store {
                     run.schedule_id
                 ],
             )?;
-            tx.commit()?;
+            Store::announce_job(c)?;
             Ok(Some(run.job_id.to_string()))
+        })
+        .inspect(|queued| {
+            if queued.is_some() {
+                self.jobs.bump();
+            }
         })
     }
 
     /// The job that ran `period` of a schedule.
     pub fn run_of_period(&self, schedule_id: &str, period: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT job_id FROM schedule_runs WHERE schedule_id = ?1 AND period = ?2",
-                params![schedule_id, period],
-                |r| r.get(0),
-            )
-            .optional()
+                args![schedule_id, period],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
         })
     }
 }

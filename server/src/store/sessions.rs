@@ -4,20 +4,9 @@
 //! Sessions end at sign-out, when the token is gone, or after 12 hours idle.
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
 
+use super::db::args;
 use super::{Principal, Role, Store, hash_token, random_hex};
-
-/// Tables of this module; created with the rest of the schema.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS console_sessions (
-    id_hash TEXT PRIMARY KEY,
-    token_id TEXT NOT NULL,
-    csrf TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_seen_at INTEGER NOT NULL
-);
-";
 
 /// Idle time after which a session ends.
 pub const SESSION_IDLE_MS: i64 = 12 * 3_600_000;
@@ -30,12 +19,12 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "DELETE FROM console_sessions WHERE last_seen_at < ?1",
-                params![now_ms - SESSION_IDLE_MS],
+                args![now_ms - SESSION_IDLE_MS],
             )?;
             c.execute(
                 "INSERT INTO console_sessions(id_hash, token_id, csrf, created_at, last_seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![hash_token(&id), token_id, csrf, now_ms],
+                args![hash_token(&id), token_id, &csrf, now_ms],
             )
         })?;
         Ok((id, csrf))
@@ -44,35 +33,33 @@ impl Store {
     /// The principal and CSRF token of a live session (refreshing its idle time).
     pub fn session(&self, id: &str, now_ms: i64) -> Result<Option<(Principal, String)>> {
         let hash = hash_token(id);
-        let row: Option<(String, String, String, String)> = self.with(|c| {
-            c.query_row(
+        let row = self.with(|c| {
+            c.query_opt(
                 "SELECT t.id, t.name, t.role, s.csrf FROM console_sessions s
                    JOIN tokens t ON t.id = s.token_id
                   WHERE s.id_hash = ?1 AND s.last_seen_at >= ?2",
-                params![hash, now_ms - SESSION_IDLE_MS],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                args![&hash, now_ms - SESSION_IDLE_MS],
             )
-            .optional()
         })?;
-        let Some((token_id, name, role, csrf)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let Some(role) = Role::parse(&role) else {
+        let Some(role) = Role::parse(&row.get::<String>(2)?) else {
             return Ok(None);
         };
         self.with(|c| {
             c.execute(
                 "UPDATE console_sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
-                params![hash, now_ms],
+                args![&hash, now_ms],
             )
         })?;
         Ok(Some((
             Principal {
-                token_id,
-                name,
+                token_id: row.get(0)?,
+                name: row.get(1)?,
                 role,
             },
-            csrf,
+            row.get(3)?,
         )))
     }
 
@@ -81,7 +68,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "DELETE FROM console_sessions WHERE id_hash = ?1",
-                params![hash_token(id)],
+                args![hash_token(id)],
             )
         })?;
         Ok(())
@@ -91,20 +78,19 @@ impl Store {
 impl Store {
     /// The principal of a token, by the token's id.
     pub fn principal(&self, token_id: &str) -> Result<Option<Principal>> {
-        let row: Option<(String, String)> = self.with(|c| {
-            c.query_row(
+        let row = self.with(|c| {
+            c.query_opt(
                 "SELECT name, role FROM tokens WHERE id = ?1",
-                params![token_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                args![token_id],
             )
-            .optional()
         })?;
-        Ok(row.and_then(|(name, role)| {
-            Role::parse(&role).map(|role| Principal {
-                token_id: token_id.to_string(),
-                name,
-                role,
-            })
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Role::parse(&row.get::<String>(1)?).map(|role| Principal {
+            token_id: token_id.to_string(),
+            name: row.get(0).unwrap_or_default(),
+            role,
         }))
     }
 }

@@ -2,30 +2,10 @@
 //! values by name, e.g. the redaction rules), in the metadata database.
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::db::{Row, args, is_unique_violation};
 use super::{Store, random_hex};
-
-/// Tables of this module; created with the rest of the schema.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS presets (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT NOT NULL,
-    format TEXT NOT NULL,
-    sql TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_by TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-";
 
 /// A preset saved through the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,7 +28,7 @@ pub struct SavedPreset {
     pub updated_at: i64,
 }
 
-fn preset_row(r: &rusqlite::Row) -> rusqlite::Result<SavedPreset> {
+fn preset_row(r: &Row) -> Result<SavedPreset> {
     Ok(SavedPreset {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -68,22 +48,26 @@ impl Store {
     /// Every saved preset, by name.
     pub fn saved_presets(&self) -> Result<Vec<SavedPreset>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {PRESET_COLUMNS} FROM presets ORDER BY name"
-            ))?;
-            st.query_map([], preset_row)?.collect()
+            c.query(
+                &format!("SELECT {PRESET_COLUMNS} FROM presets ORDER BY name"),
+                &[],
+            )?
+            .iter()
+            .map(preset_row)
+            .collect()
         })
     }
 
     /// The saved preset with this id or name.
     pub fn saved_preset(&self, id_or_name: &str) -> Result<Option<SavedPreset>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT {PRESET_COLUMNS} FROM presets WHERE id = ?1 OR name = ?1"),
-                params![id_or_name],
-                preset_row,
-            )
-            .optional()
+                args![id_or_name],
+            )?
+            .as_ref()
+            .map(preset_row)
+            .transpose()
         })
     }
 
@@ -100,9 +84,9 @@ impl Store {
         let id = format!("pre_{}", random_hex(8));
         let inserted = self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO presets(id, name, description, format, sql, created_by, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                params![id, name, description, format, sql, created_by, now_ms],
+                "INSERT INTO presets(id, name, description, format, sql, created_by, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT DO NOTHING",
+                args![&id, name, description, format, sql, created_by, now_ms],
             )
         })?;
         if inserted == 0 {
@@ -126,36 +110,27 @@ impl Store {
             c.execute(
                 "UPDATE presets SET name = ?2, description = ?3, format = ?4, sql = ?5, updated_at = ?6
                  WHERE id = ?1",
-                params![id, name, description, format, sql, now_ms],
+                args![id, name, description, format, sql, now_ms],
             )
         });
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
-                    e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
-                }) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_unique_violation(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
     /// Deletes a saved preset; whether it existed.
     pub fn delete_preset(&self, id: &str) -> Result<bool> {
-        Ok(self.with(|c| c.execute("DELETE FROM presets WHERE id = ?1", params![id]))? > 0)
+        Ok(self.with(|c| c.execute("DELETE FROM presets WHERE id = ?1", args![id]))? > 0)
     }
 
     /// A setting's JSON text, if it was ever set.
     pub fn setting(&self, name: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT value FROM settings WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
+            c.query_opt("SELECT value FROM settings WHERE name = ?1", args![name])?
+                .map(|r| r.get(0))
+                .transpose()
         })
     }
 
@@ -165,7 +140,7 @@ impl Store {
             c.execute(
                 "INSERT INTO settings(name, value, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(name) DO UPDATE SET value = ?2, updated_by = ?3, updated_at = ?4",
-                params![name, value, by, now_ms],
+                args![name, value, by, now_ms],
             )
         })?;
         Ok(())

@@ -2,48 +2,10 @@
 //! `webhook-id` header, the same on every retry) and every delivery attempt.
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::db::{Row, args};
 use super::{Store, random_hex};
-
-/// Tables of this module; created with the rest of the schema.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS webhooks (
-    id TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    events TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    secret_sealed TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    deleted_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS webhook_messages (
-    id TEXT PRIMARY KEY,
-    webhook_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    export_id TEXT,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at INTEGER NOT NULL,
-    last_error TEXT,
-    created_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    UNIQUE (webhook_id, event, export_id)
-);
-CREATE INDEX IF NOT EXISTS webhook_messages_due ON webhook_messages(status, next_at);
-CREATE TABLE IF NOT EXISTS webhook_attempts (
-    message_id TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    at INTEGER NOT NULL,
-    status_code INTEGER,
-    latency_ms INTEGER NOT NULL,
-    error TEXT,
-    PRIMARY KEY (message_id, n)
-);
-";
 
 /// A webhook endpoint (the secret stays sealed in the database).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,7 +70,7 @@ pub struct WebhookAttempt {
     pub error: Option<String>,
 }
 
-fn webhook_row(r: &rusqlite::Row) -> rusqlite::Result<Webhook> {
+fn webhook_row(r: &Row) -> Result<Webhook> {
     let events: String = r.get(2)?;
     Ok(Webhook {
         id: r.get(0)?,
@@ -121,7 +83,7 @@ fn webhook_row(r: &rusqlite::Row) -> rusqlite::Result<Webhook> {
     })
 }
 
-fn message_row(r: &rusqlite::Row) -> rusqlite::Result<WebhookMessage> {
+fn message_row(r: &Row) -> Result<WebhookMessage> {
     Ok(WebhookMessage {
         id: r.get(0)?,
         webhook_id: r.get(1)?,
@@ -152,13 +114,13 @@ impl Store {
             c.execute(
                 "INSERT INTO webhooks(id, url, events, description, secret_sealed, created_by, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    w.id,
-                    w.url,
+                args![
+                    &w.id,
+                    &w.url,
                     serde_json::to_string(&w.events).unwrap_or_default(),
-                    w.description,
-                    w.secret_sealed,
-                    w.created_by,
+                    &w.description,
+                    &w.secret_sealed,
+                    &w.created_by,
                     w.created_at
                 ],
             )
@@ -169,24 +131,29 @@ impl Store {
     /// The webhooks not deleted, oldest first.
     pub fn webhooks(&self) -> Result<Vec<Webhook>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL ORDER BY created_at, id"
-            ))?;
-            st.query_map([], webhook_row)?.collect()
+            c.query(
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL ORDER BY created_at, id"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(webhook_row)
+            .collect()
         })
     }
 
     /// One webhook (also a deleted one, whose messages are still listed).
     pub fn webhook(&self, id: &str) -> Result<Option<(Webhook, bool)>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!(
                     "SELECT {WEBHOOK_COLUMNS}, deleted_at IS NOT NULL FROM webhooks WHERE id = ?1"
                 ),
-                params![id],
-                |r| Ok((webhook_row(r)?, r.get::<_, bool>(7)?)),
-            )
-            .optional()
+                args![id],
+            )?
+            .map(|r| Ok((webhook_row(&r)?, r.get::<bool>(7)?)))
+            .transpose()
         })
     }
 
@@ -196,12 +163,12 @@ impl Store {
         self.with(|c| {
             let n = c.execute(
                 "UPDATE webhooks SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
-                params![id, now_ms],
+                args![id, now_ms],
             )?;
             c.execute(
                 "UPDATE webhook_messages SET status = 'failed', last_error = 'the webhook was deleted',
                    finished_at = ?2 WHERE webhook_id = ?1 AND status = 'pending'",
-                params![id, now_ms],
+                args![id, now_ms],
             )?;
             Ok(n > 0)
         })
@@ -226,17 +193,15 @@ impl Store {
             .filter(|w| w.events.iter().any(|e| e == event))
             .map(|w| w.id)
             .collect();
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|c| {
             let mut n = 0;
             for hook in &hooks {
-                n += tx.execute(
-                    "INSERT OR IGNORE INTO webhook_messages(id, webhook_id, event, export_id, payload, status, next_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
-                    params![format!("msg_{}", random_hex(12)), hook, event, export_id, payload, now_ms],
-                )?;
+                n += c.execute(
+                    "INSERT INTO webhook_messages(id, webhook_id, event, export_id, payload, status, next_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6) ON CONFLICT DO NOTHING",
+                    args![format!("msg_{}", random_hex(12)), hook, event, export_id, payload, now_ms],
+                )? as usize;
             }
-            tx.commit()?;
             Ok(n)
         })
     }
@@ -249,23 +214,23 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<WebhookMessage>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let due: Vec<WebhookMessage> = {
-                let mut st = tx.prepare(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM webhook_messages
-                     WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2"
-                ))?;
-                st.query_map(params![now_ms, limit], message_row)?
-                    .collect::<rusqlite::Result<_>>()?
-            };
+        self.tx(|c| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM webhook_messages
+                 WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2{}",
+                c.dialect().skip_locked()
+            );
+            let due: Vec<WebhookMessage> = c
+                .query(&sql, args![now_ms, limit])?
+                .iter()
+                .map(message_row)
+                .collect::<Result<_>>()?;
             for m in &due {
-                tx.execute(
+                c.execute(
                     "UPDATE webhook_messages SET next_at = ?2 WHERE id = ?1",
-                    params![m.id, now_ms + lease_ms],
+                    args![&m.id, now_ms + lease_ms],
                 )?;
             }
-            tx.commit()?;
             Ok(due)
         })
     }
@@ -279,38 +244,40 @@ impl Store {
         delivered: bool,
         retry_at: Option<i64>,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT OR REPLACE INTO webhook_attempts(message_id, n, at, status_code, latency_ms, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO webhook_attempts(message_id, n, at, status_code, latency_ms, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(message_id, n) DO UPDATE SET at = excluded.at,
+                   status_code = excluded.status_code, latency_ms = excluded.latency_ms,
+                   error = excluded.error",
+                args![
                     message_id,
                     attempt.n,
                     attempt.at,
                     attempt.status_code,
                     attempt.latency_ms,
-                    attempt.error
+                    attempt.error.clone()
                 ],
             )?;
             let end = attempt.at + attempt.latency_ms;
             match (delivered, retry_at) {
-                (true, _) => tx.execute(
+                (true, _) => c.execute(
                     "UPDATE webhook_messages SET status = 'delivered', attempts = ?2, last_error = NULL,
                        finished_at = ?3 WHERE id = ?1",
-                    params![message_id, attempt.n, end],
+                    args![message_id, attempt.n, end],
                 )?,
-                (false, Some(at)) => tx.execute(
+                (false, Some(at)) => c.execute(
                     "UPDATE webhook_messages SET attempts = ?2, last_error = ?3, next_at = ?4 WHERE id = ?1",
-                    params![message_id, attempt.n, attempt.error, at],
+                    args![message_id, attempt.n, attempt.error.clone(), at],
                 )?,
-                (false, None) => tx.execute(
+                (false, None) => c.execute(
                     "UPDATE webhook_messages SET status = 'failed', attempts = ?2, last_error = ?3,
                        finished_at = ?4 WHERE id = ?1",
-                    params![message_id, attempt.n, attempt.error, end],
+                    args![message_id, attempt.n, attempt.error.clone(), end],
                 )?,
             };
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -321,22 +288,27 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(WebhookMessage, Vec<WebhookAttempt>)>> {
         self.with(|c| {
-            let msgs: Vec<WebhookMessage> = {
-                let mut st = c.prepare(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM webhook_messages WHERE webhook_id = ?1
-                     ORDER BY created_at DESC, id DESC LIMIT ?2"
-                ))?;
-                st.query_map(params![webhook_id, limit], message_row)?
-                    .collect::<rusqlite::Result<_>>()?
-            };
+            let msgs: Vec<WebhookMessage> = c
+                .query(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM webhook_messages WHERE webhook_id = ?1
+                         ORDER BY created_at DESC, id DESC LIMIT ?2"
+                    ),
+                    args![webhook_id, limit],
+                )?
+                .iter()
+                .map(message_row)
+                .collect::<Result<_>>()?;
             let mut out = Vec::with_capacity(msgs.len());
-            let mut st = c.prepare(
-                "SELECT n, at, status_code, latency_ms, error FROM webhook_attempts
-                 WHERE message_id = ?1 ORDER BY n",
-            )?;
             for m in msgs {
-                let attempts = st
-                    .query_map(params![m.id], |r| {
+                let attempts = c
+                    .query(
+                        "SELECT n, at, status_code, latency_ms, error FROM webhook_attempts
+                         WHERE message_id = ?1 ORDER BY n",
+                        args![&m.id],
+                    )?
+                    .iter()
+                    .map(|r| {
                         Ok(WebhookAttempt {
                             n: r.get(0)?,
                             at: r.get(1)?,
@@ -344,8 +316,8 @@ impl Store {
                             latency_ms: r.get(3)?,
                             error: r.get(4)?,
                         })
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
+                    })
+                    .collect::<Result<_>>()?;
                 out.push((m, attempts));
             }
             Ok(out)
@@ -360,7 +332,7 @@ impl Store {
     /// fills them.
     pub fn missing_webhook_events(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query(
                 "WITH events(export_id, event, at) AS (
                     SELECT id, CASE status WHEN 'completed' THEN 'export.completed'
                                            ELSE 'export.failed' END, finished_at
@@ -370,13 +342,15 @@ impl Store {
                       FROM deliveries WHERE status = 'delivered' AND finished_at >= ?1)
                  SELECT DISTINCT e.export_id, e.event, e.at FROM events e
                    JOIN webhooks w ON w.deleted_at IS NULL AND w.created_at <= e.at
-                        AND EXISTS (SELECT 1 FROM json_each(w.events) j WHERE j.value = e.event)
+                        AND w.events LIKE ('%\"' || e.event || '\"%')
                   WHERE NOT EXISTS (SELECT 1 FROM webhook_messages m
                                      WHERE m.webhook_id = w.id AND m.event = e.event
                                        AND m.export_id = e.export_id)",
-            )?;
-            st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
+                args![since_ms],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect()
         })
     }
 }
