@@ -94,6 +94,13 @@ pub enum KeysCommand {
 pub enum TokenCommand {
     /// Create a token and print it once (it is stored hashed).
     Create(commands::TokenCreateArgs),
+    /// List tokens: id, name, role, status, expiry, last use (never the token).
+    List,
+    /// Revoke a token: every node refuses it from now on, its console sessions end.
+    Revoke {
+        /// The token's id (`tok_...`, from `evidex token list`).
+        id: String,
+    },
 }
 
 /// `evidex tables`.

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -179,6 +179,7 @@ mod pg;
 mod schedules;
 mod sessions;
 mod settings;
+mod tokens;
 mod webhooks;
 pub use db::Dialect;
 use db::{Conn, Row, SqliteConn, args};
@@ -186,6 +187,7 @@ pub use migrate::{MIGRATIONS, latest as latest_schema_version};
 pub use schedules::{NewRun, ScheduleRow, ScheduleRun};
 pub use sessions::SESSION_IDLE_MS;
 pub use settings::SavedPreset;
+pub use tokens::{TokenInfo, TokenRefusal};
 pub use webhooks::{Webhook, WebhookAttempt, WebhookMessage};
 
 /// The metadata store, shared by the tasks of one process (cheap to clone).
@@ -499,42 +501,6 @@ impl Store {
                 .get(0)
         })?;
         Ok(hex::decode(value)?)
-    }
-
-    /// Creates a token; returns `(id, token)`. Only the token's hash is stored.
-    pub fn create_token(&self, name: &str, role: Role, now_ms: i64) -> Result<(String, String)> {
-        if name.trim().is_empty() || name.len() > 100 {
-            bail!("--name: a token name is 1 to 100 characters");
-        }
-        let id = format!("tok_{}", &random_hex(8));
-        let token = format!("evx_{}", random_hex(24));
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO tokens(id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                args![&id, name, role.as_str(), hash_token(&token), now_ms],
-            )
-        })?;
-        Ok((id, token))
-    }
-
-    /// The principal a bearer token belongs to.
-    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
-        let hash = hash_token(token);
-        let row = self.with(|c| {
-            c.query_opt(
-                "SELECT id, name, role FROM tokens WHERE hash = ?1",
-                args![hash],
-            )
-        })?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let role: String = row.get(2)?;
-        Ok(Role::parse(&role).map(|role| Principal {
-            token_id: row.get(0).unwrap_or_default(),
-            name: row.get(1).unwrap_or_default(),
-            role,
-        }))
     }
 
     /// Appends an audit entry, chained to the previous one.

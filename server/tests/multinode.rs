@@ -352,8 +352,8 @@ fn files_under(dir: &Path) -> Vec<String> {
 /// node are run by the workers and downloaded from the other (whole and by range,
 /// with the package files); workers paused past their lease (SIGSTOP) and resumed
 /// after another worker finished the job cannot replace the winner's result; a
-/// worker killed with SIGKILL hands its job to another; retention deletes the
-/// artifacts from the bucket.
+/// worker killed with SIGKILL hands its job to another; a schedule fires each
+/// period once across both nodes; retention deletes the artifacts from the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
     let e = common::env(40_000, 3);
@@ -373,6 +373,7 @@ async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
         ("EVIDEX_ARTIFACTS".into(), "s3://lake/artifacts".into()),
         // Short retention, so the test sees artifacts deleted from the bucket.
         ("EVIDEX_SERVER__RETENTION_SECS".into(), "90".into()),
+        ("EVIDEX_SCHEDULER__TICK_SECS".into(), "1".into()),
     ];
     base.extend(keys);
     let node = |name: &str| -> Vec<(String, String)> {
@@ -460,6 +461,14 @@ async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
             .get(&format!("/v1/exports/{id}/package/manifest.sig"), &tok)
             .await;
         assert_eq!(sig.status, 200, "{}", sig.message());
+        // The ZIP package, as downloaded from the other node, passes evidex verify.
+        if j["artifact"]["content_type"] == "application/zip" {
+            let path = e.dir.path().join("package.zip");
+            std::fs::write(&path, &dl.body).unwrap();
+            let out = evidex(data, &as_refs(&cli), &["verify", path.to_str().unwrap()]);
+            let said = common::text(&out);
+            assert!(said.contains("ok"), "{said}");
+        }
     }
     // Nothing is kept on any node's disk, and there is no SQLite file anywhere.
     for name in ["state-a", "state-b", "state-w0", "state-w1", "state-cli"] {
@@ -554,6 +563,44 @@ async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
         common::text(&out).starts_with("ok"),
         "{}",
         common::text(&out)
+    );
+
+    // Both serve nodes run the scheduler, without a leader: a schedule due every
+    // two seconds queues each period once across the two.
+    let r = ca
+        .post(
+            "/v1/schedules",
+            &tok,
+            &json!({"name": "Race", "kind": "cron", "cron": "*/2 * * * * *", "timezone": "UTC",
+                    "export": {"format": "csv"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.message());
+    let schedule = r.json()["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let deleted = cb
+        .call(
+            "DELETE",
+            &format!("/v1/schedules/{schedule}"),
+            Some(&tok),
+            None,
+            &[],
+        )
+        .await;
+    assert!(deleted.status < 300, "{}", deleted.message());
+    let jobs = cb.get("/v1/exports?limit=500", &tok).await.json();
+    let mut per_period = std::collections::BTreeMap::new();
+    for j in jobs["items"].as_array().unwrap() {
+        if j["schedule_id"] == schedule.as_str() {
+            *per_period
+                .entry(j["period"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    assert!(per_period.len() >= 3, "{per_period:?}");
+    assert!(
+        per_period.values().all(|n| *n == 1),
+        "a period queued twice: {per_period:?}"
     );
 
     // Retention (90 s here) deletes the artifacts from the bucket on expiry.

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use evidex_server::store::{
-    Dialect, NewRun, Principal, Role, Store, Webhook, WebhookAttempt, latest_schema_version,
+    Dialect, NewRun, Principal, Role, Store, TokenRefusal, Webhook, WebhookAttempt,
+    latest_schema_version,
 };
 use serde_json::json;
 
@@ -94,7 +95,7 @@ fn each(check: impl Fn(&Db)) {
 
 fn principal(store: &Store, name: &str, role: Role) -> Principal {
     let (id, token) = store.create_token(name, role, 1_000).unwrap();
-    let p = store.authenticate(&token).unwrap().unwrap();
+    let p = store.authenticate(&token, 1_000).unwrap().unwrap();
     assert_eq!(p.token_id, id);
     p
 }
@@ -142,20 +143,84 @@ fn migrations_are_versioned_applied_once_and_a_newer_schema_is_refused() {
 }
 
 #[test]
-fn tokens_are_stored_hashed_and_authenticate_by_role() {
+fn tokens_are_stored_hashed_authenticate_by_role_expire_and_are_revoked_everywhere() {
     each(|db| {
         let store = (db.open)();
         let (id, token) = store.create_token("ci", Role::Compliance, 5).unwrap();
         assert!(token.starts_with("evx_") && id.starts_with("tok_"));
-        let p = store.authenticate(&token).unwrap().unwrap();
+        let p = store.authenticate(&token, 10).unwrap().unwrap();
         assert_eq!((p.name.as_str(), p.role), ("ci", Role::Compliance));
-        assert_eq!(store.principal(&id).unwrap().unwrap(), p);
-        assert!(store.authenticate("evx_wrong").unwrap().is_none());
-        assert!(store.principal("tok_none").unwrap().is_none());
+        assert_eq!(store.principal(&id, 10).unwrap().unwrap(), p);
+        assert!(store.authenticate("evx_wrong", 10).unwrap().is_none());
+        assert_eq!(
+            store.check_token("evx_wrong", 10).unwrap().unwrap_err(),
+            TokenRefusal::Unknown
+        );
+        assert!(store.principal("tok_none", 10).unwrap().is_none());
         let err = store.create_token(" ", Role::Admin, 5).unwrap_err();
-        assert!(err.to_string().contains("--name"), "{err}");
+        assert!(err.to_string().contains("name: a token name"), "{err}");
         // A second handle (another node) sees the token.
-        assert_eq!((db.open)().authenticate(&token).unwrap().unwrap(), p);
+        let other = (db.open)();
+        assert_eq!(other.authenticate(&token, 11).unwrap().unwrap(), p);
+        // Last use is recorded, at most once a minute.
+        assert_eq!(store.token(&id).unwrap().unwrap().last_used_at, Some(10));
+        store.authenticate(&token, 30_000).unwrap().unwrap();
+        assert_eq!(store.token(&id).unwrap().unwrap().last_used_at, Some(10));
+        store.authenticate(&token, 70_000).unwrap().unwrap();
+        assert_eq!(
+            store.token(&id).unwrap().unwrap().last_used_at,
+            Some(70_000)
+        );
+
+        // Expiry: valid until, refused from, the expiry instant.
+        let (eid, etoken) = store
+            .issue_token("temp", Role::Viewer, 100, Some(1_000), "token:ops (admin)")
+            .unwrap();
+        assert!(store.authenticate(&etoken, 999).unwrap().is_some());
+        assert_eq!(
+            store.check_token(&etoken, 1_000).unwrap().unwrap_err(),
+            TokenRefusal::Expired(1_000)
+        );
+        assert!(store.principal(&eid, 1_000).unwrap().is_none());
+        let err = store
+            .issue_token("late", Role::Viewer, 100, Some(100), "cli")
+            .unwrap_err();
+        assert!(err.to_string().contains("not in the future"), "{err}");
+        let info = store.token(&eid).unwrap().unwrap();
+        assert_eq!(
+            (
+                info.status(999),
+                info.status(1_000),
+                info.created_by.as_deref()
+            ),
+            ("active", "expired", Some("token:ops (admin)"))
+        );
+
+        // Revocation: refused at once through every handle, sessions end.
+        let (sid, _) = store.create_session(&id, 80_000).unwrap();
+        assert!(other.session(&sid, 80_001).unwrap().is_some());
+        assert!(other.revoke_token(&id, 90_000).unwrap());
+        assert!(!store.revoke_token(&id, 90_001).unwrap(), "already revoked");
+        assert!(!store.revoke_token("tok_none", 90_001).unwrap());
+        assert_eq!(
+            store.check_token(&token, 90_002).unwrap().unwrap_err(),
+            TokenRefusal::Revoked(90_000)
+        );
+        assert!(store.principal(&id, 90_002).unwrap().is_none());
+        assert!(store.session(&sid, 90_002).unwrap().is_none());
+        let listed: Vec<(String, &str)> = store
+            .tokens()
+            .unwrap()
+            .iter()
+            .map(|t| (t.name.clone(), t.status(90_002)))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("temp".to_string(), "expired"),
+                ("ci".to_string(), "revoked")
+            ]
+        );
     });
 }
 
@@ -888,4 +953,34 @@ fn a_wrong_database_url_is_named_without_its_password() {
             "{msg}"
         );
     }
+}
+
+/// A database made by an evidex from before versioned migrations (tables created
+/// with `IF NOT EXISTS`, no `schema_migrations`, tokens without lifecycle columns)
+/// is migrated in place at start: its tokens keep working.
+#[test]
+fn a_database_from_before_migrations_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "evx_0123456789abcdef0123456789abcdef0123456789abcdef";
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    {
+        let c = rusqlite::Connection::open(dir.path().join(evidex_server::store::DB_FILE)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+                                  hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO tokens VALUES ('tok_old', 'legacy', 'admin', ?1, 7)",
+            [&hash],
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), latest_schema_version());
+    let p = store.authenticate(token, 100).unwrap().unwrap();
+    assert_eq!((p.token_id.as_str(), p.role), ("tok_old", Role::Admin));
+    let info = store.token("tok_old").unwrap().unwrap();
+    assert_eq!((info.created_by, info.last_used_at), (None, Some(100)));
+    assert!(store.revoke_token("tok_old", 200).unwrap());
 }

@@ -112,6 +112,7 @@ mod ops;
 mod presets;
 mod schedules;
 pub mod stream;
+pub mod tokens;
 mod webhooks;
 
 pub use exports::expire_artifacts;
@@ -281,6 +282,24 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     ),
     (
         "GET",
+        "/v1/tokens",
+        ADMIN,
+        "API tokens, newest first, with role, status (active, expired, revoked), expiry and last use; never the token itself",
+    ),
+    (
+        "POST",
+        "/v1/tokens",
+        ADMIN,
+        "Create a token {name, role, expires_at (RFC 3339) or expires_in_days}; answers the token once",
+    ),
+    (
+        "DELETE",
+        "/v1/tokens/{id}",
+        ADMIN,
+        "Revoke a token: refused at once on every node, its console sessions end",
+    ),
+    (
+        "GET",
         "/v1/webhooks",
         ADMIN,
         "Webhook endpoints (their secrets are never shown again)",
@@ -437,6 +456,8 @@ pub fn router(service: AppState) -> Router {
             "/v1/settings/redaction",
             get(presets::get_redaction).put(presets::put_redaction),
         )
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
@@ -482,9 +503,19 @@ fn auth(s: &Service, headers: &HeaderMap, allowed: &[Role]) -> ApiResult<Princip
     let session = headers
         .get(crate::console::SESSION_PRINCIPAL)
         .and_then(|v| v.to_str().ok());
+    let now = s.now_ms();
     let p = match (token, session) {
-        (Some(token), _) => s.store.authenticate(token)?,
-        (None, Some(token_id)) => s.store.principal(token_id)?,
+        (Some(token), _) => match s.store.check_token(token, now)? {
+            Ok(p) => Some(p),
+            Err(why) => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    why.to_string(),
+                ));
+            }
+        },
+        (None, Some(token_id)) => s.store.principal(token_id, now)?,
         (None, None) => {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

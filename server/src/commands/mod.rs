@@ -51,6 +51,12 @@ pub struct TokenCreateArgs {
     /// A name to recognise the token by.
     #[arg(long, default_value = "cli")]
     pub name: String,
+    /// When it stops working (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// Or: days from now until it stops working (1 to 3650).
+    #[arg(long)]
+    pub expires_in_days: Option<i64>,
 }
 
 /// Runs one command; the exit code follows the SPEC (ingest: 1 when lines were rejected).
@@ -78,21 +84,90 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
                     args.role
                 );
             };
-            let store = Store::from_config(&config)?;
             let now = clock.now().timestamp_millis();
-            let (id, token) = store.create_token(&args.name, role, now)?;
+            let expires = evidex_server::api::tokens::expiry(
+                args.expires_at.as_deref(),
+                args.expires_in_days,
+                now,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    e.replace("expires_at", "--expires-at")
+                        .replace("expires_in_days", "--expires-in-days")
+                )
+            })?;
+            let store = Store::from_config(&config)?;
+            let (id, token) = store
+                .issue_token(&args.name, role, now, expires, "cli")
+                .map_err(|e| anyhow::anyhow!("--{e:#}"))?;
             store.audit(
                 now,
                 "cli",
                 "token.created",
                 Some(&id),
-                Some(&serde_json::json!({"name": args.name, "role": role.as_str()})),
+                Some(
+                    &serde_json::json!({"name": args.name, "role": role.as_str(),
+                    "expires_at": expires.map(evidex_server::store::rfc3339)}),
+                ),
             )?;
             println!("{token}");
+            let until = expires
+                .map(|e| format!(", expires {}", evidex_server::store::rfc3339(e)))
+                .unwrap_or_default();
             eprintln!(
-                "token {id} ({}, {}); it is shown only now and stored hashed",
+                "token {id} ({}, {}{until}); it is shown only now and stored hashed",
                 args.name,
                 role.as_str()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Token(TokenCommand::List) => {
+            let store = Store::from_config(&config)?;
+            let now = clock.now().timestamp_millis();
+            let when = |t: Option<i64>| t.map_or("-".to_string(), evidex_server::store::rfc3339);
+            println!(
+                "{:<20}  {:<24}  {:<10}  {:<7}  {:<24}  {:<24}  last used",
+                "id", "name", "role", "status", "created", "expires"
+            );
+            for t in store.tokens()? {
+                println!(
+                    "{:<20}  {:<24}  {:<10}  {:<7}  {:<24}  {:<24}  {}",
+                    t.id,
+                    t.name,
+                    t.role.as_str(),
+                    t.status(now),
+                    evidex_server::store::rfc3339(t.created_at),
+                    when(t.expires_at),
+                    when(t.last_used_at)
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let store = Store::from_config(&config)?;
+            let now = clock.now().timestamp_millis();
+            let Some(info) = store.token(id)? else {
+                bail!("no token {id:?}; `evidex token list` shows the ids");
+            };
+            if !store.revoke_token(id, now)? {
+                bail!(
+                    "token {id} was already revoked at {}",
+                    info.revoked_at
+                        .map(evidex_server::store::rfc3339)
+                        .unwrap_or_default()
+                );
+            }
+            store.audit(
+                now,
+                "cli",
+                "token.revoked",
+                Some(id),
+                Some(&serde_json::json!({"name": info.name, "role": info.role.as_str()})),
+            )?;
+            eprintln!(
+                "token {id} ({}) revoked: every node refuses it from now on",
+                info.name
             );
             return Ok(ExitCode::SUCCESS);
         }

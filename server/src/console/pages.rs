@@ -108,7 +108,7 @@ pub(super) async fn sign_in(
             .into_response();
     }
     let next = safe_next(f.next.as_deref());
-    let principal = match s.store.authenticate(f.token.trim()) {
+    let principal = match s.store.authenticate(f.token.trim(), s.now_ms()) {
         Ok(p) => p,
         Err(e) => return internal(e),
     };
@@ -116,7 +116,7 @@ pub(super) async fn sign_in(
         return render(
             "sign_in.html",
             None,
-            context! { next => next, error => "This token is not valid for the console (unknown, or an ingest-only or siem token)." },
+            context! { next => next, error => "This token is not valid for the console (unknown, revoked, expired, or an ingest-only or siem token)." },
             StatusCode::UNAUTHORIZED,
         );
     };

@@ -12,7 +12,19 @@ use super::db::{Conn, args};
 
 /// `(version, name, statements)`, in order. Never edit one that has shipped: add
 /// the next.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", INITIAL)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", INITIAL),
+    (2, "token lifecycle", TOKEN_LIFECYCLE),
+];
+
+/// Tokens get an optional expiry, a revocation time, the time they were last used
+/// and who made them.
+const TOKEN_LIFECYCLE: &str = "
+ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
+ALTER TABLE tokens ADD COLUMN revoked_at BIGINT;
+ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+ALTER TABLE tokens ADD COLUMN created_by TEXT;
+";
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {

@@ -37,8 +37,9 @@ impl Store {
             c.query_opt(
                 "SELECT t.id, t.name, t.role, s.csrf FROM console_sessions s
                    JOIN tokens t ON t.id = s.token_id
-                  WHERE s.id_hash = ?1 AND s.last_seen_at >= ?2",
-                args![&hash, now_ms - SESSION_IDLE_MS],
+                  WHERE s.id_hash = ?1 AND s.last_seen_at >= ?2
+                    AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?3)",
+                args![&hash, now_ms - SESSION_IDLE_MS, now_ms],
             )
         })?;
         let Some(row) = row else {
@@ -76,12 +77,14 @@ impl Store {
 }
 
 impl Store {
-    /// The principal of a token, by the token's id.
-    pub fn principal(&self, token_id: &str) -> Result<Option<Principal>> {
+    /// The principal of a token, by the token's id, if it is neither revoked nor
+    /// expired at `now_ms`.
+    pub fn principal(&self, token_id: &str, now_ms: i64) -> Result<Option<Principal>> {
         let row = self.with(|c| {
             c.query_opt(
-                "SELECT name, role FROM tokens WHERE id = ?1",
-                args![token_id],
+                "SELECT name, role FROM tokens WHERE id = ?1
+                   AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                args![token_id, now_ms],
             )
         })?;
         let Some(row) = row else {
