@@ -150,16 +150,25 @@ impl RemoteArtifacts {
     ///
     /// Errors: listing or deleting fails.
     pub async fn delete_job(&self, job_id: &str, keep: Option<i64>) -> Result<()> {
-        let prefix = self.job_prefix(job_id)?;
         let kept = keep.map(|k| self.attempt_prefix(job_id, k)).transpose()?;
-        let mut listed = self.store.list(Some(&prefix));
+        self.delete_under(&self.job_prefix(job_id)?, kept.as_ref())
+            .await
+    }
+
+    /// Deletes one attempt's objects (an attempt whose result was refused).
+    pub async fn delete_attempt(&self, job_id: &str, attempt: i64) -> Result<()> {
+        self.delete_under(&self.attempt_prefix(job_id, attempt)?, None)
+            .await
+    }
+
+    /// Deletes every object under `prefix` except those under `kept`; an object
+    /// already gone is fine (two nodes may expire the same job).
+    async fn delete_under(&self, prefix: &ObjectPath, kept: Option<&ObjectPath>) -> Result<()> {
+        let mut listed = self.store.list(Some(prefix));
         let mut doomed = Vec::new();
         while let Some(meta) = listed.next().await {
             let meta = meta.with_context(|| format!("listing {}", self.url))?;
-            if kept
-                .as_ref()
-                .is_some_and(|k| meta.location.prefix_match(k).is_some())
-            {
+            if kept.is_some_and(|k| meta.location.prefix_match(k).is_some()) {
                 continue;
             }
             doomed.push(meta.location);
@@ -168,23 +177,6 @@ impl RemoteArtifacts {
             match self.store.delete(&location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(anyhow!("deleting {location} from {}: {e}", self.url)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes one attempt's objects (an attempt whose result was refused).
-    pub async fn delete_attempt(&self, job_id: &str, attempt: i64) -> Result<()> {
-        let prefix = self.attempt_prefix(job_id, attempt)?;
-        let mut listed = self.store.list(Some(&prefix));
-        let mut doomed = Vec::new();
-        while let Some(meta) = listed.next().await {
-            doomed.push(meta?.location);
-        }
-        for location in doomed {
-            match self.store.delete(&location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(anyhow!("deleting {location}: {e}")),
             }
         }
         Ok(())

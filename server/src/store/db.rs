@@ -33,6 +33,15 @@ impl Dialect {
         }
     }
 
+    /// The clause that locks the rows a read-then-write transaction selects
+    /// (`FOR UPDATE` on PostgreSQL; SQLite's write lock already covers them).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// The text of top-level `key` of the JSON text in column `column`.
     pub fn json_text(self, column: &str, key: &str) -> String {
         match self {

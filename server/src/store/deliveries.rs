@@ -114,10 +114,7 @@ impl Store {
         next: impl FnOnce(i64, i64) -> Option<i64>,
     ) -> Result<String> {
         self.tx(|c| {
-            let lock = match c.dialect() {
-                super::Dialect::Sqlite => "",
-                super::Dialect::Postgres => " FOR UPDATE",
-            };
+            let lock = c.dialect().for_update();
             let row = c.query_opt(
                 &format!(
                     "SELECT attempts, first_attempt_at FROM deliveries
