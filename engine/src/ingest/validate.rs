@@ -317,7 +317,7 @@ fn convert(dataset: Dataset, name: &str, kind: ColumnKind, raw: &str) -> Result<
     match kind {
         ColumnKind::Str | ColumnKind::Text => {
             let s = if raw.starts_with('"') {
-                serde_json::from_str::<String>(raw).map_err(|e| format!("field `{name}`: {e}"))?
+                json_string(raw).map_err(|e| format!("field `{name}`: {e}"))?
             } else if is_number(raw) {
                 // Digit for digit as the sender wrote it: `98000000000000000000001`
                 // must not become `9.8e22`.
@@ -374,8 +374,7 @@ fn convert(dataset: Dataset, name: &str, kind: ColumnKind, raw: &str) -> Result<
                     raw_kind(raw)
                 ));
             }
-            let s: String =
-                serde_json::from_str(raw).map_err(|e| format!("field `{name}`: {e}"))?;
+            let s = json_string(raw).map_err(|e| format!("field `{name}`: {e}"))?;
             parse_timestamp(&s)
                 .map(Cell::Ts)
                 .ok_or_else(|| format!("field `{name}` must be an RFC 3339 timestamp, got {s:?}"))
@@ -384,6 +383,17 @@ fn convert(dataset: Dataset, name: &str, kind: ColumnKind, raw: &str) -> Result<
             check_json_shape(dataset, name, raw)?;
             Ok(Cell::Str(compact_json(raw).into_owned()))
         }
+    }
+}
+
+/// The value of `raw`, a JSON string token the record's parse already checked.
+/// Without a backslash its text between the quotes *is* the value (the parser has
+/// refused control characters), so the usual string skips a second parse; one with
+/// escapes is decoded by serde_json.
+fn json_string(raw: &str) -> serde_json::Result<String> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if memchr::memchr(b'\\', inner.as_bytes()).is_none() => Ok(inner.to_string()),
+        _ => serde_json::from_str(raw),
     }
 }
 
@@ -536,6 +546,33 @@ mod tests {
             row.cells[1],
             Cell::Ts(parse_timestamp("2026-02-28T23:30:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn strings_decode_the_same_with_and_without_escapes() {
+        // The fast path (no backslash) and serde_json's decoding must agree.
+        for raw in [
+            r#""plain""#,
+            r#""""#,
+            r#""é ü 😀""#,
+            r#""a\"b""#,
+            r#""tab\tnew\nline""#,
+            r#""\u00e9\ud83d\ude00""#,
+            r#""back\\slash""#,
+        ] {
+            assert_eq!(
+                json_string(raw).unwrap(),
+                serde_json::from_str::<String>(raw).unwrap(),
+                "{raw}"
+            );
+        }
+        let row = validate_record(
+            Dataset::Events,
+            event(r#","user_id":"a\"b\u00e9""#).as_bytes(),
+        )
+        .unwrap();
+        let idx = Dataset::Events.column_index("user_id").unwrap();
+        assert_eq!(row.cells[idx], Cell::Str("a\"b\u{e9}".into()));
     }
 
     #[test]

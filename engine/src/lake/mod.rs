@@ -494,20 +494,40 @@ impl Lake {
                     let cluster = cluster_idx.and_then(|i| row.str(i)).map(str::to_string);
                     by_date.entry((date, cluster)).or_default().push(row);
                 }
-                let mut actions = Vec::new();
+                // One task per file, so a commit's files are sorted and encoded on
+                // every core (encoding is most of an append's own CPU time).
+                let mut tasks = Vec::with_capacity(by_date.len());
                 let mut count = 0;
-                for ((date, cluster), rows) in &by_date {
-                    let batch = sort_batch(dataset, &rows_to_batch(dataset, rows))?;
-                    count += batch.num_rows();
-                    let add = self
-                        .write_file(
+                for ((date, cluster), rows) in by_date {
+                    count += rows.len();
+                    let batch = rows_to_batch(dataset, &rows);
+                    let lake = self.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let batch = sort_batch(dataset, &batch)?;
+                        lake.write_file(
                             dataset,
-                            *date,
+                            date,
                             cluster.as_deref(),
                             futures::stream::iter([Ok(batch)]),
                         )
-                        .await?;
-                    actions.push(Action::Add(add));
+                        .await
+                    }));
+                }
+                let mut actions = Vec::with_capacity(tasks.len());
+                let mut failed = None;
+                for task in tasks {
+                    match task.await {
+                        Ok(Ok(add)) => actions.push(Action::Add(add)),
+                        Ok(Err(e)) => failed = failed.or(Some(e)),
+                        Err(e) => {
+                            failed = failed.or(Some(EngineError::Io(std::io::Error::other(e))))
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    // Files of the tasks that succeeded are orphans; remove them.
+                    self.delete_added(dataset, &actions).await;
+                    return Err(e);
                 }
                 written = Some((skip.clone(), actions, count));
             }
