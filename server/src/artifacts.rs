@@ -19,14 +19,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::signer::Signer;
+use object_store::{Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 /// The artifacts bucket and prefix.
 pub struct RemoteArtifacts {
     store: Arc<dyn ObjectStore>,
+    /// The same bucket as a SigV4 signer, for presigned download URLs (S3 only).
+    signer: Option<Arc<dyn Signer>>,
     prefix: ObjectPath,
     url: String,
 }
@@ -41,8 +45,29 @@ impl RemoteArtifacts {
         let parsed = url::Url::parse(url).with_context(|| format!("artifacts: {url}"))?;
         let (store, prefix) = object_store::parse_url_opts(&parsed, options)
             .map_err(|e| anyhow!("artifacts: cannot open {url}: {e}"))?;
+        let mut store: Arc<dyn ObjectStore> = Arc::from(store);
+        let mut signer = None;
+        if parsed.scheme() == "s3" {
+            // Built like parse_url_opts builds it (unknown keys ignored), but kept as
+            // `AmazonS3` so it can also presign.
+            let s3 = options
+                .iter()
+                .fold(
+                    AmazonS3Builder::new().with_url(parsed.to_string()),
+                    |b, (k, v)| match k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        Ok(k) => b.with_config(k, v),
+                        Err(_) => b,
+                    },
+                )
+                .build()
+                .map_err(|e| anyhow!("artifacts: cannot open {url}: {e}"))?;
+            let s3 = Arc::new(s3);
+            store = s3.clone();
+            signer = Some(s3 as Arc<dyn Signer>);
+        }
         Ok(RemoteArtifacts {
-            store: Arc::from(store),
+            store,
+            signer,
             prefix,
             url: url.trim_end_matches('/').to_string(),
         })
@@ -77,6 +102,31 @@ impl RemoteArtifacts {
         Ok(self.attempt_prefix(job_id, attempt)?.join(name))
     }
 
+    /// A presigned `GET` URL (AWS SigV4 query authentication, "Authenticating
+    /// Requests: Using Query Parameters") of package file `name` of a completed
+    /// job, valid for `expires_in` (whole seconds, at most 7 days as SigV4 allows).
+    /// `Ok(None)` when the bucket cannot presign (not S3).
+    ///
+    /// Errors: the artifact record names no attempt, or the credentials cannot be
+    /// loaded.
+    pub async fn presigned_get(
+        &self,
+        job_id: &str,
+        artifact: &Value,
+        name: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<url::Url>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let key = self.object(job_id, artifact, name)?;
+        let url = signer
+            .signed_url(http::Method::GET, &key, expires_in)
+            .await
+            .with_context(|| format!("presigning {key} in {}", self.url))?;
+        Ok(Some(url))
+    }
+
     /// Uploads every file of the attempt folder `dir`, and for a ZIP (`zipped`)
     /// the package files inside `file_name` as `file_name.<package file>`.
     ///
@@ -108,10 +158,22 @@ impl RemoteArtifacts {
                 .with_context(|| format!("reading {}", path.display()))?;
             // object_store's BufWriter: one PUT for small files, a multipart upload
             // (completed only at shutdown) for large ones.
+            // Served as they are by presigned downloads: the type, and the name the
+            // browser saves it under.
+            let mut attributes = Attributes::new();
+            attributes.insert(
+                Attribute::ContentType,
+                crate::delivery::upload::content_type(name).into(),
+            );
+            attributes.insert(
+                Attribute::ContentDisposition,
+                format!("attachment; filename=\"{name}\"").into(),
+            );
             let mut out = object_store::buffered::BufWriter::new(
                 self.store.clone(),
                 base.clone().join(name.as_str()),
-            );
+            )
+            .with_attributes(attributes);
             tokio::io::copy(&mut file, &mut out)
                 .await
                 .with_context(|| format!("uploading {name} to {}", self.url))?;

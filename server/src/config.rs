@@ -25,6 +25,11 @@ pub struct Config {
     /// `STATE/artifacts`) or `s3://bucket/prefix`, which every node of a scale-out
     /// deployment reads (credentials from the same `AWS_*` variables as the lake).
     pub artifacts: Option<String>,
+    /// With `artifacts` on S3: downloads (`GET`, token or link) answer `307` to a
+    /// presigned URL of the object valid this many seconds (1 to 604800, SigV4's
+    /// limit; never past the link's own expiry) instead of streaming it through
+    /// this node. Unset: every download streams through the node.
+    pub artifacts_redirect_secs: Option<u64>,
     /// Export settings.
     pub export: ExportConfig,
     /// Ingest settings.
@@ -250,6 +255,7 @@ impl Default for Config {
             state_dir: None,
             database_url: None,
             artifacts: None,
+            artifacts_redirect_secs: None,
             export: ExportConfig::default(),
             ingest: IngestConfig::default(),
             redaction: RedactionRules::default(),
@@ -366,6 +372,22 @@ impl Config {
                 || (a.starts_with("s3://") && a.len() <= "s3://".len()))
         {
             bail!("configuration: artifacts must be a local directory or s3://bucket/prefix");
+        }
+        if let Some(secs) = self.artifacts_redirect_secs {
+            if !(1..=604_800).contains(&secs) {
+                bail!(
+                    "configuration: artifacts_redirect_secs must be between 1 and 604800 (7 days, the longest a presigned S3 URL can live), got {secs}"
+                );
+            }
+            if !self
+                .artifacts
+                .as_deref()
+                .is_some_and(|a| a.starts_with("s3://"))
+            {
+                bail!(
+                    "configuration: artifacts_redirect_secs needs artifacts = \"s3://bucket/prefix\" (a local artifacts directory has nothing to redirect to)"
+                );
+            }
         }
         if let Some(url) = &self.database_url
             && !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
@@ -795,6 +817,31 @@ mod tests {
         }
         let c = Config::load(None, &env(&[("EVIDEX_ARTIFACTS", "/srv/evidex/artifacts")])).unwrap();
         assert_eq!(c.artifacts.as_deref(), Some("/srv/evidex/artifacts"));
+        // Presigned redirects: S3 artifacts only, within SigV4's 7 days.
+        let c = Config::load(
+            None,
+            &env(&[
+                ("EVIDEX_ARTIFACTS", "s3://bucket/artifacts"),
+                ("EVIDEX_ARTIFACTS_REDIRECT_SECS", "300"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.artifacts_redirect_secs, Some(300));
+        for (artifacts, secs, says) in [
+            ("s3://bucket/a", "0", "between 1 and 604800"),
+            ("s3://bucket/a", "604801", "between 1 and 604800"),
+            ("/srv/a", "60", "needs artifacts = \"s3://bucket/prefix\""),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[
+                    ("EVIDEX_ARTIFACTS", artifacts),
+                    ("EVIDEX_ARTIFACTS_REDIRECT_SECS", secs),
+                ]),
+            )
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{secs}: {err:#}");
+        }
     }
 
     #[test]

@@ -394,7 +394,10 @@ async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
         &["token", "create", "--role", "compliance", "--name", "ci"],
     );
     let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let (env_a, env_b) = (node("state-a"), node("state-b"));
+    let (mut env_a, env_b) = (node("state-a"), node("state-b"));
+    // Node A sends downloads to the bucket with presigned URLs; node B streams them.
+    env_a.push(("EVIDEX_ARTIFACTS_REDIRECT_SECS".into(), "600".into()));
+    env_a.push(("EVIDEX_SERVER__LINK_TTL_SECS".into(), "120".into()));
     let a = Server::start(data, 0, &as_refs(&env_a));
     let b = Server::start(data, 0, &as_refs(&env_b));
     let (ca, cb) = (common::Client::new(&a.base), common::Client::new(&b.base));
@@ -453,6 +456,77 @@ async fn serve_nodes_and_workers_share_only_postgres_and_s3() {
             part.body == dl.body[10..110],
             "the range is the file's bytes 10-109"
         );
+        // Node A answers 307 to a presigned URL of the object, which serves the
+        // same bytes (and ranges) to a client holding no credentials.
+        let no_follow = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = no_follow
+            .get(format!("{}/v1/exports/{id}/download", a.base))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 307);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with(&endpoint), "{location}");
+        assert!(location.contains("X-Amz-Expires=600"), "{location}");
+        assert!(location.contains("X-Amz-Signature="), "{location}");
+        let direct = reqwest::get(&location).await.unwrap();
+        assert_eq!(direct.status(), 200);
+        let disposition = direct
+            .headers()
+            .get("content-disposition")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert!(direct.bytes().await.unwrap() == dl.body);
+        if let Some(d) = disposition {
+            let name = j["artifact"]["file_name"].as_str().unwrap();
+            assert!(d.contains(name), "{d}");
+        }
+        let tampered = location.replace("X-Amz-Expires=600", "X-Amz-Expires=6000");
+        assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
+        // A client that follows redirects gets the range from the bucket.
+        let part_a = ca
+            .call(
+                "GET",
+                &format!("/v1/exports/{id}/download"),
+                Some(&tok),
+                None,
+                &[("range", "bytes=10-109")],
+            )
+            .await;
+        assert_eq!(part_a.status, 206);
+        assert!(part_a.body == dl.body[10..110]);
+        // A link's presigned URL ends no later than the link (120 s here).
+        let link = ca
+            .call(
+                "POST",
+                &format!("/v1/exports/{id}/link"),
+                Some(&tok),
+                None,
+                &[],
+            )
+            .await
+            .json();
+        let r = no_follow
+            .get(link["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 307);
+        let location = r.headers()["location"].to_str().unwrap();
+        let expires: u64 = location
+            .split("X-Amz-Expires=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=120).contains(&expires), "{location}");
         let manifest = ca.get(&format!("/v1/exports/{id}/manifest"), &tok).await;
         assert_eq!(manifest.status, 200, "{}", manifest.message());
         let m: Value = serde_json::from_slice(&manifest.body).unwrap();

@@ -218,7 +218,57 @@ pub(super) async fn download(
     let artifact = completed_artifact(&job)?;
     let len = artifact_len(&s, &job, &artifact).await?;
     audit_download(&s, &p.actor(), &p.actor(), &id, &method, &headers, len)?;
+    if let Some(redirect) = presigned_redirect(&s, &job, &artifact, &method, None).await? {
+        return Ok(redirect);
+    }
     send_artifact(&s, &job, &artifact, len, &headers).await
+}
+
+/// With `artifacts_redirect_secs` set (artifacts on S3), a `GET` is answered `307
+/// Temporary Redirect` to a presigned URL of the object, valid for that many
+/// seconds and never past `not_after_ms` (a link's expiry, ms since the epoch), so
+/// the bytes go from the bucket to the client without passing through this node.
+/// The client sends its `Range` there. `None`: stream it here instead (not
+/// configured, a `HEAD`, or a link that ends within the second).
+async fn presigned_redirect(
+    s: &Service,
+    job: &crate::store::Job,
+    artifact: &Value,
+    method: &Method,
+    not_after_ms: Option<i64>,
+) -> ApiResult<Option<Response>> {
+    let (Some(secs), Some(remote)) = (s.config.artifacts_redirect_secs, &s.remote_artifacts) else {
+        return Ok(None);
+    };
+    if method != Method::GET {
+        return Ok(None);
+    }
+    let left = not_after_ms.map_or(secs, |ms| ((ms - s.now_ms()) / 1000).max(0) as u64);
+    let secs = secs.min(left);
+    if secs == 0 {
+        return Ok(None);
+    }
+    let name = artifact["file_name"].as_str().unwrap_or("export");
+    let Some(url) = remote
+        .presigned_get(
+            &job.id,
+            artifact,
+            name,
+            std::time::Duration::from_secs(secs),
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url.as_str())
+            // The URL is a credential for `secs` seconds: no cache may keep it.
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::empty())
+            .map_err(anyhow::Error::from)?,
+    ))
 }
 
 /// How long ranged reads of one export by one requester count as one download.
@@ -430,5 +480,8 @@ pub(super) async fn follow_link(
     let artifact = completed_artifact(&job)?;
     let len = artifact_len(&s, &job, &artifact).await?;
     audit_download(&s, "link", &token, id, &method, &headers, len)?;
+    if let Some(redirect) = presigned_redirect(&s, &job, &artifact, &method, Some(ms)).await? {
+        return Ok(redirect);
+    }
     send_artifact(&s, &job, &artifact, len, &headers).await
 }

@@ -212,7 +212,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "GET",
         "/v1/exports/{id}/download",
         WRITE,
-        "The artifact (supports Range)",
+        "The artifact (supports Range); with artifacts_redirect_secs, 307 to a presigned URL of the object",
     ),
     (
         "GET",
@@ -236,7 +236,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "GET",
         "/v1/links/{token}",
         PUBLIC,
-        "Download through a signed link (410 once expired)",
+        "Download through a signed link (410 once expired; 307 to a presigned URL ending no later than the link with artifacts_redirect_secs)",
     ),
     (
         "GET",

@@ -15,7 +15,7 @@
 pub mod multipart;
 pub mod probe;
 pub mod s3;
-mod upload;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;

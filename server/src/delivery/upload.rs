@@ -308,7 +308,9 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn content_type(name: &str) -> &'static str {
+/// The media type of an export or package file, by its name (also used for the
+/// objects of `artifacts = "s3://..."`).
+pub(crate) fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next().unwrap_or("") {
         "csv" => "text/csv; charset=utf-8",
         "json" => "application/json",
