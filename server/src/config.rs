@@ -51,6 +51,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How schedules run.
     pub scheduler: SchedulerConfig,
+    /// Per-token rate limits, the cap on unfinished exports and the request
+    /// timeout.
+    pub limits: crate::limits::LimitsConfig,
     /// `EVIDEX_*` variables that cannot be configuration keys and were ignored
     /// (set by the platform, like Kubernetes' `EVIDEX_PORT`); callers warn about them.
     #[serde(skip)]
@@ -206,6 +209,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long the ingest batcher waits for more requests before committing, ms.
     pub ingest_linger_ms: u64,
+    /// On SIGTERM or Ctrl-C: seconds running export jobs may take to finish after
+    /// in-flight requests were answered (default 30; workers claim nothing new).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -218,6 +224,7 @@ impl Default for ServerConfig {
             public_url: None,
             max_body_bytes: 64 << 20,
             ingest_linger_ms: 50,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -266,6 +273,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             delivery: DeliveryConfig::default(),
             scheduler: SchedulerConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
             ignored_env: Vec::new(),
             storage_options: StorageOptions::default(),
         }
@@ -372,6 +380,9 @@ impl Config {
                 || (a.starts_with("s3://") && a.len() <= "s3://".len()))
         {
             bail!("configuration: artifacts must be a local directory or s3://bucket/prefix");
+        }
+        if self.limits.request_timeout_secs == 0 {
+            bail!("configuration: limits.request_timeout_secs must be at least 1");
         }
         if let Some(secs) = self.artifacts_redirect_secs {
             if !(1..=604_800).contains(&secs) {
@@ -639,6 +650,7 @@ fn config_sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("secrets", fields_of::<SecretsConfig>()),
         ("delivery", fields_of::<DeliveryConfig>()),
         ("scheduler", fields_of::<SchedulerConfig>()),
+        ("limits", fields_of::<crate::limits::LimitsConfig>()),
     ]
 }
 

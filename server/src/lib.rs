@@ -7,6 +7,7 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod keys;
+pub mod limits;
 pub mod network;
 pub mod schedules;
 pub mod secrets;
@@ -145,6 +146,7 @@ pub fn build_service(
         stream_redactor: Default::default(),
         master_key,
         recent_downloads: Default::default(),
+        rate_limits: limits::RateLimits::new(&config.limits),
         config,
     }))
 }
@@ -153,10 +155,11 @@ pub fn build_service(
 /// them. Exports keep every core busy: on the API's runtime their decode tasks would
 /// queue in front of request handlers (p99 of a job list during an export went from
 /// 73 ms to 8 ms with separate threads, which the OS schedules fairly).
-pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Arc<AtomicBool> {
+pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Workers {
     let stop = Arc::new(AtomicBool::new(false));
+    let none = |stop| Workers { stop, thread: None };
     if n == 0 {
-        return stop;
+        return none(stop);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -167,11 +170,11 @@ pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Arc<Atomic
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the export runtime: {e}");
-            return stop;
+            return none(stop);
         }
     };
     let (service, name, flag) = (service.clone(), name.to_string(), stop.clone());
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         runtime.block_on(async move {
             let mut loops = Vec::new();
             for i in 0..n {
@@ -187,7 +190,32 @@ pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Arc<Atomic
             }
         });
     });
-    stop
+    Workers {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// The export workers of a process, as [`start_workers`] started them.
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Graceful stop: no worker claims another job; running jobs may finish for up
+    /// to `grace`. Returns whether they all did. A job still running when the grace
+    /// ends keeps its lease until it runs out (`LEASE_MS`, 10 s), and then another
+    /// worker (or this node, restarted) runs it as its next attempt: nothing is
+    /// lost, and the fenced writes keep the abandoned attempt from landing.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        matches!(tokio::time::timeout(grace, joined).await, Ok(Ok(_)))
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -223,7 +251,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     workers: usize,
 ) -> Result<()> {
-    let stop = start_workers(&service, workers, "server");
+    let workers = start_workers(&service, workers, "server");
     let retention = {
         let service = service.clone();
         tokio::spawn(async move {
@@ -244,7 +272,14 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
-    stop.store(true, Ordering::Relaxed);
+    // In-flight requests were answered; now let running jobs finish.
+    let grace = Duration::from_secs(service.config.server.shutdown_grace_secs);
+    if !workers.shutdown(grace).await {
+        tracing::warn!(
+            "export jobs still running after {} s (server.shutdown_grace_secs): their leases run out and another worker takes them",
+            grace.as_secs()
+        );
+    }
     retention.abort();
     webhooks.abort();
     deliveries.abort();

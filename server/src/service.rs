@@ -64,6 +64,8 @@ pub struct Service {
     /// Ranged downloads logged recently: (export id, requester) → when (ms). See
     /// `api::audit_download`.
     pub recent_downloads: std::sync::Mutex<HashMap<(String, String), i64>>,
+    /// Per-token request rates (`[limits]`).
+    pub rate_limits: crate::limits::RateLimits,
 }
 
 /// Counters exposed at `/metrics`.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{
     ApiError, ApiResult, AppState, READ, WRITE, auth, job_or_404, plan_definition, read_body,
 };
+use crate::limits::Limited;
 use crate::service::{self, Service};
 use crate::store::Principal;
 
@@ -20,7 +21,8 @@ pub(super) async fn preview(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<axum::Json<Value>> {
-    auth(&s, &headers, READ)?;
+    let principal = auth(&s, &headers, READ)?;
+    s.rate_limits.check(Limited::Preview, &principal.token_id)?;
     let body = read_body(&s, body).await?;
     let (valid, pinned) = scoped(&s, &body).await?;
     let p = export::preview(&s.lake, &pinned, &valid.request).await?;
@@ -38,7 +40,8 @@ pub(super) async fn values(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<axum::Json<Value>> {
-    auth(&s, &headers, READ)?;
+    let principal = auth(&s, &headers, READ)?;
+    s.rate_limits.check(Limited::Preview, &principal.token_id)?;
     let body = read_body(&s, body).await?;
     let mut v: serde_json::Map<String, Value> =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
@@ -70,13 +73,14 @@ async fn create_job_from(
     idempotency_key: Option<&str>,
     action: &str,
 ) -> ApiResult<Response> {
+    s.rate_limits.check(Limited::Create, &principal.token_id)?;
     if valid.request.definition.is_some() {
         // Plan the SQL now: a missing column is the caller's error, not a worker's.
         plan_definition(s, &valid.request).await?;
     }
     let now = s.clock.now();
     let id = export::new_export_id(now);
-    let (job, created) = s.store.create_job(
+    let (job, created) = s.store.create_job_capped(
         &id,
         &valid.request.name,
         &valid.description,
@@ -84,6 +88,7 @@ async fn create_job_from(
         principal,
         idempotency_key,
         now.timestamp_millis(),
+        Some(s.config.limits.concurrent_exports),
     )?;
     if created {
         s.store.audit(

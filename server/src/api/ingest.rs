@@ -19,7 +19,9 @@ pub(super) async fn ingest_handler(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<axum::Json<Value>> {
-    auth(&s, &headers, INGEST)?;
+    let principal = auth(&s, &headers, INGEST)?;
+    s.rate_limits
+        .check(crate::limits::Limited::Ingest, &principal.token_id)?;
     let Some(ds) = Dataset::parse(&dataset).filter(|_| dataset != "config_versions") else {
         return Err(ApiError::not_found("dataset"));
     };

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use evidex_engine::EngineError;
 use evidex_engine::export::{self, PinnedTables};
 use serde_json::json;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::service::Service;
 use crate::store::{Principal, Role};
@@ -27,6 +28,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After`, seconds (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -35,6 +38,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -55,6 +59,13 @@ impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         if let Some(engine) = e.downcast_ref::<EngineError>() {
             return ApiError::from_engine(engine);
+        }
+        if let Some(cap) = e.downcast_ref::<crate::limits::TooManyExports>() {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_exports",
+                cap.to_string(),
+            );
         }
         tracing::error!("{e:#}");
         ApiError::new(
@@ -78,6 +89,24 @@ impl ApiError {
     }
 }
 
+impl From<crate::limits::RateLimited> for ApiError {
+    fn from(r: crate::limits::RateLimited) -> Self {
+        let secs = r.retry_after_secs();
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many {} requests for this token: at most {} a minute (limits.{}_per_minute); retry in {secs} s",
+                r.kind.as_str(),
+                r.per_minute,
+                r.kind.as_str()
+            ),
+        );
+        e.retry_after = Some(secs);
+        e
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         ApiError::from_engine(&e)
@@ -87,7 +116,12 @@ impl From<EngineError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        let mut res = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        res
     }
 }
 
@@ -398,7 +432,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
 
 /// The router.
 pub fn router(service: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -468,8 +502,67 @@ pub fn router(service: AppState) -> Router {
             service.clone(),
             crate::console::sessions,
         ))
-        .layer(middleware::from_fn_with_state(service.clone(), observe))
-        .with_state(service)
+        .layer(middleware::from_fn_with_state(service.clone(), time_limit))
+        .layer(middleware::from_fn_with_state(service.clone(), observe));
+    security_headers(router.with_state(service.clone()), &service)
+}
+
+/// Headers on every response, console and API alike, unless a handler set its own
+/// (the console sets a stricter `Content-Security-Policy` for its pages): no MIME
+/// sniffing, no framing (OWASP Secure Headers Project), no referrer, and nothing
+/// kept by caches — every answer holds evidence or is about it. With an `https`
+/// `server.public_url`, HSTS too (RFC 6797).
+fn security_headers(router: Router, s: &Service) -> Router {
+    use header::HeaderValue;
+    let hsts = s
+        .config
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+        .then(|| HeaderValue::from_static("max-age=31536000"));
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            hsts,
+        ))
+}
+
+/// Ends a request whose response has not started within
+/// `limits.request_timeout_secs` with `408` (its work is dropped; a job it queued
+/// stays queued). A streamed body (download, event stream) is not cut once it
+/// started.
+async fn time_limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let secs = s.config.limits.request_timeout_secs;
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {secs} s (limits.request_timeout_secs)"),
+        )
+        .into_response(),
+    }
 }
 
 /// Records each request's latency under its route.

@@ -221,7 +221,12 @@ pub async fn stream(
         redactor,
         include_payloads: q.include_payloads,
     };
-    let page = match s.stream.page(&request, Duration::from_secs(q.wait)).await {
+    // A long poll ends before the request timeout would cut it (an empty page then,
+    // as when the wait runs out).
+    let wait = q
+        .wait
+        .min(s.config.limits.request_timeout_secs.saturating_sub(1));
+    let page = match s.stream.page(&request, Duration::from_secs(wait)).await {
         Ok(p) => p,
         Err(StreamError::Invalid(m)) => return Err(ApiError::bad_request(m)),
         Err(StreamError::Expired {

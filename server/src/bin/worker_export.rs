@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::Parser;
 use evidex_engine::clock::{Clock, SystemClock};
@@ -65,13 +65,20 @@ fn main() -> ExitCode {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let lake = evidex_server::open_lake(&config, &env, clock.clone())?;
         let service = evidex_server::build_node(config, lake, clock, false).await?;
-        let stop = evidex_server::start_workers(&service, args.concurrency.max(1), "worker");
+        let grace = Duration::from_secs(service.config.server.shutdown_grace_secs);
+        let workers = evidex_server::start_workers(&service, args.concurrency.max(1), "worker");
         eprintln!(
             "worker_export: running {} job(s) at a time; stop with SIGTERM",
             args.concurrency.max(1)
         );
         evidex_server::shutdown_signal().await;
-        stop.store(true, Ordering::Relaxed);
+        eprintln!("worker_export: stopping; running jobs may finish for {} s", grace.as_secs());
+        if !workers.shutdown(grace).await {
+            eprintln!(
+                "worker_export: jobs still running after {} s (server.shutdown_grace_secs); another worker takes them when their leases run out",
+                grace.as_secs()
+            );
+        }
         anyhow::Ok(())
     });
     match result {

@@ -64,6 +64,34 @@ impl Store {
         idempotency_key: Option<&str>,
         now_ms: i64,
     ) -> Result<(Job, bool)> {
+        self.create_job_capped(
+            id,
+            name,
+            description,
+            params,
+            created_by,
+            idempotency_key,
+            now_ms,
+            None,
+        )
+    }
+
+    /// [`Store::create_job`], refused with [`crate::limits::TooManyExports`] when
+    /// `cap` is set and the token already has that many jobs queued or running. The
+    /// count and the insert are one serialised transaction, so two nodes cannot
+    /// both take the last place. A repeated idempotency key still answers its job.
+    #[allow(clippy::too_many_arguments, reason = "one row's columns")]
+    pub fn create_job_capped(
+        &self,
+        id: &str,
+        name: &str,
+        description: &str,
+        params: &Value,
+        created_by: &Principal,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+        cap: Option<u32>,
+    ) -> Result<(Job, bool)> {
         let params_text = params.to_string();
         let created = self.tx_serial(|c| {
             if let Some(key) = idempotency_key {
@@ -73,6 +101,20 @@ impl Store {
                 )?;
                 if let Some(existing) = existing {
                     return Ok((existing.get::<String>(0)?, false));
+                }
+            }
+            if let Some(cap) = cap.filter(|c| *c > 0) {
+                let unfinished: i64 = c
+                    .query_opt(
+                        "SELECT COUNT(*) FROM jobs
+                         WHERE created_token = ?1 AND status IN ('queued', 'processing')",
+                        args![&created_by.token_id],
+                    )?
+                    .map(|r| r.get::<i64>(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                if unfinished >= i64::from(cap) {
+                    return Err(crate::limits::TooManyExports { cap }.into());
                 }
             }
             c.execute(
