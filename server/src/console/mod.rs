@@ -154,18 +154,20 @@ pub async fn sessions(State(s): State<Arc<Service>>, mut req: Request, next: Nex
             Err(e) => tracing::warn!("console session: {e:#}"),
         }
     }
-    let console = !req.uri().path().starts_with("/v1/");
     let mut res = next.run(req).await;
-    if console {
+    // The console's pages run its script and link to each other: they get their own
+    // policy. Every other response keeps the API's stricter defaults
+    // (`api::security_headers`).
+    let page = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    if page {
         let h = res.headers_mut();
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
         );
         h.insert(
             header::REFERRER_POLICY,
