@@ -257,14 +257,15 @@ impl<R: BufRead> RecordReader<R> {
                 match b {
                     b'"' => in_string = true,
                     b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        if depth == 0 {
-                            // The `]` closing the whole array ends the last element.
-                            end = Some((i, false));
-                            break;
-                        }
-                        depth -= 1;
+                    b']' if depth == 0 => {
+                        // The `]` closing the whole array ends the last element.
+                        end = Some((i, false));
+                        break;
                     }
+                    // A stray `}` at the top is part of this (invalid) element: it
+                    // must be consumed, or the next call would stop at it again.
+                    b'}' if depth == 0 => {}
+                    b'}' | b']' => depth -= 1,
                     b',' if depth == 0 => {
                         end = Some((i, false));
                         break;
@@ -318,6 +319,24 @@ impl<R: BufRead> RecordReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the property test `any_bytes_are_stored_or_rejected_with_a_line`: a
+    /// `}` at the top of an array was never consumed, and the reader reported the
+    /// same empty element forever (until memory ran out).
+    #[test]
+    fn a_stray_closing_brace_in_an_array_is_one_bad_element() {
+        for input in ["[}", "[1}2]", "[{\"a\":1}},{}]", "[}\n}\n"] {
+            let mut r = RecordReader::new(input.as_bytes(), 1 << 20);
+            let mut n = 0;
+            while let Some(rec) = r.next_record().unwrap() {
+                n += 1;
+                assert!(n < 10, "{input:?}: the reader does not advance ({rec:?})");
+            }
+        }
+        let got = records("[1}2,{}]", 1 << 20);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].1, Ok("1}2".to_string()));
+    }
 
     fn records(input: &str, max: usize) -> Vec<(u64, Result<String, String>)> {
         let mut r = RecordReader::new(input.as_bytes(), max);
