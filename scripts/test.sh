@@ -37,6 +37,16 @@ if ! command -v openssl >/dev/null 2>&1; then
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q openssl >/dev/null; }
 fi
 
+# promtool (Debian's prometheus) lints the /metrics exposition in the tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing prometheus (promtool checks the /metrics output)"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -q prometheus >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q prometheus >/dev/null; }
+fi
+export PROMTOOL="$(command -v promtool)"
+
 # Chromium and its WebDriver server: the console tests drive a real headless browser.
 if ! command -v chromedriver >/dev/null 2>&1; then
   echo "==> installing chromium and chromium-driver (the console's browser tests)"

@@ -68,51 +68,53 @@ pub struct Service {
     pub rate_limits: crate::limits::RateLimits,
 }
 
-/// Counters exposed at `/metrics`.
-#[derive(Default)]
+/// What `/metrics` exposes from this process, as `prometheus` (the crate) metrics;
+/// the job counts come from the metadata database at each scrape
+/// (`api::ops::metrics`).
 pub struct Metrics {
-    /// Records accepted per dataset.
-    pub ingest_accepted: [AtomicU64; 3],
-    /// Records rejected per dataset.
-    pub ingest_rejected: [AtomicU64; 3],
-    /// Ingest commits.
+    /// `evidex_ingest_records_total{dataset, outcome}`: records received over HTTP.
+    pub ingest_records: prometheus::IntCounterVec,
+    /// Delta commits made by the ingest batchers (shared with them: the engine
+    /// knows nothing of Prometheus).
     pub ingest_commits: Arc<AtomicU64>,
-    /// Request latencies: (method route) → histogram.
-    pub latency: std::sync::Mutex<std::collections::BTreeMap<String, Histogram>>,
+    /// `evidex_http_request_duration_seconds{method, route}`.
+    pub latency: prometheus::HistogramVec,
 }
 
 /// Latency buckets in seconds.
 pub const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
-/// A Prometheus histogram.
-#[derive(Default, Clone)]
-pub struct Histogram {
-    /// Cumulative counts per bucket.
-    pub buckets: [u64; 10],
-    /// Observations.
-    pub count: u64,
-    /// Sum of seconds.
-    pub sum: f64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&mut self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.buckets[i] += 1;
+impl Default for Metrics {
+    fn default() -> Self {
+        use prometheus::{HistogramOpts, IntCounterVec, Opts};
+        // Fixed names and labels: these cannot fail (the crate checks the names).
+        let ingest_records = IntCounterVec::new(
+            Opts::new(
+                "evidex_ingest_records_total",
+                "Records received over HTTP, by dataset and outcome.",
+            ),
+            &["dataset", "outcome"],
+        )
+        .expect("a valid metric");
+        // Every series from the start, at 0, so a rate over it has a beginning.
+        for ds in Dataset::ALL {
+            for outcome in ["accepted", "rejected"] {
+                ingest_records.with_label_values(&[ds.cli_name(), outcome]);
             }
         }
-        self.count += 1;
-        self.sum += secs;
-    }
-}
-
-pub(crate) fn dataset_index(d: Dataset) -> usize {
-    match d {
-        Dataset::Events => 0,
-        Dataset::Escalations => 1,
-        Dataset::ConfigVersions => 2,
+        Metrics {
+            ingest_records,
+            ingest_commits: Arc::default(),
+            latency: prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "evidex_http_request_duration_seconds",
+                    "Request latency by route.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["method", "route"],
+            )
+            .expect("a valid metric"),
+        }
     }
 }
 

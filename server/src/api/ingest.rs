@@ -1,8 +1,6 @@
 //! `POST /v1/ingest/{dataset}`: checks line lengths, parses the body off the async
 //! threads and hands the rows to that dataset's ingest batcher.
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,7 +9,7 @@ use evidex_engine::model::Dataset;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, AppState, INGEST, auth, decode_body, read_body};
-use crate::service::{IngestItem, dataset_index};
+use crate::service::IngestItem;
 
 pub(super) async fn ingest_handler(
     State(s): State<AppState>,
@@ -65,9 +63,13 @@ pub(super) async fn ingest_handler(
             .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?
             .map_err(|e| anyhow::anyhow!("storing the records failed: {e}"))?;
     }
-    let i = dataset_index(ds);
-    s.metrics.ingest_accepted[i].fetch_add(accepted, Ordering::Relaxed);
-    s.metrics.ingest_rejected[i].fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    let records = &s.metrics.ingest_records;
+    records
+        .with_label_values(&[ds.cli_name(), "accepted"])
+        .inc_by(accepted);
+    records
+        .with_label_values(&[ds.cli_name(), "rejected"])
+        .inc_by(rejected.len() as u64);
     let errors: Vec<Value> = rejected
         .iter()
         .take(100)

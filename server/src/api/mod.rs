@@ -572,14 +572,13 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let key = format!("{} {route}", req.method());
+    let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
-    if let Ok(mut l) = s.metrics.latency.lock() {
-        l.entry(key)
-            .or_default()
-            .observe(started.elapsed().as_secs_f64());
-    }
+    s.metrics
+        .latency
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ANY, ApiError, ApiResult, AppState, ROUTES, WRITE, auth};
-use crate::service::{self, dataset_index};
 
 pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str> {
     s.store.job_counts()?;
@@ -22,11 +21,17 @@ pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str>
     Ok("ready")
 }
 
+/// Prometheus text exposition (format 0.0.4) through the `prometheus` crate: this
+/// process's counters and latency histograms, and the job counts and rows exported
+/// of the whole deployment, read from the metadata database at each scrape.
 pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP evidex_jobs Export jobs by status.");
-    let _ = writeln!(out, "# TYPE evidex_jobs gauge");
+    use prometheus::{Encoder, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
+    let registry = Registry::new();
+    let jobs = IntGaugeVec::new(
+        Opts::new("evidex_jobs", "Export jobs by status."),
+        &["status"],
+    )
+    .map_err(anyhow::Error::from)?;
     let counts = s.store.job_counts()?;
     for status in [
         "queued",
@@ -40,85 +45,39 @@ pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
             .iter()
             .find(|(st, _)| st == status)
             .map_or(0, |(_, n)| *n);
-        let _ = writeln!(out, "evidex_jobs{{status=\"{status}\"}} {n}");
+        jobs.with_label_values(&[status]).set(n);
     }
-    let _ = writeln!(
-        out,
-        "# HELP evidex_rows_exported_total Rows written by completed exports (all workers)."
-    );
-    let _ = writeln!(out, "# TYPE evidex_rows_exported_total counter");
-    let _ = writeln!(
-        out,
-        "evidex_rows_exported_total {}",
-        s.store.rows_exported()?
-    );
-    let _ = writeln!(
-        out,
-        "# HELP evidex_ingest_records_total Records received over HTTP, by dataset and outcome."
-    );
-    let _ = writeln!(out, "# TYPE evidex_ingest_records_total counter");
-    for ds in Dataset::ALL {
-        let i = dataset_index(ds);
-        for (outcome, v) in [
-            ("accepted", &s.metrics.ingest_accepted[i]),
-            ("rejected", &s.metrics.ingest_rejected[i]),
-        ] {
-            let _ = writeln!(
-                out,
-                "evidex_ingest_records_total{{dataset=\"{}\",outcome=\"{outcome}\"}} {}",
-                ds.cli_name(),
-                v.load(Ordering::Relaxed)
-            );
-        }
+    let rows = IntCounter::new(
+        "evidex_rows_exported_total",
+        "Rows written by completed exports (all workers).",
+    )
+    .map_err(anyhow::Error::from)?;
+    rows.inc_by(u64::try_from(s.store.rows_exported()?).unwrap_or(0));
+    let commits = IntCounter::new(
+        "evidex_ingest_commits_total",
+        "Delta commits made by the ingest batchers.",
+    )
+    .map_err(anyhow::Error::from)?;
+    commits.inc_by(s.metrics.ingest_commits.load(Ordering::Relaxed));
+    for c in [
+        Box::new(jobs) as Box<dyn prometheus::core::Collector>,
+        Box::new(rows),
+        Box::new(commits),
+        Box::new(s.metrics.ingest_records.clone()),
+        Box::new(s.metrics.latency.clone()),
+    ] {
+        registry.register(c).map_err(anyhow::Error::from)?;
     }
-    let _ = writeln!(
+    let encoder = TextEncoder::new();
+    let mut out = Vec::new();
+    encoder
+        .encode(&registry.gather(), &mut out)
+        .map_err(anyhow::Error::from)?;
+    Ok((
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
         out,
-        "# HELP evidex_ingest_commits_total Delta commits made by the ingest batchers."
-    );
-    let _ = writeln!(out, "# TYPE evidex_ingest_commits_total counter");
-    let _ = writeln!(
-        out,
-        "evidex_ingest_commits_total {}",
-        s.metrics.ingest_commits.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP evidex_http_request_duration_seconds Request latency by route."
-    );
-    let _ = writeln!(out, "# TYPE evidex_http_request_duration_seconds histogram");
-    let latency = s
-        .metrics
-        .latency
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
-    for (key, h) in latency {
-        let (method, route) = key.split_once(' ').unwrap_or(("", &key));
-        let labels = format!("method=\"{method}\",route=\"{route}\"");
-        for (i, b) in service::BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "evidex_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                h.buckets[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "evidex_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "evidex_http_request_duration_seconds_sum{{{labels}}} {}",
-            h.sum
-        );
-        let _ = writeln!(
-            out,
-            "evidex_http_request_duration_seconds_count{{{labels}}} {}",
-            h.count
-        );
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    )
+        .into_response())
 }
 
 /// The OpenAPI 3.1 description, generated from [`ROUTES`].
