@@ -191,6 +191,43 @@ async fn ingest_export_download_link_and_audit_over_http() {
         )
         .await;
     assert_eq!(bad.status, 416);
+    // Conditional requests: the ETag is the artifact's SHA-256 (RFC 9110 §13).
+    let etag = dl.headers["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        etag,
+        format!("\"{}\"", dl.headers["x-evidex-sha256"].to_str().unwrap())
+    );
+    let path = format!("/v1/exports/{id}/download");
+    let call = |h: Vec<(&'static str, String)>| {
+        let c = &c;
+        let (path, compliance) = (&path, &compliance);
+        async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            c.call("GET", path, Some(compliance), None, &h).await
+        }
+    };
+    let same = call(vec![("if-none-match", etag.clone())]).await;
+    assert_eq!(same.status, 304);
+    assert!(same.body.is_empty());
+    let stale = call(vec![("if-match", "\"0000\"".into())]).await;
+    assert_eq!(
+        stale.status,
+        412,
+        "{}",
+        String::from_utf8_lossy(&stale.body)
+    );
+    let resumed = call(vec![
+        ("range", "bytes=10-19".into()),
+        ("if-range", etag.clone()),
+    ])
+    .await;
+    assert_eq!((resumed.status, &resumed.body[..]), (206, &dl.body[10..20]));
+    let changed = call(vec![
+        ("range", "bytes=10-19".into()),
+        ("if-range", "\"other\"".into()),
+    ])
+    .await;
+    assert_eq!((changed.status, changed.body.len()), (200, dl.body.len()));
     // The manifest matches the download.
     let m = c
         .get(&format!("/v1/exports/{id}/manifest"), &compliance)

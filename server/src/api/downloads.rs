@@ -1,4 +1,5 @@
-//! Getting an artifact out: the download route (with `Range`), the signed manifest
+//! Getting an artifact out: the download route (with `Range` and conditional
+//! requests), the signed manifest
 //! and the other package files, signed download links, and the rule for what the
 //! audit log counts as a download.
 
@@ -109,31 +110,88 @@ async fn package_bytes(
     Ok(bytes)
 }
 
-/// Parses a single `bytes=` range against a file of `len` bytes.
-fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None; // several ranges: send the whole file
+/// What a download request gets, from its `Range` and conditional headers
+/// (RFC 9110 §13 and §14) against an artifact of `len` bytes whose strong entity
+/// tag is its SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// `If-None-Match` holds the artifact's tag: `304 Not Modified`.
+    NotModified,
+    /// `If-Match` names another version: `412 Precondition Failed`.
+    PreconditionFailed,
+    /// The whole file (`200`).
+    Whole,
+    /// Bytes `first..=last` (`206`).
+    Part(u64, u64),
+    /// A valid range with no byte in the file: `416`.
+    Unsatisfiable,
+}
+
+/// The artifact's entity tag: its SHA-256 as a strong validator (`"hex"`); the
+/// bytes of a finished artifact never change.
+fn entity_tag(artifact: &Value) -> Option<String> {
+    artifact["sha256"].as_str().map(|h| format!("\"{h}\""))
+}
+
+/// Whether an `If-Match` / `If-None-Match` list names `tag` (or is `*`). The weak
+/// comparison of If-None-Match (RFC 9110 §13.1.2) ignores a `W/` prefix.
+fn tag_listed(value: &str, tag: &str, weak: bool) -> bool {
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == tag || (weak && t.strip_prefix("W/").is_some_and(|t| t == tag)))
+}
+
+/// Decides what to send (RFC 9110 §13.2.2 order: If-Match, If-None-Match, then
+/// If-Range and Range). The `Range` syntax is parsed by `http-range-header`;
+/// satisfiability is judged here because that crate refuses a suffix longer than
+/// the file, which RFC 9110 §14.1.2 says selects all of it. A header that does not
+/// parse, a reversed range, or several ranges get the whole file (a server may
+/// ignore `Range`, §14.2).
+fn served(headers: &HeaderMap, len: u64, tag: Option<&str>) -> Served {
+    use http_range_header::{EndPosition, RangeUnsatisfiableError, StartPosition};
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let (Some(want), Some(tag)) = (text(header::IF_MATCH), tag)
+        && !tag_listed(want, tag, false)
+    {
+        return Served::PreconditionFailed;
     }
-    let (a, b) = spec.split_once('-')?;
-    let r = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            if n == 0 || len == 0 {
-                return Some(Err(()));
-            }
-            (len.saturating_sub(n), len - 1)
-        }
-        (a, "") => (a.parse().ok()?, len.saturating_sub(1)),
-        (a, b) => (
-            a.parse().ok()?,
-            b.parse::<u64>().ok()?.min(len.saturating_sub(1)),
-        ),
+    if let (Some(want), Some(tag)) = (text(header::IF_NONE_MATCH), tag)
+        && tag_listed(want, tag, true)
+    {
+        return Served::NotModified;
+    }
+    let Some(range) = text(header::RANGE) else {
+        return Served::Whole;
     };
-    if r.0 > r.1 || r.0 >= len {
-        return Some(Err(()));
+    // If-Range: the range only if the client's copy is this one (a date, or another
+    // tag, gets the whole file).
+    if let Some(if_range) = text(header::IF_RANGE)
+        && Some(if_range.trim()) != tag
+    {
+        return Served::Whole;
     }
-    Some(Ok(r))
+    let parsed = match http_range_header::parse_range_header(range) {
+        Ok(p) => p,
+        Err(RangeUnsatisfiableError::ZeroSuffix) => return Served::Unsatisfiable,
+        Err(_) => return Served::Whole,
+    };
+    let [r] = parsed.ranges.as_slice() else {
+        return Served::Whole;
+    };
+    let Some(last_byte) = len.checked_sub(1) else {
+        return Served::Unsatisfiable; // an empty file has no byte to send
+    };
+    let (first, last) = match (r.start, r.end) {
+        (StartPosition::FromLast(n), _) => (len.saturating_sub(n), last_byte),
+        (StartPosition::Index(a), EndPosition::LastByte) => (a, last_byte),
+        (StartPosition::Index(a), EndPosition::Index(b)) if b < a => return Served::Whole,
+        (StartPosition::Index(a), EndPosition::Index(b)) => (a, b.min(last_byte)),
+    };
+    if first >= len {
+        return Served::Unsatisfiable;
+    }
+    Served::Part(first, last)
 }
 
 /// Sends a completed job's artifact file (all of it, or the one `Range` asked
@@ -143,7 +201,7 @@ async fn send_artifact(
     job: &crate::store::Job,
     artifact: &Value,
     len: u64,
-    headers: &HeaderMap,
+    served: Served,
 ) -> ApiResult<Response> {
     let name = artifact["file_name"].as_str().unwrap_or("export");
     let ctype = artifact["content_type"]
@@ -157,23 +215,35 @@ async fn send_artifact(
     if let Some(sha) = artifact["sha256"].as_str() {
         builder = builder.header("x-evidex-sha256", sha);
     }
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_range(v, len));
-    let (status, start, count) = match range {
-        Some(Ok((a, b))) => {
+    if let Some(tag) = entity_tag(artifact) {
+        builder = builder.header(header::ETAG, tag);
+    }
+    let (status, start, count) = match served {
+        Served::Part(a, b) => {
             builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"));
             (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
         }
-        Some(Err(())) => {
+        Served::Whole => (StatusCode::OK, 0, len),
+        Served::Unsatisfiable => {
             return Ok(Response::builder()
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{len}"))
                 .body(Body::empty())
                 .map_err(anyhow::Error::from)?);
         }
-        None => (StatusCode::OK, 0, len),
+        Served::NotModified => {
+            return Ok(builder
+                .status(StatusCode::NOT_MODIFIED)
+                .body(Body::empty())
+                .map_err(anyhow::Error::from)?);
+        }
+        Served::PreconditionFailed => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match names another version of this artifact; its ETag is its SHA-256",
+            ));
+        }
     };
     let body = match &s.remote_artifacts {
         Some(r) => {
@@ -217,11 +287,12 @@ pub(super) async fn download(
     let job = job_or_404(&s, &id)?;
     let artifact = completed_artifact(&job)?;
     let len = artifact_len(&s, &job, &artifact).await?;
-    audit_download(&s, &p.actor(), &p.actor(), &id, &method, &headers, len)?;
+    let what = served(&headers, len, entity_tag(&artifact).as_deref());
+    audit_download(&s, &p.actor(), &p.actor(), &id, &method, what, len)?;
     if let Some(redirect) = presigned_redirect(&s, &job, &artifact, &method, None).await? {
         return Ok(redirect);
     }
-    send_artifact(&s, &job, &artifact, len, &headers).await
+    send_artifact(&s, &job, &artifact, len, what).await
 }
 
 /// With `artifacts_redirect_secs` set (artifacts on S3), a `GET` is answered `307
@@ -276,7 +347,8 @@ const RANGED_DOWNLOAD_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 /// Logs `export.downloaded` for a download request, by this rule: a `HEAD` is not a
 /// download (remote Parquet readers and download managers send one first), nor is a
-/// range that cannot be served (416); a response with the whole file always is one;
+/// range that cannot be served (416), nor an answer without the file (304, 412); a
+/// response with the whole file always is one;
 /// a partial response (206) is one unless the same requester (token, or the same
 /// link) already had a partial download of this export logged within the last 10
 /// minutes — a reader fetching a file in pieces counts once. The entry records the
@@ -287,20 +359,18 @@ fn audit_download(
     requester: &str,
     id: &str,
     method: &Method,
-    headers: &HeaderMap,
+    what: Served,
     len: u64,
 ) -> ApiResult<()> {
     if method == Method::HEAD {
         return Ok(());
     }
-    let served = match headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_range(v, len))
-    {
-        Some(Err(())) => return Ok(()),
-        Some(Ok((a, b))) => Some(format!("bytes {a}-{b}/{len}")),
-        None => None,
+    let served = match what {
+        Served::Unsatisfiable | Served::NotModified | Served::PreconditionFailed => {
+            return Ok(());
+        }
+        Served::Part(a, b) => Some(format!("bytes {a}-{b}/{len}")),
+        Served::Whole => None,
     };
     let now = s.now_ms();
     if served.is_some() {
@@ -479,9 +549,87 @@ pub(super) async fn follow_link(
     let job = job_or_404(&s, id)?;
     let artifact = completed_artifact(&job)?;
     let len = artifact_len(&s, &job, &artifact).await?;
-    audit_download(&s, "link", &token, id, &method, &headers, len)?;
+    let what = served(&headers, len, entity_tag(&artifact).as_deref());
+    audit_download(&s, "link", &token, id, &method, what, len)?;
     if let Some(redirect) = presigned_redirect(&s, &job, &artifact, &method, Some(ms)).await? {
         return Ok(redirect);
     }
-    send_artifact(&s, &job, &artifact, len, &headers).await
+    send_artifact(&s, &job, &artifact, len, what).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    const TAG: &str = "\"abc\"";
+
+    /// RFC 9110 §14.1.2 examples and edge cases, on a file of 100 bytes.
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        let s = |range: &str| served(&with(&[("range", range)]), 100, Some(TAG));
+        assert_eq!(s("bytes=0-9"), Served::Part(0, 9));
+        assert_eq!(s("bytes=90-"), Served::Part(90, 99));
+        assert_eq!(s("bytes=-10"), Served::Part(90, 99));
+        // A suffix longer than the file selects all of it; an end past it is cut.
+        assert_eq!(s("bytes=-500"), Served::Part(0, 99));
+        assert_eq!(s("bytes=50-500"), Served::Part(50, 99));
+        assert_eq!(s("bytes=100-"), Served::Unsatisfiable);
+        assert_eq!(s("bytes=-0"), Served::Unsatisfiable);
+        // Invalid, reversed or several ranges: the whole file.
+        for ignored in [
+            "bytes=9-0",
+            "items=0-9",
+            "bytes=a-b",
+            "bytes=0-1,5-9",
+            "bytes= 0-9",
+        ] {
+            assert_eq!(s(ignored), Served::Whole, "{ignored}");
+        }
+        assert_eq!(
+            served(&with(&[("range", "bytes=0-0")]), 0, Some(TAG)),
+            Served::Unsatisfiable
+        );
+    }
+
+    /// RFC 9110 §13.2.2: If-Match, then If-None-Match, then If-Range.
+    #[test]
+    fn conditional_requests_use_the_sha256_tag() {
+        let s = |h: &[(&'static str, &str)]| served(&with(h), 100, Some(TAG));
+        assert_eq!(s(&[("if-none-match", TAG)]), Served::NotModified);
+        assert_eq!(s(&[("if-none-match", "W/\"abc\"")]), Served::NotModified);
+        assert_eq!(
+            s(&[("if-none-match", "\"x\", \"abc\"")]),
+            Served::NotModified
+        );
+        assert_eq!(s(&[("if-none-match", "\"x\"")]), Served::Whole);
+        assert_eq!(s(&[("if-match", "\"x\"")]), Served::PreconditionFailed);
+        assert_eq!(s(&[("if-match", "*")]), Served::Whole);
+        assert_eq!(
+            s(&[("if-match", "\"x\""), ("if-none-match", TAG)]),
+            Served::PreconditionFailed
+        );
+        assert_eq!(
+            s(&[("range", "bytes=0-9"), ("if-range", TAG)]),
+            Served::Part(0, 9)
+        );
+        assert_eq!(
+            s(&[("range", "bytes=0-9"), ("if-range", "\"x\"")]),
+            Served::Whole
+        );
+        assert_eq!(
+            s(&[
+                ("range", "bytes=0-9"),
+                ("if-range", "Tue, 01 Dec 2026 00:00:00 GMT")
+            ]),
+            Served::Whole
+        );
+    }
 }
