@@ -3,7 +3,7 @@
 //!
 //! The views (`events`, `escalations`, `config_versions`, `audit_log`) are the only
 //! tables in the session a definition runs in, and each is already restricted to the
-//! export's window, filters and redaction (see `export::scoped`). The checks here
+//! export's window, filters and redaction (see `views`). The checks here
 //! refuse everything that is not a query, with the statement or name at fault and its
 //! position; DataFusion's own SQL options refuse DDL, DML and statements again.
 
@@ -22,7 +22,7 @@ use deltalake::datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenize
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
-use crate::export::Format;
+use crate::format::Format;
 
 /// The views a definition reads.
 pub const VIEWS: [&str; 4] = ["events", "escalations", "config_versions", "audit_log"];

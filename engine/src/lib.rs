@@ -8,6 +8,7 @@ pub mod clock;
 pub mod definition;
 pub mod error;
 pub mod export;
+pub mod format;
 pub mod generate;
 pub mod ingest;
 pub mod integrity;
@@ -19,6 +20,7 @@ pub mod rows;
 pub mod scope;
 pub mod stream;
 pub mod verify;
+pub mod views;
 
 pub use error::{EngineError, Result};
 

@@ -286,7 +286,7 @@ impl Default for ExportConfig {
             split_rows: evidex_engine::export::DEFAULT_SPLIT_ROWS,
             csv_formula_guard: true,
             csv_bom: false,
-            query_memory_mb: evidex_engine::export::scoped::QUERY_MEMORY_LIMIT >> 20,
+            query_memory_mb: evidex_engine::views::QUERY_MEMORY_LIMIT >> 20,
         }
     }
 }

@@ -241,7 +241,7 @@ enum Backend {
 /// writes SQLite serialises by itself (`BEGIN IMMEDIATE`): the audit chain, job
 /// creation with idempotency keys, migrations. Any fixed 64-bit number would do;
 /// this one reads "evidex" in ASCII.
-const WRITER_LOCK: i64 = 0x0065_7669_6465_78;
+const WRITER_LOCK: i64 = 0x6576_6964_6578;
 
 /// The hash of the audit entry before the first.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -8,11 +8,9 @@
 pub mod artifact;
 mod direct;
 pub mod encode;
-mod local_date;
 mod merge;
 mod pdf;
 mod preview;
-pub mod scoped;
 mod values;
 
 use std::collections::BTreeMap;
@@ -42,12 +40,12 @@ use crate::lake::table::DEFAULT_BATCH_ROWS;
 use crate::model::{ColumnKind, Dataset};
 use crate::redact::RedactionRules;
 use crate::scope::ExportScope;
+pub use crate::views::{Include, PinnedTables, ScopedQueries};
 pub use artifact::{ArtifactFile, ArtifactTarget};
 use artifact::{ArtifactWriter, DatasetJob};
 pub use encode::{EncodeOptions, Format};
 use pdf::{bind_report, render_report, run_report};
 pub use preview::{Preview, check_definition, preview};
-pub use scoped::{Include, PinnedTables, ScopedQueries};
 pub use values::{VALUE_COLUMNS, distinct_values};
 
 /// Batches each sorted partition may decode ahead of the merge. Deeper queues did not
@@ -100,7 +98,7 @@ impl ExportRequest {
             definition: None,
             redaction: RedactionRules::default(),
             audit_log: Vec::new(),
-            memory_limit: scoped::QUERY_MEMORY_LIMIT,
+            memory_limit: crate::views::QUERY_MEMORY_LIMIT,
             report_style: crate::report::ReportStyle::default(),
         }
     }

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::{ExportRequest, include_frame};
 use crate::error::Result;
-use crate::export::scoped::{PinnedTables, ScopedQueries};
 use crate::lake::Lake;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
+use crate::views::{PinnedTables, ScopedQueries};
 
 /// Record counts of a scope, per dataset.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

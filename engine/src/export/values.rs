@@ -3,9 +3,9 @@
 
 use super::ExportRequest;
 use crate::error::{EngineError, Result};
-use crate::export::scoped::PinnedTables;
 use crate::lake::Lake;
 use crate::lake::table::DEFAULT_BATCH_ROWS;
+use crate::views::PinnedTables;
 
 /// Event columns whose values [`distinct_values`] lists (what export filters name).
 pub const VALUE_COLUMNS: [&str; 7] = [

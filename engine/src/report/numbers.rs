@@ -76,8 +76,8 @@ fn decision_counts(rows: &[Value]) -> serde_json::Map<String, Value> {
 /// preceding period of equal length; the appendix samples up to
 /// `samples_per_decision` events of each decision.
 pub async fn collect(
-    q: &crate::export::ScopedQueries,
-    previous: &crate::export::ScopedQueries,
+    q: &crate::views::ScopedQueries,
+    previous: &crate::views::ScopedQueries,
     samples_per_decision: usize,
 ) -> Result<Value> {
     let fine = q
@@ -178,7 +178,7 @@ pub async fn collect(
 /// closed (resolved or dismissed), from one aggregation of the scope's escalation
 /// updates; counts by status, median and 90th percentile hours to close (nearest
 /// rank), the ten oldest still open.
-async fn escalation_stats(q: &crate::export::ScopedQueries) -> Result<Value> {
+async fn escalation_stats(q: &crate::views::ScopedQueries) -> Result<Value> {
     let per_event = q
         .query(
             "SELECT event_id, last_value(status ORDER BY at, id) AS status, \
@@ -242,7 +242,7 @@ async fn escalation_stats(q: &crate::export::ScopedQueries) -> Result<Value> {
 /// time order. The picks come from the events aggregation; the redacted texts are
 /// read for the picked ids alone, each within its day.
 async fn sample_events(
-    q: &crate::export::ScopedQueries,
+    q: &crate::views::ScopedQueries,
     fine: &SessionContext,
     per_decision: usize,
 ) -> Result<Vec<Value>> {

@@ -36,11 +36,11 @@ pub use cursor::{Cursor, CursorKey, Position};
 use self::log::{AppendedFile, LogState};
 use crate::error::{EngineError, Result};
 use crate::export::encode::{EncodedBatch, Encoder, JsonLayout, Profile, encoder_for_stream};
-use crate::export::scoped::redacted_projection;
 use crate::lake::{Lake, paths};
 use crate::model::Dataset;
 use crate::redact::Redactor;
 use crate::scope::Filters;
+use crate::views::redacted_projection;
 
 /// The most records one page returns, whatever `limit` asks.
 pub const MAX_LIMIT: usize = 10_000;

@@ -1,5 +1,8 @@
-//! The datasets of one export as DataFusion queries over pinned table versions,
-//! restricted to the export's window and filters.
+//! The scoped views: the datasets of one export as DataFusion queries over pinned
+//! table versions, restricted to the export's window, filters and redaction. The
+//! layer the encoders' input, the SQL definitions and the PDF report all stand on;
+//! it imports none of them (only the definition checker, a pure function of the SQL
+//! text).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +16,6 @@ use deltalake::datafusion::prelude::{SessionContext, col};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::execution::context::SQLOptions;
 
-use super::local_date;
 use crate::audit;
 use crate::definition::check_sql;
 use crate::error::{EngineError, Result};
@@ -24,6 +26,8 @@ use crate::lake::{DataFile, Lake, LakeTable, TableSnapshot};
 use crate::model::{ColumnKind, Dataset};
 use crate::redact::{RedactUdf, RedactionRules, Redactor, TextShape};
 use crate::scope::{ExportScope, Filters};
+
+mod local_date;
 
 /// Memory one export's queries may use before they spill to disk.
 pub const QUERY_MEMORY_LIMIT: usize = 192 << 20;
