@@ -157,7 +157,15 @@ pub fn build_service(
 /// 73 ms to 8 ms with separate threads, which the OS schedules fairly).
 pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Workers {
     let stop = Arc::new(AtomicBool::new(false));
-    let none = |stop| Workers { stop, thread: None };
+    let owners: Vec<String> = (0..n)
+        .map(|i| format!("{name}-{}-{i}-{}", std::process::id(), ulid::Ulid::new()))
+        .collect();
+    let none = |stop| Workers {
+        stop,
+        thread: None,
+        service: service.clone(),
+        owners: Vec::new(),
+    };
     if n == 0 {
         return none(stop);
     }
@@ -173,12 +181,12 @@ pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Workers {
             return none(stop);
         }
     };
-    let (service, name, flag) = (service.clone(), name.to_string(), stop.clone());
+    let (svc, flag, names) = (service.clone(), stop.clone(), owners.clone());
     let thread = std::thread::spawn(move || {
         runtime.block_on(async move {
             let mut loops = Vec::new();
-            for i in 0..n {
-                let owner = format!("{name}-{}-{i}-{}", std::process::id(), ulid::Ulid::new());
+            for owner in names {
+                let service = &svc;
                 loops.push(tokio::spawn(service::worker_loop(
                     service.clone(),
                     owner,
@@ -193,6 +201,8 @@ pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Workers {
     Workers {
         stop,
         thread: Some(thread),
+        service: service.clone(),
+        owners,
     }
 }
 
@@ -200,21 +210,39 @@ pub fn start_workers(service: &Arc<Service>, n: usize, name: &str) -> Workers {
 pub struct Workers {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    service: Arc<Service>,
+    /// The lease owner name of each worker.
+    owners: Vec<String>,
 }
 
 impl Workers {
     /// Graceful stop: no worker claims another job; running jobs may finish for up
     /// to `grace`. Returns whether they all did. A job still running when the grace
-    /// ends keeps its lease until it runs out (`LEASE_MS`, 10 s), and then another
-    /// worker (or this node, restarted) runs it as its next attempt: nothing is
-    /// lost, and the fenced writes keep the abandoned attempt from landing.
+    /// ends is released ([`store::Store::release`]): queued again at once for
+    /// another worker (or this node, restarted), which runs it as its next attempt;
+    /// nothing is lost, and the fenced writes keep the abandoned attempt from
+    /// landing.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         self.stop.store(true, Ordering::Relaxed);
         let Some(thread) = self.thread.take() else {
             return true;
         };
         let joined = tokio::task::spawn_blocking(move || thread.join());
-        matches!(tokio::time::timeout(grace, joined).await, Ok(Ok(_)))
+        if matches!(tokio::time::timeout(grace, joined).await, Ok(Ok(_))) {
+            return true;
+        }
+        for owner in &self.owners {
+            match self.service.store.release(owner) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    "released {n} running export job(s) of {owner} for another worker"
+                ),
+                Err(e) => tracing::error!(
+                    "cannot release the jobs of {owner}: {e:#}; their leases run out instead"
+                ),
+            }
+        }
+        false
     }
 }
 
@@ -276,7 +304,7 @@ pub async fn serve(
     let grace = Duration::from_secs(service.config.server.shutdown_grace_secs);
     if !workers.shutdown(grace).await {
         tracing::warn!(
-            "export jobs still running after {} s (server.shutdown_grace_secs): their leases run out and another worker takes them",
+            "export jobs still running after {} s (server.shutdown_grace_secs) were queued again for another worker",
             grace.as_secs()
         );
     }

@@ -257,3 +257,72 @@ async fn sigterm_lets_a_running_export_finish_before_exiting() {
     let dl = c.get(&format!("/v1/exports/{id}/download"), &comp).await;
     assert_eq!(dl.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_still_running_after_the_grace_is_queued_again_for_another_worker() {
+    let e = common::env(150_000, 3);
+    evidex(&e.data, &[], &["ingest", e.src.to_str().unwrap()]);
+    let comp = token(&e.data, "compliance");
+    let mut server = Server::start(&e.data, 1, &[("EVIDEX_SERVER__SHUTDOWN_GRACE_SECS", "0")]);
+    let c = Client::new(&server.base);
+    let body = json!({"name": "long", "from": "2026-03-02", "to": "2026-03-04", "format": "json"});
+    let id = c.post("/v1/exports", &comp, &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = Instant::now();
+    loop {
+        let j = c.get(&format!("/v1/exports/{id}"), &comp).await.json();
+        if j["status"] == "processing" {
+            break;
+        }
+        assert_eq!(j["status"], "queued", "{j}");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = server.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let s = server.child.wait().unwrap();
+        (s, server)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "{status:?}");
+    // Released at once, not held until its lease runs out.
+    let idle = Server::start(&e.data, 0, &[]);
+    let j = Client::new(&idle.base)
+        .get(&format!("/v1/exports/{id}"), &comp)
+        .await
+        .json();
+    assert_eq!(
+        (&j["status"], &j["attempts"]),
+        (&json!("queued"), &json!(1)),
+        "{j}"
+    );
+    drop(idle);
+    // The next worker runs it as attempt 2, and its artifact verifies.
+    let next = Server::start(&e.data, 1, &[]);
+    let c = Client::new(&next.base);
+    let start = Instant::now();
+    let j = loop {
+        let j = c.get(&format!("/v1/exports/{id}"), &comp).await.json();
+        if j["status"] == "completed" {
+            break j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(j["attempts"], 2, "{j}");
+    let dl = c.get(&format!("/v1/exports/{id}/download"), &comp).await;
+    assert_eq!(dl.status, 200);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&dl.body).unwrap();
+    assert_eq!(
+        rows.len() as u64,
+        j["progress"]["rows_written"].as_u64().unwrap()
+    );
+}

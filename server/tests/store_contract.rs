@@ -434,6 +434,61 @@ fn a_stale_attempt_cannot_overwrite_the_attempt_that_replaced_it() {
 }
 
 #[test]
+fn a_released_job_is_queued_again_and_its_old_attempt_is_fenced() {
+    each(|db| {
+        let store = (db.open)();
+        let by = principal(&store, "ci", Role::Compliance);
+        job(&store, &by, "exp_1", 1);
+        job(&store, &by, "exp_2", 2);
+        let a = store.claim("node-a", 1_000, 10_000).unwrap().unwrap();
+        let b = store.claim("node-b", 1_000, 10_000).unwrap().unwrap();
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("exp_1", "exp_2"));
+        // node-a shuts down past its grace: only its job is given back, at once.
+        assert_eq!(store.release("node-a").unwrap(), 1);
+        assert_eq!(store.release("node-a").unwrap(), 0);
+        let again = store.claim("node-c", 1_001, 10_000).unwrap().unwrap();
+        assert_eq!((again.id.as_str(), again.attempts), ("exp_1", 2));
+        assert!(store.claim("node-c", 1_002, 10_000).unwrap().is_none());
+        // The released attempt can neither renew nor finish.
+        assert_eq!(
+            store
+                .heartbeat("exp_1", "node-a", 1, 2_000, 10_000, 5)
+                .unwrap(),
+            None
+        );
+        assert!(
+            !store
+                .complete(
+                    "exp_1",
+                    "node-a",
+                    1,
+                    2_000,
+                    5,
+                    &json!({"attempt": 1}),
+                    false
+                )
+                .unwrap()
+        );
+        assert!(
+            store
+                .complete(
+                    "exp_1",
+                    "node-c",
+                    2,
+                    3_000,
+                    7,
+                    &json!({"attempt": 2}),
+                    false
+                )
+                .unwrap()
+        );
+        assert_eq!(store.job("exp_1").unwrap().unwrap().status, "completed");
+        // node-b's job was never touched.
+        assert_eq!(store.job("exp_2").unwrap().unwrap().status, "processing");
+    });
+}
+
+#[test]
 fn failures_retry_until_the_last_attempt_and_an_abandoned_job_is_given_up() {
     each(|db| {
         let store = (db.open)();

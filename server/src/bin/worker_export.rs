@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         eprintln!("worker_export: stopping; running jobs may finish for {} s", grace.as_secs());
         if !workers.shutdown(grace).await {
             eprintln!(
-                "worker_export: jobs still running after {} s (server.shutdown_grace_secs); another worker takes them when their leases run out",
+                "worker_export: jobs still running after {} s (server.shutdown_grace_secs) were queued again for another worker",
                 grace.as_secs()
             );
         }

@@ -279,6 +279,20 @@ impl Store {
         })
     }
 
+    /// Gives back the jobs `owner` holds (graceful shutdown past its grace): they are
+    /// queued again at once, for any worker, instead of waiting for their lease to
+    /// run out. The next claim starts a new attempt, so every later write of the
+    /// released attempt is refused by the fence. Returns how many were released.
+    pub fn release(&self, owner: &str) -> Result<u64> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL
+                 WHERE lease_owner = ?1 AND status = 'processing'",
+                args![owner],
+            )
+        })
+    }
+
     /// Records the preview count of a running attempt.
     pub fn set_total(&self, id: &str, owner: &str, attempt: i64, total: i64) -> Result<()> {
         self.with(|c| {
