@@ -80,8 +80,8 @@ export AXE_CORE_JS="$AXE_DIR/axe.min.js"
 # S3 server (with Object Lock and conditional writes) and boto3 (AWS's own client)
 # receive deliveries and read them back.
 VENV="${TEST_VENV:-$HOME/.cache/evidex-venv}"
-if ! "$VENV/bin/python" -c "import standardwebhooks, boto3, moto.server; assert moto.__version__ == '5.2.5'" >/dev/null 2>&1; then
-  echo "==> preparing $VENV (standardwebhooks, moto server, boto3)"
+if ! "$VENV/bin/python" -c "import standardwebhooks, boto3, moto.server, schemathesis, openapi_spec_validator; assert moto.__version__ == '5.2.5' and schemathesis.__version__ == '4.32.5'" >/dev/null 2>&1; then
+  echo "==> preparing $VENV (standardwebhooks, moto server, boto3, schemathesis, openapi-spec-validator)"
   if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -89,7 +89,8 @@ if ! "$VENV/bin/python" -c "import standardwebhooks, boto3, moto.server; assert 
       || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q python3 python3-venv >/dev/null; }
   fi
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "standardwebhooks==1.1.0" "moto[server]==5.2.5"
+  "$VENV/bin/pip" install -q "standardwebhooks==1.1.0" "moto[server]==5.2.5" \
+    "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 export STANDARDWEBHOOKS_PYTHON="$VENV/bin/python"
 export TEST_PYTHON="$VENV/bin/python"

@@ -91,13 +91,14 @@ pub fn openapi_document() -> Value {
             "x-roles": roles,
             "responses": {
                 "200": {"description": "OK"},
-                "400": {"description": "Invalid request: {\"error\": {\"code\", \"message\"}} naming the field"},
+                "400": error_response("Invalid request; the message names the field"),
+                "default": error_response("Any other error (404, 408, 409, 410, 412, 429, 5xx)"),
             },
         });
         if !roles.is_empty() {
             op["security"] = json!([{"bearer": []}]);
-            op["responses"]["401"] = json!({"description": "No or unknown token"});
-            op["responses"]["403"] = json!({"description": "The token's role may not do this"});
+            op["responses"]["401"] = error_response("No, unknown, expired or revoked token");
+            op["responses"]["403"] = error_response("The token's role may not do this");
         }
         let params: Vec<Value> = path
             .split('/')
@@ -116,8 +117,30 @@ pub fn openapi_document() -> Value {
         "openapi": "3.1.0",
         "info": {"title": "evidex", "version": evidex_engine::VERSION,
                  "description": "Compliance evidence exports from AI gateway decision events."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "description": "Stable, machine-readable (`not_found`, `rate_limited`, ...)"},
+                        "message": {"type": "string", "description": "What is wrong, naming the field or setting"},
+                    },
+                }},
+            }},
+        },
         "paths": paths,
+    })
+}
+
+/// An error answer: `{"error": {"code", "message"}}` in JSON.
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     })
 }
 
