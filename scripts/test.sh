@@ -130,7 +130,7 @@ echo "==> cargo test (workspace)"
 log="$(mktemp)"
 trap 'rm -f "$log"; stop_pg' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo prints one per test binary, and the
