@@ -23,7 +23,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Ingest requests (`POST /v1/ingest/...`) per token per minute (default 6000).
+    /// Ingest requests (`POST /v1/ingest/...`) per token per minute (default
+    /// 60,000: a gateway sending one request per event at 1,000 events/s stays
+    /// under it; a client caught in a tight loop does not).
     pub ingest_per_minute: u32,
     /// Export jobs created (`POST /v1/exports`, re-runs) per token per minute
     /// (default 60).
@@ -43,7 +45,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            ingest_per_minute: 6000,
+            ingest_per_minute: 60_000,
             create_per_minute: 60,
             preview_per_minute: 120,
             concurrent_exports: 20,
