@@ -347,3 +347,78 @@ async fn the_key_index_follows_the_table_it_was_built_from() {
         .unwrap();
     assert_eq!(retry.duplicate_rows, vec![0]);
 }
+
+/// The orphan sweep deletes only data files no version of the log names: a file an
+/// append wrote and never committed goes; the current files, the files compaction
+/// removed (time travel still reads them) and hidden paths stay. Too short an age is
+/// refused unless forced, and files younger than the age are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orphan_sweep_takes_uncommitted_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = lake(dir.path());
+    let all = events(2_000, 2);
+    for chunk in all.chunks(500) {
+        writer
+            .append(Dataset::Events, chunk.to_vec())
+            .await
+            .unwrap();
+    }
+    let before = PinnedTables::pin(&writer, None).await.unwrap();
+    writer.compact(Dataset::Events, 2).await.unwrap();
+    let scope = ExportScope::new("2026-03-09", "2026-03-10", "UTC", Filters::default()).unwrap();
+    let ids_before = ids(&writer, &before, &scope).await;
+
+    // An append that died between its Parquet write and its commit.
+    let table = dir.path().join("events");
+    let current = &PinnedTables::pin(&writer, None).await.unwrap().snapshots[&Dataset::Events];
+    let some_file = table.join(&current.files[0].relative);
+    let orphan = some_file.with_file_name("part-00000-crashed.parquet");
+    std::fs::copy(&some_file, &orphan).unwrap();
+    let hidden = table.join("_staging.parquet");
+    std::fs::write(&hidden, b"not ours").unwrap();
+
+    let err = writer
+        .sweep_orphans(Dataset::Events, chrono::Duration::minutes(10), false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("120 minutes"), "{err}");
+    assert!(orphan.exists());
+
+    // By the lake's clock (2026-04-01) the files were written in the future: none
+    // is older than a day, so nothing goes.
+    let young = writer
+        .sweep_orphans(Dataset::Events, chrono::Duration::days(1), false)
+        .await
+        .unwrap();
+    assert_eq!(young.files_deleted, 0);
+    assert!(orphan.exists());
+
+    // A day later than every file: the orphan goes, nothing else.
+    let later = Lake::open(
+        &LakeOptions {
+            data_url: dir.path().to_str().unwrap().to_string(),
+            ..Default::default()
+        },
+        Arc::new(FixedClock(
+            Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
+        )),
+    )
+    .unwrap();
+    let swept = later
+        .sweep_orphans(Dataset::Events, chrono::Duration::days(1), false)
+        .await
+        .unwrap();
+    assert_eq!(swept.files_deleted, 1);
+    assert!(!orphan.exists());
+    assert!(hidden.exists(), "hidden paths are never touched");
+    let pinned_old = PinnedTables::pin(&later, Some(&before.versions()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&later, &pinned_old, &scope).await,
+        ids_before,
+        "time travel still reads"
+    );
+    let now = PinnedTables::pin(&later, None).await.unwrap();
+    assert_eq!(ids(&later, &now, &scope).await, ids_before);
+}

@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod failpoints;
 pub mod keys;
 pub mod limits;
 pub mod network;
@@ -292,6 +293,30 @@ pub async fn serve(
             }
         })
     };
+    // Data files an append or compaction wrote and never committed (its process
+    // died): deleted once a day old, at start and every hour.
+    let orphans = {
+        let lake = service.lake.clone();
+        tokio::spawn(async move {
+            loop {
+                for ds in evidex_engine::model::Dataset::ALL {
+                    match lake
+                        .sweep_orphans(ds, chrono::Duration::hours(24), false)
+                        .await
+                    {
+                        Ok(o) if o.files_deleted > 0 => tracing::info!(
+                            "{}: deleted {} data files no commit names",
+                            ds.table_name(),
+                            o.files_deleted
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("sweeping {}: {e}", ds.table_name()),
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        })
+    };
     let webhooks = tokio::spawn(webhooks::dispatcher(service.clone()));
     let deliveries = tokio::spawn(delivery::dispatcher(service.clone()));
     let scheduler = tokio::spawn(schedules::scheduler(service.clone()));
@@ -309,6 +334,7 @@ pub async fn serve(
         );
     }
     retention.abort();
+    orphans.abort();
     webhooks.abort();
     deliveries.abort();
     scheduler.abort();

@@ -118,8 +118,13 @@ pub struct VacuumArgs {
     /// delta.deletedFileRetentionDuration, 30 days]
     #[arg(long)]
     pub retain_hours: Option<u64>,
+    /// Also delete data files no commit names (left by an append or compaction that
+    /// died before its commit) once they are this many minutes old; below 120
+    /// only with --force, when nothing writes to the lake.
+    #[arg(long, default_value_t = 1440)]
+    pub orphans_older_than_minutes: u64,
     /// Allow a retention below the table's (exports pinned to older versions and
-    /// stream cursors into them will fail).
+    /// stream cursors into them will fail), and a short orphan age.
     #[arg(long)]
     pub force: bool,
 }
@@ -145,6 +150,10 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .init();
     let env: HashMap<String, String> = std::env::vars().collect();
+    if let Err(e) = evidex_server::failpoints::install(&env) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -612,6 +612,7 @@ pub async fn worker_loop(service: Arc<Service>, owner: String, stop: Arc<AtomicB
         let claimed = service.store.claim(&owner, service.now_ms(), LEASE_MS);
         match claimed {
             Ok(Some(job)) => {
+                fail::fail_point!("export.after_claim");
                 let id = job.id.clone();
                 if let Err(e) = run_job(&service, &owner, job).await {
                     tracing::error!("job {id}: {e:#}");
@@ -701,6 +702,7 @@ async fn run_job(service: &Arc<Service>, owner: &str, job: crate::store::Job) ->
     match result {
         Ok((n, mut artifact)) => {
             artifact["attempt"] = json!(job.attempts);
+            fail::fail_point!("export.before_job_update");
             if service.store.complete(
                 &job.id,
                 owner,
@@ -830,7 +832,36 @@ pub struct IngestItem {
     /// Valid rows.
     pub rows: Vec<Row>,
     /// Told the commit's result: how many of these rows were already stored.
-    pub reply: oneshot::Sender<Result<u64, String>>,
+    pub reply: oneshot::Sender<Result<u64, IngestFailure>>,
+}
+
+/// Why a batch commit failed; none of its rows were stored.
+#[derive(Debug, Clone)]
+pub struct IngestFailure {
+    /// The error and its causes.
+    pub message: String,
+    /// The disk or volume is full (`ENOSPC`): sending again after space is freed
+    /// succeeds.
+    pub storage_full: bool,
+}
+
+/// Whether `e` or one of its causes is a full disk (`ENOSPC`, POSIX.1-2017 errno;
+/// `std::io::ErrorKind::StorageFull`). Object stores that keep only the message
+/// of an `io::Error` are matched by the OS's text for it.
+pub fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+        {
+            return true;
+        }
+        if err.to_string().contains("No space left on device") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Starts the batcher of `dataset`: concurrent requests' rows are gathered for up to
@@ -882,7 +913,10 @@ pub fn spawn_batcher(
                         .iter()
                         .filter(|i| range.contains(i))
                         .count() as u64),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(IngestFailure {
+                        message: e.to_string(),
+                        storage_full: is_storage_full(e),
+                    }),
                 };
                 let _ = reply.send(answer);
             }

@@ -172,6 +172,7 @@ async fn attempt(service: &Service, m: &WebhookMessage) -> Result<()> {
     let started_ms = service.now_ms();
     let started = Instant::now();
     let outcome = send(service, m).await;
+    fail::fail_point!("webhook.after_send");
     let latency_ms = started.elapsed().as_millis() as i64;
     let (status_code, error) = match outcome {
         Ok((code, None)) => (Some(code), None),

@@ -286,6 +286,10 @@ impl ArtifactWriter {
             encoder.rows(merge.batch(input), rows, &mut buf)?;
             in_part += n;
             total += n;
+            // Crash tests: the artifact is half written.
+            fail::fail_point!("export.mid_encode", total == n, |_| Err(EngineError::Io(
+                io::Error::other("failpoint export.mid_encode")
+            )));
             if buf.len() >= FLUSH_BYTES {
                 self.flush(&mut buf)?;
             }
@@ -304,6 +308,10 @@ impl ArtifactWriter {
     }
 
     fn flush(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        // Crash tests: the disk is full (`return`).
+        fail::fail_point!("artifact.write", |_| Err(EngineError::Io(
+            io::Error::from_raw_os_error(libc::ENOSPC)
+        )));
         if !buf.is_empty() {
             let full = std::mem::replace(buf, Vec::with_capacity(2 * FLUSH_BYTES));
             self.send(SinkMsg::Data(full))?;
@@ -439,6 +447,7 @@ impl ArtifactWriter {
             (false, _, Some(f)) => (f.bytes, f.sha256),
             _ => (0, hex::encode(Sha256::digest(b""))),
         };
+        fail::fail_point!("export.before_publish");
         if let Some(temp) = self.temp.take() {
             match &self.target {
                 ArtifactTarget::File { path, .. } => {
@@ -453,7 +462,8 @@ impl ArtifactWriter {
                         }
                         std::fs::rename(&tmp, &side)?;
                     }
-                    std::fs::rename(&temp, path)?
+                    std::fs::rename(&temp, path)?;
+                    fail::fail_point!("export.after_publish");
                 }
                 ArtifactTarget::Stdout => {
                     let mut f = File::open(&temp)?;

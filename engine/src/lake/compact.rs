@@ -185,3 +185,91 @@ impl deltalake::operations::vacuum::Clock for LakeClock {
         self.0.now().timestamp_millis()
     }
 }
+
+/// What an orphan sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Data files deleted: written by an append or compaction that never committed
+    /// them (the process died, or the commit failed).
+    pub files_deleted: usize,
+}
+
+/// The least age of an orphan file that a sweep deletes without `force`: twice
+/// [`super::APPEND_COMMIT_WINDOW`], so a running append's files are never taken.
+pub const MIN_ORPHAN_AGE: chrono::Duration = chrono::Duration::hours(2);
+
+impl Lake {
+    /// Deletes the data files of `dataset` that no version of the Delta log names
+    /// (not in the current version, and not removed by a commit whose files vacuum
+    /// has yet to delete) and that were last modified more than `older_than` ago:
+    /// the leftovers of appends and compactions that wrote files and died before
+    /// their commit. Delta's own full VACUUM would delete them only after the
+    /// table's whole retention (30 days) and together with the files time travel
+    /// still reads; this keeps the two apart. Hidden paths (`_delta_log/`, names
+    /// starting with `_` or `.`) are never touched.
+    ///
+    /// Safe beside running writers as long as `older_than` is at least
+    /// [`MIN_ORPHAN_AGE`]: an append writes its files again rather than commit
+    /// files older than [`super::APPEND_COMMIT_WINDOW`]. A shorter age is refused
+    /// unless `force` (for a lake no process is writing to).
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] for a short age without `force`; store and log
+    /// errors otherwise (files already deleted stay deleted).
+    pub async fn sweep_orphans(
+        &self,
+        dataset: Dataset,
+        older_than: chrono::Duration,
+        force: bool,
+    ) -> Result<SweepOutcome> {
+        if older_than < MIN_ORPHAN_AGE && !force {
+            return Err(EngineError::Config(format!(
+                "an orphan sweep age of {} minutes could delete the files of an append still running; use at least {} minutes, or force it when nothing writes to the lake",
+                older_than.num_minutes(),
+                MIN_ORPHAN_AGE.num_minutes()
+            )));
+        }
+        let Some(table) = self.load(dataset, None).await? else {
+            return Ok(SweepOutcome::default());
+        };
+        let mut named: std::collections::HashSet<String> = self
+            .files_of(dataset, &table)?
+            .files
+            .into_iter()
+            .map(|f| f.relative)
+            .collect();
+        let log_store = table.log_store();
+        let state = table.snapshot()?;
+        let mut tombstones = state.all_tombstones(log_store.as_ref());
+        while let Some(t) = tombstones.try_next().await? {
+            named.insert(t.path().into_owned());
+        }
+        let root = self.table_root(dataset);
+        let prefix = format!("{}/", root.as_ref());
+        let cutoff = self.clock.now() - older_than;
+        let mut listing = self.store.list(Some(&root));
+        let mut orphans = Vec::new();
+        while let Some(meta) = listing.try_next().await? {
+            let full = meta.location.as_ref();
+            let relative = full.strip_prefix(&prefix).unwrap_or(full);
+            let hidden = relative
+                .split('/')
+                .any(|part| part.starts_with('_') || part.starts_with('.'));
+            if hidden || !relative.ends_with(".parquet") || named.contains(relative) {
+                continue;
+            }
+            if meta.last_modified <= cutoff {
+                orphans.push(meta.location);
+            }
+        }
+        let mut outcome = SweepOutcome::default();
+        for path in orphans {
+            tracing::info!(path = %path, "deleting a data file no commit names");
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => outcome.files_deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(outcome)
+    }
+}

@@ -42,7 +42,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{ColumnKind, DATE_PARTITION, Dataset};
 use crate::rows::{Row, rows_to_batch, utc_date};
 
-pub use compact::{CompactOutcome, VacuumOutcome};
+pub use compact::{CompactOutcome, MIN_ORPHAN_AGE, SweepOutcome, VacuumOutcome};
 pub use id_index::IdIndex;
 pub use table::LakeTable;
 
@@ -424,6 +424,7 @@ impl Lake {
         let keys = Arc::new(keys);
         // Files written for a given set of skipped rows, kept across attempts.
         let mut written: Option<(Vec<bool>, Vec<Action>, usize)> = None;
+        let mut written_at = self.clock.now();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -530,6 +531,18 @@ impl Lake {
                     return Err(e);
                 }
                 written = Some((skip.clone(), actions, count));
+                written_at = self.clock.now();
+            }
+            // Files older than the window may be taken by an orphan sweep
+            // (`sweep_orphans`, which waits twice as long): write them again.
+            if self.clock.now() - written_at > APPEND_COMMIT_WINDOW
+                && let Some((_, actions, _)) = written.take()
+            {
+                tracing::warn!(
+                    "an append's files waited too long for their commit; writing them again"
+                );
+                self.delete_added(dataset, &actions).await;
+                continue;
             }
             let (_, actions, count) = written.as_ref().expect("written above");
             let duplicate_rows: Vec<usize> = (0..total).filter(|&i| skip[i]).collect();
@@ -549,6 +562,7 @@ impl Lake {
                 partition_by: Some(vec![DATE_PARTITION.to_string()]),
                 predicate: None,
             };
+            fail::fail_point!("lake.before_commit");
             let committed = CommitBuilder::from(props)
                 .with_actions(actions.clone())
                 .build(Some(table.snapshot()?), table.log_store(), operation)
@@ -563,6 +577,7 @@ impl Lake {
                 // stay; if it did not, they are orphans no commit names.
                 Err(e) => return Err(e.into()),
             };
+            fail::fail_point!("lake.after_commit");
             let count = *count;
             if let Some(index) = index {
                 // Recorded while the caller answers and gathers its next batch; the
@@ -636,6 +651,10 @@ impl Lake {
         cluster: Option<&str>,
         batches: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
     ) -> Result<Add> {
+        // Crash tests: a full disk before anything is written (`return`).
+        fail::fail_point!("lake.write_file", |_| Err(EngineError::Io(
+            std::io::Error::from_raw_os_error(libc::ENOSPC)
+        )));
         let relative = paths::new_data_file(date);
         let path = paths::in_store(&self.table_root(dataset), &relative);
         let writer = BufWriter::with_capacity(self.store.clone(), path.clone(), 8 << 20);
@@ -664,6 +683,7 @@ impl Lake {
             parquet.write(&batch).await?;
         }
         parquet.close().await?;
+        fail::fail_point!("lake.after_parquet_write");
         let size = self.store.head(&path).await?.size;
         let mut tags = HashMap::new();
         if let Some(c) = cluster {
@@ -698,6 +718,12 @@ impl Lake {
 /// How many times an append checks and commits again when other commits come
 /// first.
 pub const APPEND_ATTEMPTS: usize = 100;
+
+/// The longest an append lets its written files wait for their commit (a process
+/// paused meanwhile, say); older ones are written again, so an orphan sweep
+/// ([`Lake::sweep_orphans`], at least [`MIN_ORPHAN_AGE`]) never deletes
+/// files a commit is about to name.
+pub const APPEND_COMMIT_WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
 /// Whether a commit failed because another commit took its version.
 fn is_commit_race(e: &deltalake::DeltaTableError) -> bool {

@@ -45,6 +45,7 @@ pub(super) async fn ingest_handler(
         .await
         .map_err(|e| anyhow::anyhow!(e))?
         .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    fail::fail_point!("ingest.after_parse");
     let (rows, rejected) = (parsed.rows, parsed.rejected);
     let accepted = rows.len() as u64;
     let mut duplicates = 0;
@@ -61,7 +62,22 @@ pub(super) async fn ingest_handler(
         duplicates = rx
             .await
             .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?
-            .map_err(|e| anyhow::anyhow!("storing the records failed: {e}"))?;
+            .map_err(|e| {
+                if e.storage_full {
+                    // RFC 4918 §11.5: the server cannot store what the request needs.
+                    ApiError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "insufficient_storage",
+                        format!(
+                            "storing the records failed, the disk is full: {}; none of this request was stored, send it again once space is freed",
+                            e.message
+                        ),
+                    )
+                } else {
+                    anyhow::anyhow!("storing the records failed: {}", e.message).into()
+                }
+            })?;
+        fail::fail_point!("ingest.before_response");
     }
     let records = &s.metrics.ingest_records;
     records

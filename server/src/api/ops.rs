@@ -92,7 +92,7 @@ pub fn openapi_document() -> Value {
             "responses": {
                 "200": {"description": "OK"},
                 "400": error_response("Invalid request; the message names the field"),
-                "default": error_response("Any other error (404, 408, 409, 410, 412, 429, 5xx)"),
+                "default": error_response("Any other error (404, 408, 409, 410, 412, 429, 507, 5xx)"),
             },
         });
         if !roles.is_empty() {

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .init();
     let env: HashMap<String, String> = std::env::vars().collect();
+    if let Err(e) = evidex_server::failpoints::install(&env) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -236,7 +236,19 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> Result<ExitCode> {
                         args.force,
                     )
                     .await?;
-                println!("{}: {} files deleted", ds.table_name(), out.files_deleted);
+                let orphans = lake
+                    .sweep_orphans(
+                        ds,
+                        chrono::Duration::minutes(args.orphans_older_than_minutes as i64),
+                        args.force,
+                    )
+                    .await?;
+                println!(
+                    "{}: {} files deleted, {} orphan files deleted",
+                    ds.table_name(),
+                    out.files_deleted,
+                    orphans.files_deleted
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -378,6 +378,9 @@ async fn attempt(service: &Arc<Service>, owner: &str, job_id: &str) -> Result<()
         }))
     };
     let outcome = upload(service, job_id).await;
+    if outcome.is_ok() {
+        fail::fail_point!("delivery.after_upload");
+    }
     drop(renew);
     let now = service.now_ms();
     match outcome {

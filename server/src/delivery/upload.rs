@@ -208,6 +208,8 @@ pub(super) async fn upload(
                 service,
             )
             .await?;
+            // Crash tests: some of the package's objects are in the bucket.
+            fail::fail_point!("delivery.mid_upload");
         }
         return Ok(format!("{folder}{main}"));
     }

@@ -243,6 +243,8 @@ impl Store {
             if n == 0 {
                 return Ok(None);
             }
+            // Crash tests: the period row is written, its job not yet (both roll back).
+            fail::fail_point!("schedule.after_period");
             c.execute(
                 "INSERT INTO jobs(id, name, description, params, status, created_by, created_at,
                                   schedule_id)
