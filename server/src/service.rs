@@ -122,7 +122,8 @@ impl Default for Metrics {
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// Filters as the API spells them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = Filters)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterParams {
     /// Policy names.
@@ -174,7 +175,8 @@ impl FilterParams {
 }
 
 /// The body of `POST /v1/exports` and `/v1/exports/preview`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(as = ExportRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     /// Name (file name after sanitising).
@@ -226,9 +228,11 @@ pub struct ExportParams {
     /// was when the job was created, so an edited preset cannot change a queued job
     /// or a re-run.
     #[serde(default, rename = "_preset_sql")]
+    #[schema(ignore)]
     pub pinned_preset_sql: Option<String>,
     /// Set by evidex when it stores a job: the redaction rules in force then.
     #[serde(default, rename = "_redaction")]
+    #[schema(ignore)]
     pub pinned_redaction: Option<RedactionRules>,
 }
 

@@ -122,9 +122,79 @@ pub struct Job {
     pub delivery: Option<Value>,
 }
 
+/// An export job as the API shows it (`GET /v1/exports/{id}`, and in lists).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Export)]
+pub struct JobView {
+    /// `exp_` + ULID.
+    pub id: String,
+    /// Display name (the artifact's file name after sanitising).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// First day (`YYYY-MM-DD`, in `timezone`) or instant (RFC 3339).
+    pub from: Option<String>,
+    /// Last day (inclusive) or instant (exclusive).
+    pub to: Option<String>,
+    /// IANA time zone of the window's days.
+    pub timezone: Option<String>,
+    /// `csv`, `json`, `ndjson`, `parquet`, `pdf` or `zip`.
+    pub format: Option<String>,
+    /// The filters as requested (`policy`, `decision`, `min_severity`, ...).
+    #[schema(value_type = Object)]
+    pub filters: Value,
+    /// Datasets exported besides events (`escalations`, `config_versions`).
+    pub include: Vec<String>,
+    /// The preset it runs, if any.
+    pub preset: Option<String>,
+    /// The SQL definition it runs, if any.
+    pub sql: Option<String>,
+    /// Whether `input` / `output` are exported.
+    pub include_payloads: Option<bool>,
+    /// `queued`, `processing`, `completed`, `failed`, `cancelled` or `expired`.
+    pub status: String,
+    /// Attempts started so far (a crashed or released attempt counts).
+    pub attempts: i64,
+    /// Rows written against rows counted.
+    pub progress: Progress,
+    /// Who created it: `token:NAME (ROLE)` or `schedule:ID`.
+    pub created_by: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC: when the latest attempt started.
+    pub started_at: Option<String>,
+    /// RFC 3339, UTC.
+    pub finished_at: Option<String>,
+    /// The last attempt's error.
+    pub error: Option<String>,
+    /// Once completed: `{file_name, bytes, sha256, content_type, expires_at,
+    /// manifest_sha256, attempt}`.
+    #[schema(value_type = Option<Object>)]
+    pub artifact: Option<Value>,
+    /// The schedule that queued it.
+    pub schedule_id: Option<String>,
+    /// The schedule's period it covers (`2026-Q1`).
+    pub period: Option<String>,
+    /// When delivered to the bucket: `{status: pending|delivered|failed, key,
+    /// attempts, last_error}`.
+    #[schema(value_type = Option<Object>)]
+    pub delivery: Option<Value>,
+}
+
+/// How far a job is.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// Event rows written so far.
+    pub rows_written: i64,
+    /// Rows the preview counted.
+    pub rows_total: Option<i64>,
+    /// 0 to 100, one decimal; 100 only once completed.
+    pub percent: f64,
+}
+
 impl Job {
     /// The API representation.
-    pub fn to_json(&self) -> Value {
+    pub fn view(&self) -> JobView {
         let total = self.rows_total.unwrap_or(0);
         let percent = match self.status.as_str() {
             "completed" => 100.0,
@@ -132,36 +202,52 @@ impl Job {
             _ => 0.0,
         };
         let p = &self.params;
-        serde_json::json!({
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "from": p["from"],
-            "to": p["to"],
-            "timezone": p["timezone"],
-            "format": p["format"],
-            "filters": p["filters"],
-            "include": p["include"],
-            "preset": p["preset"],
-            "sql": p["sql"],
-            "include_payloads": p["include_payloads"],
-            "status": self.status,
-            "attempts": self.attempts,
-            "progress": {
-                "rows_written": self.rows_written,
-                "rows_total": self.rows_total,
-                "percent": (percent * 10.0).round() / 10.0,
+        let text = |k: &str| p[k].as_str().map(str::to_string);
+        JobView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            from: text("from"),
+            to: text("to"),
+            timezone: text("timezone"),
+            format: text("format"),
+            filters: match &p["filters"] {
+                f @ Value::Object(_) => f.clone(),
+                _ => Value::Object(serde_json::Map::new()),
             },
-            "created_by": self.created_by,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "artifact": self.artifact,
-            "schedule_id": self.schedule_id,
-            "period": self.period,
-            "delivery": self.delivery,
-        })
+            include: p["include"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            preset: text("preset"),
+            sql: text("sql"),
+            include_payloads: p["include_payloads"].as_bool(),
+            status: self.status.clone(),
+            attempts: self.attempts,
+            progress: Progress {
+                rows_written: self.rows_written,
+                rows_total: self.rows_total,
+                percent: (percent * 10.0).round() / 10.0,
+            },
+            created_by: self.created_by.clone(),
+            created_at: self.created_at.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            error: self.error.clone(),
+            artifact: self.artifact.clone(),
+            schedule_id: self.schedule_id.clone(),
+            period: self.period.clone(),
+            delivery: self.delivery.clone(),
+        }
+    }
+
+    /// The API representation as JSON (webhook payloads, the console).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.view()).expect("a job view serializes")
     }
 }
 
@@ -188,7 +274,7 @@ pub use migrate::{MIGRATIONS, latest as latest_schema_version};
 pub use schedules::{NewRun, ScheduleRow, ScheduleRun};
 pub use sessions::SESSION_IDLE_MS;
 pub use settings::SavedPreset;
-pub use tokens::{TokenInfo, TokenRefusal};
+pub use tokens::{TokenInfo, TokenRefusal, TokenView};
 pub use webhooks::{Webhook, WebhookAttempt, WebhookMessage};
 
 /// The metadata store, shared by the tasks of one process (cheap to clone).

@@ -40,6 +40,7 @@ pub const KIND_METADATA: &str = "evidex.kind";
 
 /// A user-defined detector.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CustomRule {
     /// Kind written in the marker: `[REDACTED:NAME]` (upper-cased).
@@ -50,6 +51,7 @@ pub struct CustomRule {
 
 /// Which redaction rules an export applies; recorded in its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactionRules {
     /// Built-in detectors, by name (see [`BUILTIN_DETECTORS`]); all by default.

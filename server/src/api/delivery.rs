@@ -11,10 +11,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{ADMIN, ApiError, ApiResult, AppState, WRITE, auth, job_or_404, read_body};
+use crate::delivery::probe::Report as ProbeReport;
 use crate::delivery::{self, SettingsInput, probe};
+use crate::store::JobView;
 
 /// `GET /v1/settings/delivery`: the settings without the secret
 /// (`secret_access_key_set: true` instead), or `{configured: false}`.
+#[utoipa::path(get, path = "/v1/settings/delivery",
+    responses((status = 200, description = "The settings with `secret_access_key_set: true` (never the secret), or `{\"configured\": false}`", body = Object)))]
 pub(super) async fn get_settings(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -26,6 +30,8 @@ pub(super) async fn get_settings(
 
 /// `PUT /v1/settings/delivery`: replaces the settings; a body without
 /// `secret_access_key` keeps the stored secret.
+#[utoipa::path(put, path = "/v1/settings/delivery", request_body(content = Object, description = "The delivery settings: `enabled`, `bucket`, `region`, `endpoint`, `path_style`, `prefix`, `access_key_id`, `server_side_encryption`, `object_lock`, and `secret_access_key` (write-only; kept as stored when left out)"),
+    responses((status = 200, description = "The settings as stored (without the secret)", body = Object)))]
 pub(super) async fn put_settings(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -58,11 +64,13 @@ pub(super) async fn put_settings(
 /// `POST /v1/settings/delivery/test`: the test connection, with the body's settings
 /// (before saving; the stored secret when the body has none) or, for an empty
 /// body, the stored ones. Always 200 with `{ok, steps, supports}` once it ran.
+#[utoipa::path(post, path = "/v1/settings/delivery/test", request_body(content = Object, description = "The settings to test (an empty body: the stored ones): `enabled`, `bucket`, `region`, `endpoint`, `path_style`, `prefix`, `access_key_id`, `server_side_encryption`, `object_lock`, and `secret_access_key` (write-only; kept as stored when left out)"),
+    responses((status = 200, description = "The test ran: each step and what the store supports", body = ProbeReport)))]
 pub(super) async fn test(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ProbeReport>> {
     auth(&s, &headers, ADMIN)?;
     let body = read_body(&s, body).await?;
     let (settings, secret) = if body.iter().all(u8::is_ascii_whitespace) {
@@ -82,13 +90,14 @@ pub(super) async fn test(
         Duration::from_secs(s.config.delivery.step_timeout_secs),
     )
     .await;
-    Ok(axum::Json(
-        serde_json::to_value(report).map_err(anyhow::Error::from)?,
-    ))
+    Ok(axum::Json(report))
 }
 
 /// `POST /v1/exports/{id}/deliver`: queues the delivery of a completed export now
 /// (a new retry window); 202 with the job.
+#[utoipa::path(post, path = "/v1/exports/{id}/deliver", params(("id" = String, Path, description = "A completed export")),
+    responses((status = 202, description = "Queued; the job with its delivery", body = JobView),
+        (status = 409, description = "Delivery is not set up, or the export is not completed", body = super::ErrorBody)))]
 pub(super) async fn deliver(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -121,5 +130,5 @@ pub(super) async fn deliver(
         None,
     )?;
     let job = job_or_404(&s, &id)?;
-    Ok((StatusCode::ACCEPTED, axum::Json(job.to_json())).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(job.view())).into_response())
 }

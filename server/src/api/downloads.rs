@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -277,6 +278,17 @@ async fn send_artifact(
         .map_err(anyhow::Error::from)?)
 }
 
+#[utoipa::path(get, path = "/v1/exports/{id}/download", params(("id" = String, Path, description = "A completed export"),
+        ("Range" = Option<String>, Header, description = "`bytes=START-END`, one range")),
+    responses((status = 200, description = "The whole artifact (`ETag`, `Last-Modified`, `Accept-Ranges: bytes`)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The byte range asked for (RFC 9110 §14)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified (`If-None-Match`, `If-Modified-Since`)"),
+        (status = 307, description = "With `artifacts_redirect_secs`: to a presigned URL of the object"),
+        (status = 412, description = "`If-Match` or `If-Unmodified-Since` failed", body = super::ErrorBody),
+        (status = 416, description = "The range is outside the file", body = super::ErrorBody),
+        (status = 409, description = "The export is not completed", body = super::ErrorBody),
+        (status = 410, description = "Its artifact expired (retention)", body = super::ErrorBody),
+    ))]
 pub(super) async fn download(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -391,6 +403,9 @@ fn audit_download(
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v1/exports/{id}/manifest", params(("id" = String, Path, description = "A completed export")),
+    responses((status = 200, description = "The signed manifest (its signature: `package/manifest.sig`)", body = Object),
+        (status = 409, description = "The export is not completed", body = super::ErrorBody)))]
 pub(super) async fn manifest(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -408,6 +423,10 @@ pub(super) async fn manifest(
 /// One package file of an export: a ZIP entry, or the file beside a single-file
 /// artifact, served under the name it has beside the data (`NAME.csv.manifest.sig`).
 /// `file` must be one of the fixed package names: no user string reaches a path.
+#[utoipa::path(get, path = "/v1/exports/{id}/package/{file}", params(("id" = String, Path, description = "A completed export"),
+        ("file" = String, Path, description = "`manifest.json`, `manifest.sig`, `SHA256SUMS`, `SHA256SUMS.sig`, `signing-key.pem` or `VERIFY.txt`")),
+    responses((status = 200, description = "The file, as an attachment", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 409, description = "The export is not completed", body = super::ErrorBody)))]
 pub(super) async fn package_file(
     State(s): State<AppState>,
     UrlPath((id, file)): UrlPath<(String, String)>,
@@ -477,11 +496,24 @@ fn base_url(s: &Service, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// A signed download link.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SignedLink {
+    /// `{public_url}/v1/links/{token}`: downloads without a token until it expires.
+    pub url: String,
+    /// `server.link_ttl_secs` from now, or the artifact's expiry if sooner; RFC 3339,
+    /// UTC.
+    pub expires_at: String,
+}
+
+#[utoipa::path(post, path = "/v1/exports/{id}/link", params(("id" = String, Path, description = "A completed export")),
+    responses((status = 200, body = SignedLink),
+        (status = 409, description = "The export is not completed", body = super::ErrorBody)))]
 pub(super) async fn create_link(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<SignedLink>> {
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
     let artifact = completed_artifact(&job)?;
@@ -502,12 +534,21 @@ pub(super) async fn create_link(
         Some(&id),
         Some(&json!({"expires_at": crate::store::rfc3339(ms)})),
     )?;
-    Ok(axum::Json(json!({
-        "url": format!("{}/v1/links/{token}", base_url(&s, &headers)),
-        "expires_at": crate::store::rfc3339(ms),
-    })))
+    Ok(axum::Json(SignedLink {
+        url: format!("{}/v1/links/{token}", base_url(&s, &headers)),
+        expires_at: crate::store::rfc3339(ms),
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/links/{token}", params(("token" = String, Path, description = "The token of a signed link")),
+    responses((status = 200, description = "The whole artifact (`ETag`, `Last-Modified`, `Accept-Ranges: bytes`)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The byte range asked for (RFC 9110 §14)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified (`If-None-Match`, `If-Modified-Since`)"),
+        (status = 307, description = "With `artifacts_redirect_secs`: to a presigned URL of the object"),
+        (status = 412, description = "`If-Match` or `If-Unmodified-Since` failed", body = super::ErrorBody),
+        (status = 416, description = "The range is outside the file", body = super::ErrorBody),
+        (status = 410, description = "The link or the artifact expired", body = super::ErrorBody),
+    ))]
 pub(super) async fn follow_link(
     State(s): State<AppState>,
     UrlPath(token): UrlPath<String>,

@@ -2,44 +2,80 @@
 //! re-run export jobs, and the retention sweep that expires old artifacts.
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use evidex_engine::export;
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiResult, AppState, READ, WRITE, auth, job_or_404, plan_definition, read_body,
+    ApiError, ApiResult, AppState, Params, READ, WRITE, auth, job_or_404, plan_definition,
+    read_body,
 };
 use crate::limits::Limited;
-use crate::service::{self, Service};
-use crate::store::Principal;
+use crate::service::{self, ExportParams, Service};
+use crate::store::{JobView, Principal};
 
+/// What `POST /v1/exports/preview` counts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewCounts {
+    /// Records of the main dataset (events, or a definition's rows).
+    pub records: u64,
+    /// Rows per dataset: `events` (or the definition's name) and each included one.
+    pub by_dataset: BTreeMap<String, u64>,
+}
+
+/// The distinct values of an event field (`POST /v1/exports/values`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldValues {
+    /// The field asked for.
+    pub field: String,
+    /// At most 200, redacted like an export, sorted.
+    pub values: Vec<String>,
+}
+
+/// A page of export jobs, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportPage {
+    /// The jobs.
+    pub items: Vec<JobView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/exports/preview", request_body = ExportParams,
+    responses((status = 200, body = PreviewCounts)))]
 pub(super) async fn preview(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<PreviewCounts>> {
     let principal = auth(&s, &headers, READ)?;
     s.rate_limits.check(Limited::Preview, &principal.token_id)?;
     let body = read_body(&s, body).await?;
     let (valid, pinned) = scoped(&s, &body).await?;
     let p = export::preview(&s.lake, &pinned, &valid.request).await?;
-    Ok(axum::Json(
-        json!({"records": p.records, "by_dataset": p.by_dataset}),
-    ))
+    Ok(axum::Json(PreviewCounts {
+        records: p.records,
+        by_dataset: p.by_dataset,
+    }))
 }
 
 /// `POST /v1/exports/values`: `{field, from, to, timezone, filters, ...}` gives the
 /// distinct values of an event field (policy, gateway_id, consumer_group, consumer,
 /// provider, model, reason_code) within that scope, redacted like an export, at most
 /// 200: what the console offers as filter values.
+#[utoipa::path(post, path = "/v1/exports/values",
+    request_body(content = Object, description = "The members of an ExportRequest that set the scope (`from`, `to`, `timezone`, `filters`, ...) and `field`: `policy`, `gateway_id`, `consumer_group`, `consumer`, `provider`, `model` or `reason_code`"),
+    responses((status = 200, body = FieldValues)))]
 pub(super) async fn values(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<FieldValues>> {
     let principal = auth(&s, &headers, READ)?;
     s.rate_limits.check(Limited::Preview, &principal.token_id)?;
     let body = read_body(&s, body).await?;
@@ -52,7 +88,7 @@ pub(super) async fn values(
     let rest = serde_json::to_vec(&v).map_err(anyhow::Error::from)?;
     let (valid, pinned) = scoped(&s, &rest).await?;
     let values = export::distinct_values(&s.lake, &pinned, &valid.request, &field, 200).await?;
-    Ok(axum::Json(json!({"field": field, "values": values})))
+    Ok(axum::Json(FieldValues { field, values }))
 }
 
 /// A preview-shaped body checked and its tables pinned: what preview and values read.
@@ -105,9 +141,16 @@ async fn create_job_from(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(job.to_json())).into_response())
+    Ok((status, axum::Json(job.view())).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/exports", request_body = ExportParams,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 200 characters: the same key answers the job it created (200) instead of a new one")),
+    responses(
+        (status = 201, description = "Created", body = JobView),
+        (status = 200, description = "The job this Idempotency-Key created before", body = JobView),
+    ))]
 pub(super) async fn create_export(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -133,18 +176,28 @@ pub(super) async fn create_export(
     create_job_from(&s, &p, valid, key.as_deref(), "export.created").await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only jobs in this status: `queued`, `processing`, `completed`, `failed`,
+    /// `cancelled` or `expired`.
+    #[param(value_type = String, required = false)]
     status: Option<String>,
+    /// Jobs per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500, value_type = i64, required = false)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = String, required = false)]
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/exports", params(ListQuery),
+    responses((status = 200, body = ExportPage)))]
 pub(super) async fn list_exports(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<axum::Json<Value>> {
+    Params(q): Params<ListQuery>,
+) -> ApiResult<axum::Json<ExportPage>> {
     auth(&s, &headers, READ)?;
     if let Some(st) = &q.status
         && ![
@@ -169,33 +222,36 @@ pub(super) async fn list_exports(
         .store
         .jobs(q.status.as_deref(), limit + 1, q.cursor.as_deref())?;
     let more = jobs.len() as i64 > limit;
-    let items: Vec<Value> = jobs
-        .iter()
-        .take(limit as usize)
-        .map(|j| j.to_json())
-        .collect();
+    let items = jobs.iter().take(limit as usize).map(|j| j.view()).collect();
     let next = if more {
         jobs.get(limit as usize - 1).map(|j| j.id.clone())
     } else {
         None
     };
-    Ok(axum::Json(json!({"items": items, "next_cursor": next})))
+    Ok(axum::Json(ExportPage {
+        items,
+        next_cursor: next,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/exports/{id}", params(("id" = String, Path, description = "The job's id (`exp_...`)")),
+    responses((status = 200, body = JobView)))]
 pub(super) async fn get_export(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<JobView>> {
     auth(&s, &headers, READ)?;
-    Ok(axum::Json(job_or_404(&s, &id)?.to_json()))
+    Ok(axum::Json(job_or_404(&s, &id)?.view()))
 }
 
+#[utoipa::path(post, path = "/v1/exports/{id}/cancel", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The cancelled job", body = JobView)))]
 pub(super) async fn cancel_export(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<JobView>> {
     let p = auth(&s, &headers, WRITE)?;
     let job = job_or_404(&s, &id)?;
     if !matches!(job.status.as_str(), "queued" | "processing") {
@@ -211,9 +267,11 @@ pub(super) async fn cancel_export(
     s.store.cancel(&id, s.now_ms())?;
     s.store
         .audit(s.now_ms(), &p.actor(), "export.cancelled", Some(&id), None)?;
-    Ok(axum::Json(job_or_404(&s, &id)?.to_json()))
+    Ok(axum::Json(job_or_404(&s, &id)?.view()))
 }
 
+#[utoipa::path(post, path = "/v1/exports/{id}/rerun", params(("id" = String, Path, description = "The job to run again")),
+    responses((status = 201, description = "The new job", body = JobView)))]
 pub(super) async fn rerun_export(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,

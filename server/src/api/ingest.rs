@@ -6,17 +6,65 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use evidex_engine::ingest;
 use evidex_engine::model::Dataset;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{ApiError, ApiResult, AppState, INGEST, auth, decode_body, read_body};
 use crate::service::IngestItem;
 
+/// The datasets that take records.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)] // named in the OpenAPI document only: the path is checked by `Dataset::parse`
+pub(super) enum IngestDataset {
+    /// Decision events.
+    Events,
+    /// Escalation updates.
+    Escalations,
+    /// Configuration versions.
+    ConfigVersions,
+}
+
+/// What an ingest request stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IngestResult {
+    /// Valid records in the request (stored now or before).
+    pub accepted: u64,
+    /// Of those, records whose id was already stored: not stored again.
+    pub duplicates: u64,
+    /// Lines refused.
+    pub rejected: usize,
+    /// Unpaired UTF-16 surrogates in JSON strings replaced with U+FFFD.
+    pub replaced_surrogates: u64,
+    /// The first 100 refused lines, with why.
+    pub errors: Vec<LineError>,
+}
+
+/// A refused line.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LineError {
+    /// 1-based line (or array element) number.
+    pub line: u64,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+/// Each response comes after the records are committed to the lake (durable); a
+/// request is stored whole or not at all.
+#[utoipa::path(post, path = "/v1/ingest/{dataset}",
+    params(("dataset" = IngestDataset, Path, description = "Which table the records go to")),
+    request_body(description = "NDJSON, or a JSON array of records (`Content-Encoding: gzip` accepted)",
+        content(("application/x-ndjson"), ("application/json"))),
+    responses(
+        (status = 200, description = "Stored (or already stored); refused lines named", body = IngestResult),
+        (status = 413, description = "The body, or one line, is over its limit", body = super::ErrorBody),
+        (status = 507, description = "The disk is full: nothing of the request was stored", body = super::ErrorBody),
+    ))]
 pub(super) async fn ingest_handler(
     State(s): State<AppState>,
     UrlPath(dataset): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<IngestResult>> {
     let principal = auth(&s, &headers, INGEST)?;
     s.rate_limits
         .check(crate::limits::Limited::Ingest, &principal.token_id)?;
@@ -86,16 +134,19 @@ pub(super) async fn ingest_handler(
     records
         .with_label_values(&[ds.cli_name(), "rejected"])
         .inc_by(rejected.len() as u64);
-    let errors: Vec<Value> = rejected
+    let errors = rejected
         .iter()
         .take(100)
-        .map(|r| json!({"line": r.line, "message": r.message}))
+        .map(|r| LineError {
+            line: r.line,
+            message: r.message.clone(),
+        })
         .collect();
-    Ok(axum::Json(json!({
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "rejected": rejected.len(),
-        "replaced_surrogates": parsed.replaced_surrogates,
-        "errors": errors,
-    })))
+    Ok(axum::Json(IngestResult {
+        accepted,
+        duplicates,
+        rejected: rejected.len(),
+        replaced_surrogates: parsed.replaced_surrogates,
+        errors,
+    }))
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use evidex_engine::EngineError;
 use evidex_engine::export::{self, PinnedTables};
-use serde_json::json;
+use serde::Serialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::service::Service;
@@ -113,9 +113,58 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// The query string as `T` (like axum's `Query`), whose rejection is the API's own
+/// JSON 400 naming the parameter rather than axum's plain-text one.
+pub(super) struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Params(v))
+            .map_err(|e| {
+                let text = e.body_text();
+                ApiError::bad_request(format!(
+                    "query: {}",
+                    text.strip_prefix("Failed to deserialize query string: ")
+                        .unwrap_or(&text)
+                ))
+            })
+    }
+}
+
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` member of an error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_request`, `not_found`, `rate_limited`, ...
+    pub code: String,
+    /// What is wrong, naming the field or setting.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut res = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut()
@@ -142,6 +191,7 @@ mod delivery;
 mod downloads;
 mod exports;
 mod ingest;
+mod openapi;
 mod ops;
 mod presets;
 mod schedules;
@@ -150,10 +200,11 @@ pub mod tokens;
 mod webhooks;
 
 pub use exports::expire_artifacts;
-pub use ops::openapi_document;
+pub use openapi::openapi_document;
 
 /// Every route: method, path, roles allowed (empty: no token needed), summary. The
-/// router, `/openapi.json` and the role tests are all driven by this list.
+/// OpenAPI document takes each operation's roles and summary from here (its
+/// schemas come from the handlers' types), and the role tests walk it.
 pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     (
         "GET",
@@ -183,21 +234,9 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     ),
     (
         "POST",
-        "/v1/ingest/events",
+        "/v1/ingest/{dataset}",
         INGEST,
-        "Store decision events (NDJSON or a JSON array; gzip accepted)",
-    ),
-    (
-        "POST",
-        "/v1/ingest/escalations",
-        INGEST,
-        "Store escalation updates",
-    ),
-    (
-        "POST",
-        "/v1/ingest/config-versions",
-        INGEST,
-        "Store configuration versions",
+        "Store records: decision events (events), escalation updates (escalations) or configuration versions (config-versions); NDJSON or a JSON array, gzip accepted",
     ),
     (
         "GET",
@@ -433,7 +472,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
 /// The router.
 pub fn router(service: AppState) -> Router {
     let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

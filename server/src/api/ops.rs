@@ -1,17 +1,19 @@
-//! Operational routes: the start page, readiness, Prometheus metrics, the OpenAPI
-//! description generated from [`ROUTES`], the signing key and the audit log.
+//! Operational routes: liveness, readiness, Prometheus metrics, the OpenAPI
+//! document, the signing key and the audit log.
 
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use evidex_engine::model::Dataset;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{ANY, ApiError, ApiResult, AppState, ROUTES, WRITE, auth};
+use super::{ANY, ApiError, ApiResult, AppState, Params, WRITE, auth};
 
+#[utoipa::path(get, path = "/readyz",
+    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain")))]
 pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str> {
     s.store.job_counts()?;
     s.lake
@@ -24,6 +26,8 @@ pub(super) async fn readyz(State(s): State<AppState>) -> ApiResult<&'static str>
 /// Prometheus text exposition (format 0.0.4) through the `prometheus` crate: this
 /// process's counters and latency histograms, and the job counts and rows exported
 /// of the whole deployment, read from the metadata database at each scrape.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
     use prometheus::{Encoder, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
     let registry = Registry::new();
@@ -80,115 +84,118 @@ pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
         .into_response())
 }
 
-/// The OpenAPI 3.1 description, generated from [`ROUTES`].
-pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (method, path, roles, summary) in ROUTES {
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        let mut op = json!({
-            "summary": summary,
-            "x-roles": roles,
-            "responses": {
-                "200": {"description": "OK"},
-                "400": error_response("Invalid request; the message names the field"),
-                "default": error_response("Any other error (404, 408, 409, 410, 412, 429, 507, 5xx)"),
-            },
-        });
-        if !roles.is_empty() {
-            op["security"] = json!([{"bearer": []}]);
-            op["responses"]["401"] = error_response("No, unknown, expired or revoked token");
-            op["responses"]["403"] = error_response("The token's role may not do this");
-        }
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = json!(params);
-        }
-        if *path == "/v1/events/stream" {
-            super::stream::describe(&mut op);
-        }
-        entry[method.to_ascii_lowercase()] = op;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "evidex", "version": evidex_engine::VERSION,
-                 "description": "Compliance evidence exports from AI gateway decision events."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string", "description": "Stable, machine-readable (`not_found`, `rate_limited`, ...)"},
-                        "message": {"type": "string", "description": "What is wrong, naming the field or setting"},
-                    },
-                }},
-            }},
-        },
-        "paths": paths,
-    })
-}
-
-/// An error answer: `{"error": {"code", "message"}}` in JSON.
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    })
-}
-
+#[utoipa::path(get, path = "/openapi.json",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
 pub(super) async fn openapi() -> axum::Json<Value> {
-    axum::Json(openapi_document())
+    axum::Json(super::openapi::openapi_document())
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/healthz",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+pub(super) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The public key manifests are signed with (`GET /v1/signing-key`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SigningKey {
+    /// Always `ed25519` (RFC 8032).
+    pub algorithm: &'static str,
+    /// The 32-byte public key, hex.
+    pub public_key: String,
+    /// The same key as a PEM `PUBLIC KEY` (RFC 8410 SubjectPublicKeyInfo).
+    pub public_key_pem: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo, hex.
+    pub fingerprint: String,
+    /// How to compute the fingerprint with openssl.
+    pub fingerprint_method: &'static str,
+}
+
+#[utoipa::path(get, path = "/v1/signing-key",
+    responses((status = 200, body = SigningKey)))]
 pub(super) async fn signing_key(
     State(s): State<AppState>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<SigningKey>> {
     auth(&s, &headers, ANY)?;
-    Ok(axum::Json(json!({
-        "algorithm": "ed25519",
-        "public_key": s.signer.public_hex(),
-        "public_key_pem": s.signer.public_pem(),
-        "fingerprint": s.signer.fingerprint(),
-        "fingerprint_method": "SHA-256 of the DER SubjectPublicKeyInfo (openssl pkey -pubin -outform DER | sha256sum)",
-    })))
+    Ok(axum::Json(SigningKey {
+        algorithm: "ed25519",
+        public_key: s.signer.public_hex(),
+        public_key_pem: s.signer.public_pem(),
+        fingerprint: s.signer.fingerprint(),
+        fingerprint_method: "SHA-256 of the DER SubjectPublicKeyInfo (openssl pkey -pubin -outform DER | sha256sum)",
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
+    /// Entries after this sequence number (default 0: from the first).
+    #[param(value_type = i64, required = false)]
     after: Option<i64>,
+    /// Entries per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, value_type = i64, required = false)]
     limit: Option<i64>,
 }
 
+/// One entry of the hash-chained audit log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When, RFC 3339 in UTC.
+    pub at: String,
+    /// Who: `token:NAME (ROLE)`, `session:...` or `system`.
+    pub actor: String,
+    /// What: `export.created`, `token.revoked`, ...
+    pub action: String,
+    /// The id it was done to.
+    pub target: Option<String>,
+    /// Details of the action.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+    /// The previous entry's hash, hex (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 over this entry and `prev_hash`, hex.
+    pub hash: String,
+}
+
+/// A page of audit entries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Oldest first.
+    pub items: Vec<AuditEntry>,
+}
+
+#[utoipa::path(get, path = "/v1/audit-log", params(AuditQuery),
+    responses((status = 200, body = AuditPage)))]
 pub(super) async fn audit_log(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<axum::Json<Value>> {
+    Params(q): Params<AuditQuery>,
+) -> ApiResult<axum::Json<AuditPage>> {
     auth(&s, &headers, WRITE)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit: use 1 to 1000"));
     }
     let entries = s.store.audit_entries(q.after.unwrap_or(0), limit)?;
-    let items: Vec<Value> = entries
+    let items = entries
         .iter()
-        .map(|e| {
-            json!({
-                "seq": e.seq, "at": crate::store::rfc3339(e.at), "actor": e.actor,
-                "action": e.action, "target": e.target,
-                "details": e.details.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-                "prev_hash": e.prev_hash, "hash": e.hash,
-            })
+        .map(|e| AuditEntry {
+            seq: e.seq,
+            at: crate::store::rfc3339(e.at),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            details: e
+                .details
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok()),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
         })
         .collect();
-    Ok(axum::Json(json!({"items": items})))
+    Ok(axum::Json(AuditPage { items }))
 }

@@ -9,16 +9,17 @@ use axum::response::{IntoResponse, Response};
 use evidex_engine::definition::{self, Definition};
 use evidex_engine::export::Format;
 use evidex_engine::redact::RedactionRules;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{ADMIN, ApiError, ApiResult, AppState, READ, WRITE, auth, read_body};
 use crate::service::{self, Catalog, REDACTION_SETTING};
 
 /// The body of `POST /v1/presets` and `PUT /v1/presets/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PresetBody {
+#[schema(as = PresetRequest)]
+pub(super) struct PresetBody {
     /// What `preset` in an export names: 1 to 63 of `a-z`, `0-9`, `-`, starting with
     /// a letter or digit.
     name: String,
@@ -32,14 +33,64 @@ struct PresetBody {
     sql: String,
 }
 
-fn definition_json(d: &Definition) -> Value {
+/// A SQL definition as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Preset)]
+pub struct PresetView {
+    /// The saved preset's id; null for built-in and directory ones.
+    pub id: Option<String>,
+    /// What `preset` in an export names.
+    pub name: String,
+    /// One line saying what it exports.
+    pub description: String,
+    /// Default format.
+    pub format: &'static str,
+    /// The query over the scoped views.
+    pub sql: String,
+    /// `builtin`, `directory` or `saved`.
+    pub source: &'static str,
+    /// Where it comes from: `queries/NAME.sql`, a file of `presets_dir`, or
+    /// `saved:ID`.
+    pub origin: String,
+    /// Built-in and directory presets cannot be changed through the API.
+    pub read_only: bool,
+}
+
+/// Every SQL definition.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PresetList {
+    /// Built-in first, then directory, then saved ones.
+    pub items: Vec<PresetView>,
+}
+
+/// The redaction rules in force.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RedactionSetting {
+    /// The rules new exports apply.
+    pub rules: RedactionRules,
+    /// `settings` (saved through the API) or `configuration`.
+    pub source: &'static str,
+    /// The names `rules.detectors` may use (only in `GET`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builtin_detectors: Option<Vec<&'static str>>,
+}
+
+fn definition_view(d: &Definition) -> PresetView {
     let (id, source, read_only) = match d.source.strip_prefix("saved:") {
-        Some(id) => (Value::from(id), "saved", false),
-        None if d.source.starts_with("queries/") => (Value::Null, "builtin", true),
-        None => (Value::Null, "directory", true),
+        Some(id) => (Some(id.to_string()), "saved", false),
+        None if d.source.starts_with("queries/") => (None, "builtin", true),
+        None => (None, "directory", true),
     };
-    json!({"id": id, "name": d.name, "description": d.description, "format": d.format,
-           "sql": d.sql, "source": source, "origin": d.source, "read_only": read_only})
+    PresetView {
+        id,
+        name: d.name.clone(),
+        description: d.description.clone(),
+        format: d.format.as_str(),
+        sql: d.sql.clone(),
+        source,
+        origin: d.source.clone(),
+        read_only,
+    }
 }
 
 /// Checks a preset body exactly as a definition file or `--sql` is checked (the SQL
@@ -95,31 +146,36 @@ async fn checked(
     Ok((name, b.description.trim().to_string(), format, b.sql))
 }
 
+#[utoipa::path(get, path = "/v1/presets", responses((status = 200, body = PresetList)))]
 pub(super) async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<PresetList>> {
     auth(&s, &headers, READ)?;
     let catalog = Catalog::load(&s.config, &s.store)?;
-    let items: Vec<Value> = catalog.presets.iter().map(definition_json).collect();
-    Ok(axum::Json(json!({"items": items})))
+    let items = catalog.presets.iter().map(definition_view).collect();
+    Ok(axum::Json(PresetList { items }))
 }
 
+#[utoipa::path(get, path = "/v1/presets/{id}", params(("id" = String, Path, description = "A saved preset's id, or any preset's name")), responses((status = 200, body = PresetView)))]
 pub(super) async fn get_one(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<PresetView>> {
     auth(&s, &headers, READ)?;
     let catalog = Catalog::load(&s.config, &s.store)?;
     catalog
         .presets
         .iter()
         .find(|d| d.name == id || d.source == format!("saved:{id}"))
-        .map(|d| axum::Json(definition_json(d)))
+        .map(|d| axum::Json(definition_view(d)))
         .ok_or_else(|| ApiError::not_found("preset"))
 }
 
+#[utoipa::path(post, path = "/v1/presets", request_body = PresetBody,
+    responses((status = 201, body = PresetView),
+        (status = 409, description = "A preset of that name exists", body = super::ErrorBody)))]
 pub(super) async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -152,7 +208,7 @@ pub(super) async fn create(
         .into_iter()
         .find(|d| d.source == format!("saved:{}", saved.id))
         .ok_or_else(|| anyhow::anyhow!("the saved preset vanished"))?;
-    Ok((StatusCode::CREATED, axum::Json(definition_json(&d))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(definition_view(&d))).into_response())
 }
 
 /// A built-in or directory preset cannot be changed through the API.
@@ -180,12 +236,15 @@ fn saved_target(catalog: &Catalog, id: &str) -> ApiResult<String> {
         .ok_or_else(|| read_only(d))
 }
 
+#[utoipa::path(put, path = "/v1/presets/{id}", params(("id" = String, Path, description = "A saved preset's id, or any preset's name")), request_body = PresetBody,
+    responses((status = 200, body = PresetView),
+        (status = 409, description = "Read-only, or the name is taken", body = super::ErrorBody)))]
 pub(super) async fn update(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<PresetView>> {
     let p = auth(&s, &headers, WRITE)?;
     let body = read_body(&s, body).await?;
     let catalog = Catalog::load(&s.config, &s.store)?;
@@ -214,9 +273,12 @@ pub(super) async fn update(
         .into_iter()
         .find(|d| d.source == format!("saved:{id}"))
         .ok_or_else(|| ApiError::not_found("preset"))?;
-    Ok(axum::Json(definition_json(&d)))
+    Ok(axum::Json(definition_view(&d)))
 }
 
+#[utoipa::path(delete, path = "/v1/presets/{id}", params(("id" = String, Path, description = "A saved preset's id, or any preset's name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 409, description = "Built-in and directory presets are read-only", body = super::ErrorBody)))]
 pub(super) async fn delete(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -233,10 +295,11 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/settings/redaction", responses((status = 200, body = RedactionSetting)))]
 pub(super) async fn get_redaction(
     State(s): State<AppState>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<RedactionSetting>> {
     auth(&s, &headers, ADMIN)?;
     let catalog = Catalog::load(&s.config, &s.store)?;
     let source = if s.store.setting(REDACTION_SETTING)?.is_some() {
@@ -244,21 +307,23 @@ pub(super) async fn get_redaction(
     } else {
         "configuration"
     };
-    Ok(axum::Json(json!({
-        "rules": catalog.redaction,
-        "source": source,
-        "builtin_detectors": evidex_engine::redact::BUILTIN_DETECTORS,
-    })))
+    Ok(axum::Json(RedactionSetting {
+        rules: catalog.redaction,
+        source,
+        builtin_detectors: Some(evidex_engine::redact::BUILTIN_DETECTORS.to_vec()),
+    }))
 }
 
 /// Replaces the redaction rules new exports apply (jobs already created keep the
 /// rules they were created with). The rules are compiled before they are saved: an
 /// unknown detector or a custom pattern that is not a valid regex is a 400 naming it.
+#[utoipa::path(put, path = "/v1/settings/redaction", request_body = RedactionRules,
+    responses((status = 200, body = RedactionSetting)))]
 pub(super) async fn put_redaction(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<RedactionSetting>> {
     let p = auth(&s, &headers, ADMIN)?;
     let body = read_body(&s, body).await?;
     let rules: RedactionRules =
@@ -280,5 +345,9 @@ pub(super) async fn put_redaction(
         None,
         Some(&serde_json::to_value(&rules).map_err(anyhow::Error::from)?),
     )?;
-    Ok(axum::Json(json!({"rules": rules, "source": "settings"})))
+    Ok(axum::Json(RedactionSetting {
+        rules,
+        source: "settings",
+        builtin_detectors: None,
+    }))
 }

@@ -6,12 +6,13 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use super::{ApiError, ApiResult, AppState, READ, WRITE, auth, read_body};
-use crate::schedules::{self, ScheduleSpec};
+use crate::schedules::{self, ScheduleSpec, ScheduleView};
 use crate::service::{Catalog, Service};
-use crate::store::ScheduleRow;
+use crate::store::{JobView, ScheduleRow};
 
 fn parse_spec(s: &Service, body: &[u8]) -> ApiResult<ScheduleSpec> {
     let spec: ScheduleSpec =
@@ -35,6 +36,8 @@ fn new_schedule_id() -> String {
     format!("sch_{}", hex::encode(b))
 }
 
+#[utoipa::path(post, path = "/v1/schedules", request_body = ScheduleSpec,
+    responses((status = 201, body = ScheduleView)))]
 pub(super) async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -50,39 +53,87 @@ pub(super) async fn create(
     s.store
         .audit(now, &p.actor(), "schedule.created", Some(&id), Some(&value))?;
     let row = row_or_404(&s, &id)?;
-    let v = schedules::view(&s, &row, s.clock.now())?;
+    let v = schedules::typed_view(&s, &row, s.clock.now())?;
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
 
+/// Every schedule.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScheduleList {
+    /// The schedules.
+    pub schedules: Vec<ScheduleView>,
+}
+
+/// An export a manual run queued, and every export it queued.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunQueued {
+    /// The latest period's export.
+    #[serde(flatten)]
+    pub export: JobView,
+    /// The ids of every export queued.
+    pub queued: Vec<String>,
+}
+
+/// What a schedule would do (`POST /v1/schedules/preview`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SchedulePreview {
+    /// When it runs, in words.
+    pub explanation: String,
+    /// The next three runs, RFC 3339 in the schedule's timezone.
+    pub next_runs: Vec<String>,
+    /// The periods those runs export.
+    pub periods: Vec<PeriodPreview>,
+}
+
+/// One period a schedule would export.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PeriodPreview {
+    /// Its label (`2026-Q1`).
+    pub period: String,
+    /// The export's name.
+    pub name: String,
+    /// Start, RFC 3339 in the schedule's timezone.
+    pub from: String,
+    /// End (exclusive), RFC 3339 in the schedule's timezone.
+    pub to: String,
+    /// When it runs (the end plus the delay).
+    pub runs_at: String,
+}
+
+#[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
 pub(super) async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ScheduleList>> {
     auth(&s, &headers, READ)?;
     let now = s.clock.now();
     let mut out = Vec::new();
     for row in s.store.schedules()? {
-        out.push(schedules::view(&s, &row, now)?);
+        out.push(schedules::typed_view(&s, &row, now)?);
     }
-    Ok(axum::Json(json!({"schedules": out})))
+    Ok(axum::Json(ScheduleList { schedules: out }))
 }
 
+#[utoipa::path(get, path = "/v1/schedules/{id}", params(("id" = String, Path, description = "The schedule's id (`sch_...`)")),
+    responses((status = 200, body = ScheduleView)))]
 pub(super) async fn get(
     State(s): State<AppState>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ScheduleView>> {
     auth(&s, &headers, READ)?;
     let row = row_or_404(&s, &id)?;
-    Ok(axum::Json(schedules::view(&s, &row, s.clock.now())?))
+    Ok(axum::Json(schedules::typed_view(&s, &row, s.clock.now())?))
 }
 
+#[utoipa::path(put, path = "/v1/schedules/{id}", params(("id" = String, Path, description = "The schedule's id (`sch_...`)")), request_body = ScheduleSpec,
+    responses((status = 200, body = ScheduleView)))]
 pub(super) async fn update(
     State(s): State<AppState>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ScheduleView>> {
     let p = auth(&s, &headers, WRITE)?;
     row_or_404(&s, &id)?;
     let body = read_body(&s, body).await?;
@@ -95,9 +146,11 @@ pub(super) async fn update(
     s.store
         .audit(now, &p.actor(), "schedule.updated", Some(&id), Some(&value))?;
     let row = row_or_404(&s, &id)?;
-    Ok(axum::Json(schedules::view(&s, &row, s.clock.now())?))
+    Ok(axum::Json(schedules::typed_view(&s, &row, s.clock.now())?))
 }
 
+#[utoipa::path(delete, path = "/v1/schedules/{id}", params(("id" = String, Path, description = "The schedule's id (`sch_...`)")),
+    responses((status = 204, description = "Deleted; its exports stay")))]
 pub(super) async fn delete(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -115,6 +168,9 @@ pub(super) async fn delete(
 
 /// Runs the latest period that has ended (no delay applies): 202 with the export, or
 /// 409 naming the export that already ran it.
+#[utoipa::path(post, path = "/v1/schedules/{id}/run", params(("id" = String, Path, description = "The schedule's id (`sch_...`)")),
+    responses((status = 202, body = RunQueued),
+        (status = 409, description = "The period already ran, or none has ended", body = super::ErrorBody)))]
 pub(super) async fn run(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -137,8 +193,10 @@ pub(super) async fn run(
                 .store
                 .job(&last)?
                 .ok_or_else(|| ApiError::not_found(&format!("export {last}")))?;
-            let mut v = job.to_json();
-            v["queued"] = json!(ids);
+            let v = RunQueued {
+                export: job.view(),
+                queued: ids,
+            };
             Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
         }
         schedules::RunNow::AlreadyRan { period, export_id } => Err(ApiError::new(
@@ -157,11 +215,13 @@ pub(super) async fn run(
 /// `POST /v1/schedules/preview`: what a schedule would do, without saving it: the next
 /// three runs in its timezone and the periods they export, and a sentence saying when
 /// it runs. The body is a schedule as for `POST /v1/schedules` (checked the same way).
+#[utoipa::path(post, path = "/v1/schedules/preview", request_body = ScheduleSpec,
+    responses((status = 200, body = SchedulePreview)))]
 pub(super) async fn preview(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<SchedulePreview>> {
     auth(&s, &headers, READ)?;
     let body = read_body(&s, body).await?;
     let spec = parse_spec(&s, &body)?;
@@ -181,14 +241,17 @@ pub(super) async fn preview(
     for p in upcoming {
         let name = schedules::period::render_name(&spec.name_template, &spec.name, &p)
             .map_err(|e| ApiError::bad_request(format!("name_template: {e}")))?;
-        periods.push(json!({"period": p.label, "name": name,
-            "from": p.start.with_timezone(&tz).to_rfc3339(),
-            "to": p.end.with_timezone(&tz).to_rfc3339(),
-            "runs_at": p.due.with_timezone(&tz).to_rfc3339()}));
+        periods.push(PeriodPreview {
+            period: p.label,
+            name,
+            from: p.start.with_timezone(&tz).to_rfc3339(),
+            to: p.end.with_timezone(&tz).to_rfc3339(),
+            runs_at: p.due.with_timezone(&tz).to_rfc3339(),
+        });
     }
-    Ok(axum::Json(json!({
-        "explanation": schedules::explain(&spec),
-        "next_runs": runs.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
-        "periods": periods,
-    })))
+    Ok(axum::Json(SchedulePreview {
+        explanation: schedules::explain(&spec),
+        next_runs: runs.iter().map(|t| t.to_rfc3339()).collect(),
+        periods,
+    }))
 }

@@ -184,7 +184,9 @@ pub fn describe(op: &mut serde_json::Value) {
     op["responses"]["410"] = json!({"description": "The cursor points at data retention has removed: {\"error\": {\"code\": \"cursor_expired\", \"message\", \"oldest_cursor\", \"oldest_version\", \"oldest_time\"}}"});
 }
 
-/// `GET /v1/events/stream`.
+/// `GET /v1/events/stream`. Its query parameters are parsed by hand (a filter may
+/// repeat), so [`describe`] adds them to the operation.
+#[utoipa::path(get, path = "/v1/events/stream", responses((status = 200, description = "NDJSON")))]
 pub async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -6,20 +6,22 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{ADMIN, ApiError, ApiResult, AppState, auth, read_body};
-use crate::store::Role;
+use crate::store::{Role, TokenView};
 
 /// Longest lifetime a token may be given: ten years.
 const MAX_DAYS: i64 = 3650;
 
 /// The body of `POST /v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+#[schema(as = TokenRequest)]
+pub(super) struct TokenBody {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// `admin`, `compliance`, `viewer`, `ingest` or `siem`.
     role: String,
@@ -28,6 +30,7 @@ struct TokenBody {
     expires_at: Option<String>,
     /// Or: days from now until it stops working (1 to 3650).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<i64>,
 }
 
@@ -66,16 +69,26 @@ pub fn expiry(
     }
 }
 
+/// Every token, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// The tokens.
+    pub items: Vec<TokenView>,
+}
+
+#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = TokenList)))]
 pub(super) async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<TokenList>> {
     auth(&s, &headers, ADMIN)?;
     let now = s.now_ms();
-    let items: Vec<Value> = s.store.tokens()?.iter().map(|t| t.to_json(now)).collect();
-    Ok(axum::Json(json!({"items": items})))
+    let items = s.store.tokens()?.iter().map(|t| t.view(now)).collect();
+    Ok(axum::Json(TokenList { items }))
 }
 
+#[utoipa::path(post, path = "/v1/tokens", request_body = TokenBody,
+    responses((status = 201, description = "Created; `token` is shown this once", body = TokenView)))]
 pub(super) async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -110,12 +123,15 @@ pub(super) async fn create(
         .store
         .token(&id)?
         .ok_or_else(|| ApiError::not_found("token"))?;
-    let mut out = info.to_json(now);
+    let mut out = info.view(now);
     // Shown once: only its SHA-256 is stored.
-    out["token"] = Value::from(token);
+    out.token = Some(token);
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", params(("id" = String, Path, description = "The token's id (`tok_...`)")),
+    responses((status = 204, description = "Revoked, on every node at once"),
+        (status = 409, description = "Already revoked", body = super::ErrorBody)))]
 pub(super) async fn revoke(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,

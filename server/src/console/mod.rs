@@ -11,7 +11,7 @@
 //! with a strict Content-Security-Policy: scripts and styles only from this origin, no
 //! inline script or style, no eval.
 
-mod pages;
+pub(crate) mod pages;
 
 use std::sync::{Arc, OnceLock};
 

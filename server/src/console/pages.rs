@@ -31,7 +31,10 @@ fn internal(e: anyhow::Error) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
 
-pub(super) async fn home(session: Sess) -> Response {
+/// The web console's start page.
+#[utoipa::path(get, path = "/",
+    responses((status = 303, description = "To `/exports` with a console session, else to `/sign-in`")))]
+pub(crate) async fn home(session: Sess) -> Response {
     match sess(&session) {
         Some(_) => Redirect::to("/exports").into_response(),
         None => Redirect::to("/sign-in").into_response(),

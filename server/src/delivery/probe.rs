@@ -20,7 +20,8 @@ use super::s3::{Answer, Bucket, Unreachable, xml_text};
 use crate::network::TargetError;
 
 /// One step of a test connection.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ProbeStep)]
 pub struct Step {
     /// `resolve`, `connect`, `tls`, `bucket`, `write`, `read`, `conditional_create`,
     /// `delete`, `object_lock`.
@@ -39,7 +40,8 @@ pub struct Step {
 }
 
 /// What a test connection found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ProbeReport)]
 pub struct Report {
     /// Every step passed.
     pub ok: bool,
@@ -47,6 +49,7 @@ pub struct Report {
     pub steps: Vec<Step>,
     /// What the store supports: `conditional_create` and `object_lock` (`null`:
     /// not found out, because an earlier step failed).
+    #[schema(value_type = Object)]
     pub supports: Value,
 }
 

@@ -30,8 +30,9 @@ use crate::store::{NewRun, ScheduleRow};
 use period::{Cadence, Period};
 
 /// A schedule as created and edited through the API (`POST /v1/schedules`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ScheduleRequest)]
 pub struct ScheduleSpec {
     /// What `{name}` in the template stands for (`SOC2`).
     pub name: String,
@@ -63,6 +64,7 @@ pub struct ScheduleSpec {
     /// `from`, `to` and `timezone` (the schedule sets those): `format`, `filters`,
     /// `include`, `preset` or `sql`, `include_payloads`, ...
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub export: Map<String, Value>,
 }
 
@@ -372,16 +374,82 @@ pub async fn scheduler(service: Arc<Service>) {
     }
 }
 
+/// A schedule as the API shows it: its spec (the fields of [`ScheduleSpec`]), id,
+/// next three run times in its timezone, and its history.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Schedule)]
+pub struct ScheduleView {
+    /// `sch_` + 16 hex digits.
+    pub id: String,
+    /// What `{name}` in the template stands for.
+    pub name: String,
+    /// `weekly`, `monthly`, `quarterly` or `cron`.
+    pub kind: String,
+    /// The cron expression, for `kind: cron`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA timezone whose calendar cuts the periods.
+    pub timezone: String,
+    /// Export name template: `{name}` and `{period}`.
+    pub name_template: String,
+    /// Minutes waited after a period ends before exporting it.
+    pub delay_minutes: u32,
+    /// Deliver each run to the bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<bool>,
+    /// Paused schedules queue nothing.
+    pub enabled: bool,
+    /// Free text.
+    pub description: String,
+    /// The export's parameters (as `POST /v1/exports` takes them).
+    #[schema(value_type = Object)]
+    pub export: Map<String, Value>,
+    /// Who created it.
+    pub created_by: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    /// The next three runs, RFC 3339 in the schedule's timezone (none while paused).
+    pub next_runs: Vec<String>,
+    /// The latest 100 periods queued, newest first.
+    pub history: Vec<ScheduleRunView>,
+}
+
+/// One period a schedule queued.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ScheduleRun)]
+pub struct ScheduleRunView {
+    /// The period's label (`2026-Q1`, `2026-W09`, ...).
+    pub period: String,
+    /// The export that runs it.
+    pub export_id: String,
+    /// That export's status.
+    pub status: String,
+    /// The period's start, RFC 3339, UTC.
+    pub period_start: String,
+    /// The period's end (exclusive), RFC 3339, UTC.
+    pub period_end: String,
+}
+
+/// The API view of a schedule as JSON (the CLI and the console read it so).
+pub fn view(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Result<Value> {
+    Ok(serde_json::to_value(typed_view(service, row, now)?)?)
+}
+
 /// The API view of a schedule: its spec, id, next three run times in its timezone,
 /// and its history of (period, export, status).
-pub fn view(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Result<Value> {
-    let mut v = row.spec.clone();
-    v["id"] = json!(row.id);
-    v["created_by"] = json!(row.created_by);
-    v["created_at"] = json!(crate::store::rfc3339(row.created_at));
-    v["updated_at"] = json!(crate::store::rfc3339(row.updated_at));
-    let next: Vec<String> = match spec_of(row).and_then(|s| Ok((s.cadence()?, s))) {
-        Ok(((cadence, tz), spec)) if spec.enabled => {
+///
+/// # Errors
+/// A stored spec that no longer parses, or a metadata store error.
+pub fn typed_view(
+    service: &Service,
+    row: &ScheduleRow,
+    now: DateTime<Utc>,
+) -> Result<ScheduleView> {
+    let spec = spec_of(row).map_err(anyhow::Error::msg)?;
+    let next: Vec<String> = match spec.cadence() {
+        Ok((cadence, tz)) if spec.enabled => {
             let from = now.max(ms(row.run_after));
             period::next_runs(&cadence, tz, spec.delay(), from, 3)
                 .iter()
@@ -390,19 +458,36 @@ pub fn view(service: &Service, row: &ScheduleRow, now: DateTime<Utc>) -> Result<
         }
         _ => Vec::new(),
     };
-    v["next_runs"] = json!(next);
-    let history: Vec<Value> = service
+    let history = service
         .store
         .schedule_runs(&row.id, 100)?
         .into_iter()
-        .map(|r| {
-            json!({"period": r.period, "export_id": r.job_id, "status": r.status,
-                   "period_start": crate::store::rfc3339(r.period_start),
-                   "period_end": crate::store::rfc3339(r.period_end)})
+        .map(|r| ScheduleRunView {
+            period: r.period,
+            export_id: r.job_id,
+            status: r.status,
+            period_start: crate::store::rfc3339(r.period_start),
+            period_end: crate::store::rfc3339(r.period_end),
         })
         .collect();
-    v["history"] = json!(history);
-    Ok(v)
+    Ok(ScheduleView {
+        id: row.id.clone(),
+        name: spec.name,
+        kind: spec.kind,
+        cron: spec.cron,
+        timezone: spec.timezone,
+        name_template: spec.name_template,
+        delay_minutes: spec.delay_minutes,
+        deliver: spec.deliver,
+        enabled: spec.enabled,
+        description: spec.description,
+        export: spec.export,
+        created_by: row.created_by.clone(),
+        created_at: crate::store::rfc3339(row.created_at),
+        updated_at: crate::store::rfc3339(row.updated_at),
+        next_runs: next,
+        history,
+    })
 }
 
 /// The manifest chain entry of a scheduled export, and the hash of the schedule's

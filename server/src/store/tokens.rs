@@ -3,7 +3,7 @@
 //! database, nothing is cached), and stamped with when they were last used.
 
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::db::{Row, args};
 use super::{Principal, Role, Store, hash_token, random_hex, rfc3339};
@@ -47,18 +47,19 @@ impl TokenInfo {
     }
 
     /// The API representation (times in RFC 3339, UTC).
-    pub fn to_json(&self, now_ms: i64) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "role": self.role.as_str(),
-            "status": self.status(now_ms),
-            "created_by": self.created_by,
-            "created_at": rfc3339(self.created_at),
-            "expires_at": self.expires_at.map(rfc3339),
-            "revoked_at": self.revoked_at.map(rfc3339),
-            "last_used_at": self.last_used_at.map(rfc3339),
-        })
+    pub fn view(&self, now_ms: i64) -> TokenView {
+        TokenView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role.as_str(),
+            status: self.status(now_ms),
+            created_by: self.created_by.clone(),
+            created_at: rfc3339(self.created_at),
+            expires_at: self.expires_at.map(rfc3339),
+            revoked_at: self.revoked_at.map(rfc3339),
+            last_used_at: self.last_used_at.map(rfc3339),
+            token: None,
+        }
     }
 
     fn from_row(r: &Row) -> Result<TokenInfo> {
@@ -74,6 +75,35 @@ impl TokenInfo {
             last_used_at: r.get(7)?,
         })
     }
+}
+
+/// A token as the API shows it: never its secret or hash, except `token` once, in
+/// the answer that created it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
+pub struct TokenView {
+    /// `tok_` + 16 hex digits.
+    pub id: String,
+    /// The name it was given.
+    pub name: String,
+    /// `admin`, `compliance`, `viewer`, `ingest` or `siem`.
+    pub role: &'static str,
+    /// `active`, `expired` or `revoked`.
+    pub status: &'static str,
+    /// Who created it (`cli`, `token:NAME (admin)`).
+    pub created_by: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// When it stops working, RFC 3339, UTC.
+    pub expires_at: Option<String>,
+    /// When it was revoked, RFC 3339, UTC.
+    pub revoked_at: Option<String>,
+    /// The last request it authenticated (to the minute), RFC 3339, UTC.
+    pub last_used_at: Option<String>,
+    /// The secret (`evx_...`): only in the answer that created it; only its
+    /// SHA-256 is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Why a presented token is not accepted.
