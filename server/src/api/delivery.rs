@@ -16,9 +16,10 @@ use crate::delivery::{self, SettingsInput, probe};
 use crate::store::JobView;
 
 /// `GET /v1/settings/delivery`: the settings without the secret
-/// (`secret_access_key_set: true` instead), or `{configured: false}`.
+/// (`configured: true` and `secret_access_key_set: true` instead), or
+/// `{configured: false}`.
 #[utoipa::path(get, path = "/v1/settings/delivery",
-    responses((status = 200, description = "The settings with `secret_access_key_set: true` (never the secret), or `{\"configured\": false}`", body = Object)))]
+    responses((status = 200, description = "The settings with `secret_access_key_set: true` (never the secret), or `{\"configured\": false}`", body = ref("#/components/schemas/DeliverySettingsView"))))]
 pub(super) async fn get_settings(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -30,8 +31,8 @@ pub(super) async fn get_settings(
 
 /// `PUT /v1/settings/delivery`: replaces the settings; a body without
 /// `secret_access_key` keeps the stored secret.
-#[utoipa::path(put, path = "/v1/settings/delivery", request_body(content = Object, description = "The delivery settings: `enabled`, `bucket`, `region`, `endpoint`, `path_style`, `prefix`, `access_key_id`, `server_side_encryption`, `object_lock`, and `secret_access_key` (write-only; kept as stored when left out)"),
-    responses((status = 200, description = "The settings as stored (without the secret)", body = Object)))]
+#[utoipa::path(put, path = "/v1/settings/delivery", request_body(content = ref("#/components/schemas/DeliverySettingsRequest"), description = "The settings, and `secret_access_key` (write-only; kept as stored when left out)"),
+    responses((status = 200, description = "The settings as stored (without the secret)", body = ref("#/components/schemas/DeliverySettingsView"))))]
 pub(super) async fn put_settings(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -64,7 +65,7 @@ pub(super) async fn put_settings(
 /// `POST /v1/settings/delivery/test`: the test connection, with the body's settings
 /// (before saving; the stored secret when the body has none) or, for an empty
 /// body, the stored ones. Always 200 with `{ok, steps, supports}` once it ran.
-#[utoipa::path(post, path = "/v1/settings/delivery/test", request_body(content = Object, description = "The settings to test (an empty body: the stored ones): `enabled`, `bucket`, `region`, `endpoint`, `path_style`, `prefix`, `access_key_id`, `server_side_encryption`, `object_lock`, and `secret_access_key` (write-only; kept as stored when left out)"),
+#[utoipa::path(post, path = "/v1/settings/delivery/test", request_body(content = ref("#/components/schemas/DeliverySettingsRequest"), description = "The settings to test (an empty body: the stored ones), and `secret_access_key` (the stored one when left out)"),
     responses((status = 200, description = "The test ran: each step and what the store supports", body = ProbeReport)))]
 pub(super) async fn test(
     State(s): State<AppState>,

@@ -69,7 +69,7 @@ pub(super) async fn preview(
 /// provider, model, reason_code) within that scope, redacted like an export, at most
 /// 200: what the console offers as filter values.
 #[utoipa::path(post, path = "/v1/exports/values",
-    request_body(content = Object, description = "The members of an ExportRequest that set the scope (`from`, `to`, `timezone`, `filters`, ...) and `field`: `policy`, `gateway_id`, `consumer_group`, `consumer`, `provider`, `model` or `reason_code`"),
+    request_body(content = ref("#/components/schemas/ValuesRequest"), description = "A preview's scope and the field"),
     responses((status = 200, body = FieldValues)))]
 pub(super) async fn values(
     State(s): State<AppState>,

@@ -67,7 +67,12 @@ use super::{ErrorBody, ROUTES};
         super::ops::audit_log,
     ),
     // Parameter schemas are not collected from the operations: named here.
-    components(schemas(ErrorBody, super::ingest::IngestDataset))
+    components(schemas(
+        ErrorBody,
+        super::ingest::IngestDataset,
+        crate::delivery::DeliverySettings,
+        crate::service::ExportParams
+    ))
 )]
 struct ApiDoc;
 
@@ -80,6 +85,34 @@ pub fn openapi_document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     doc["info"]["version"] = json!(evidex_engine::VERSION);
     doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    // Bodies that are a type's fields plus one or two of their own. serde cannot
+    // flatten a struct that denies unknown fields, and an `allOf` with one would
+    // forbid the extra member, so the schema is the type's, extended.
+    extend(
+        &mut doc,
+        "ExportRequest",
+        "ValuesRequest",
+        json!({"field": {"type": "string", "description": "`policy`, `gateway_id`, `consumer_group`, `consumer`, `provider`, `model` or `reason_code`"}}),
+        &["field"],
+    );
+    extend(
+        &mut doc,
+        "DeliverySettings",
+        "DeliverySettingsRequest",
+        json!({"secret_access_key": {"type": ["string", "null"], "writeOnly": true,
+            "description": "The secret access key; the stored one is kept when left out"},
+            "secret_access_key_set": {"type": "boolean", "description": "Ignored (what GET shows)"},
+            "configured": {"type": "boolean", "description": "Ignored (what GET shows)"}}),
+        &[],
+    );
+    extend(
+        &mut doc,
+        "DeliverySettings",
+        "DeliverySettingsView",
+        json!({"configured": {"type": "boolean", "description": "false: no settings are stored, and no other member is present"},
+            "secret_access_key_set": {"type": "boolean", "description": "A secret access key is stored (it is never shown)"}}),
+        &["configured"],
+    );
     for (method, path, roles, summary) in ROUTES {
         let op = &mut doc["paths"][*path][method.to_ascii_lowercase()];
         let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
@@ -128,6 +161,23 @@ pub fn openapi_document() -> Value {
         }
     }
     doc
+}
+
+/// Adds schema `name`: schema `base` with `properties` and `required` added.
+fn extend(doc: &mut Value, base: &str, name: &str, properties: Value, required: &[&str]) {
+    let schemas = &mut doc["components"]["schemas"];
+    let mut schema = schemas[base].clone();
+    if let (Some(props), Some(extra)) =
+        (schema["properties"].as_object_mut(), properties.as_object())
+    {
+        props.extend(extra.clone());
+    }
+    if !required.is_empty() {
+        let mut all: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
+        all.extend(required.iter().map(|r| json!(r)));
+        schema["required"] = Value::Array(all);
+    }
+    schemas[name] = schema;
 }
 
 /// `get /v1/exports/{id}` → `get_v1_exports_id`.

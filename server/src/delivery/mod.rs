@@ -42,7 +42,7 @@ const EXPORT_METADATA: &str = "evidex-export-id";
 const LEASE_MS: i64 = 30_000;
 
 /// Server-side encryption of delivered objects (S3 API: `x-amz-server-side-encryption`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSideEncryption {
     /// `AES256` (SSE-S3), `aws:kms` (SSE-KMS) or `aws:kms:dsse`.
@@ -54,7 +54,7 @@ pub struct ServerSideEncryption {
 
 /// Object Lock retention put on every delivered object (S3 Object Lock: the bucket
 /// must have been created with Object Lock enabled).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectLock {
     /// `GOVERNANCE` or `COMPLIANCE`.
@@ -64,7 +64,7 @@ pub struct ObjectLock {
 }
 
 /// The delivery target as stored and shown (the secret is never part of it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Deliver every completed export (exports and schedules may still say
@@ -141,7 +141,9 @@ impl SettingsInput {
             Some(Value::String(s)) => Some(s),
             Some(_) => return Err("secret_access_key: must be a string".to_string()),
         };
+        // What GET shows besides the settings: a GET body can be PUT back.
         map.remove("secret_access_key_set");
+        map.remove("configured");
         let settings: DeliverySettings = serde_path_to_error::deserialize(Value::Object(map))
             .map_err(|e| {
                 let mut m = crate::service::field_error(&e);
@@ -302,6 +304,7 @@ pub fn public_view(settings: Option<&DeliverySettings>) -> Value {
     match settings {
         Some(s) => {
             let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+            v["configured"] = json!(true);
             v["secret_access_key_set"] = json!(true);
             v
         }
