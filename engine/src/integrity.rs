@@ -344,6 +344,7 @@ pub fn verify_signature(key: &VerifyingKey, bytes: &[u8], signature: &[u8]) -> R
 
 /// One file of an artifact, as the manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestFile {
     /// ZIP entry name, or the single file's name.
     pub path: String,
@@ -359,6 +360,7 @@ pub struct ManifestFile {
 
 /// The exact window of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestWindow {
     /// Start, inclusive, RFC 3339 UTC.
     pub from: String,
@@ -370,6 +372,7 @@ pub struct ManifestWindow {
 
 /// Redaction applied to the data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestRedaction {
     /// The rules.
     pub rules: RedactionRules,
@@ -381,6 +384,7 @@ pub struct ManifestRedaction {
 
 /// Byte-changing escapes applied by the encoders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestEscaping {
     /// CSV cells that a spreadsheet would execute were prefixed with `'`.
     pub csv_formula_guard: bool,
@@ -403,6 +407,7 @@ pub struct ManifestEscaping {
 
 /// The tool that wrote the artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestTool {
     /// `evidex`.
     pub name: String,
@@ -412,6 +417,7 @@ pub struct ManifestTool {
 
 /// What an artifact contains and how it was made; `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Manifest {
     /// Format version of this document.
     pub manifest_version: u32,
@@ -475,6 +481,7 @@ pub struct Manifest {
 /// artifacts (see [`crate::verify::chain`]). The hash of the previous run's manifest
 /// is [`Manifest::previous_manifest_sha256`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestSchedule {
     /// The schedule's id (`sch_` + ULID); every run of one schedule carries the same.
     pub schedule_id: String,
@@ -522,6 +529,7 @@ impl ManifestSchedule {
 /// manifest as it was before the report was added: without `report` and without the
 /// report's entry in `files`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestReport {
     /// The report's path among `files`.
     pub path: String,

@@ -138,7 +138,7 @@ pub struct JobView {
     pub to: Option<String>,
     /// IANA time zone of the window's days.
     pub timezone: Option<String>,
-    /// `csv`, `json`, `ndjson`, `parquet`, `pdf` or `zip`.
+    /// `csv`, `json`, `ndjson`, `parquet` or `pdf`.
     pub format: Option<String>,
     /// The filters as requested (`policy`, `decision`, `min_severity`, ...).
     #[schema(value_type = Object)]

@@ -280,8 +280,8 @@ async fn send_artifact(
 
 #[utoipa::path(get, path = "/v1/exports/{id}/download", params(("id" = String, Path, description = "A completed export"),
         ("Range" = Option<String>, Header, description = "`bytes=START-END`, one range")),
-    responses((status = 200, description = "The whole artifact (`ETag`, `Last-Modified`, `Accept-Ranges: bytes`)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The byte range asked for (RFC 9110 §14)", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The whole artifact, in its format's media type (`ETag`, `Last-Modified`, `Accept-Ranges: bytes`)", content(("text/csv"), ("application/json"), ("application/x-ndjson"), ("application/vnd.apache.parquet"), ("application/pdf"), ("application/zip"))),
+        (status = 206, description = "The byte range asked for (RFC 9110 §14)", content(("text/csv"), ("application/json"), ("application/x-ndjson"), ("application/vnd.apache.parquet"), ("application/pdf"), ("application/zip"))),
         (status = 304, description = "Not modified (`If-None-Match`, `If-Modified-Since`)"),
         (status = 307, description = "With `artifacts_redirect_secs`: to a presigned URL of the object"),
         (status = 412, description = "`If-Match` or `If-Unmodified-Since` failed", body = super::ErrorBody),
@@ -404,7 +404,7 @@ fn audit_download(
 }
 
 #[utoipa::path(get, path = "/v1/exports/{id}/manifest", params(("id" = String, Path, description = "A completed export")),
-    responses((status = 200, description = "The signed manifest (its signature: `package/manifest.sig`)", body = Object),
+    responses((status = 200, description = "The signed manifest, as stored in the artifact (its signature: `package/manifest.sig`)", body = evidex_engine::integrity::Manifest),
         (status = 409, description = "The export is not completed", body = super::ErrorBody)))]
 pub(super) async fn manifest(
     State(s): State<AppState>,
@@ -425,7 +425,8 @@ pub(super) async fn manifest(
 /// `file` must be one of the fixed package names: no user string reaches a path.
 #[utoipa::path(get, path = "/v1/exports/{id}/package/{file}", params(("id" = String, Path, description = "A completed export"),
         ("file" = String, Path, description = "`manifest.json`, `manifest.sig`, `SHA256SUMS`, `SHA256SUMS.sig`, `signing-key.pem` or `VERIFY.txt`")),
-    responses((status = 200, description = "The file, as an attachment", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The file, as an attachment: `manifest.json` as JSON, the signatures as bytes, the key as PEM, the rest as text",
+            content(("application/json"), ("application/octet-stream"), ("application/x-pem-file"), ("text/plain"))),
         (status = 409, description = "The export is not completed", body = super::ErrorBody)))]
 pub(super) async fn package_file(
     State(s): State<AppState>,
@@ -541,8 +542,8 @@ pub(super) async fn create_link(
 }
 
 #[utoipa::path(get, path = "/v1/links/{token}", params(("token" = String, Path, description = "The token of a signed link")),
-    responses((status = 200, description = "The whole artifact (`ETag`, `Last-Modified`, `Accept-Ranges: bytes`)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The byte range asked for (RFC 9110 §14)", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The whole artifact, in its format's media type (`ETag`, `Last-Modified`, `Accept-Ranges: bytes`)", content(("text/csv"), ("application/json"), ("application/x-ndjson"), ("application/vnd.apache.parquet"), ("application/pdf"), ("application/zip"))),
+        (status = 206, description = "The byte range asked for (RFC 9110 §14)", content(("text/csv"), ("application/json"), ("application/x-ndjson"), ("application/vnd.apache.parquet"), ("application/pdf"), ("application/zip"))),
         (status = 304, description = "Not modified (`If-None-Match`, `If-Modified-Since`)"),
         (status = 307, description = "With `artifacts_redirect_secs`: to a presigned URL of the object"),
         (status = 412, description = "`If-Match` or `If-Unmodified-Since` failed", body = super::ErrorBody),
