@@ -120,11 +120,34 @@ as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$PG_DI
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
   start >/dev/null || { cat "$PG_DIR/server.log"; exit 1; }
+# A second cluster that speaks TLS, with a certificate from a test CA made here
+# (openssl): the metadata store must verify it, and refuse it without the CA.
+PG_TLS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+TLS_DIR="$PG_DIR/tls"
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=evidex test CA" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+  -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" >/dev/null 2>&1
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+  -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" >/dev/null 2>&1
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$TLS_DIR/ext.cnf"
+openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+  -CAcreateserial -days 2 -extfile "$TLS_DIR/ext.cnf" -out "$TLS_DIR/server.crt" >/dev/null 2>&1
+chmod 600 "$TLS_DIR/server.key"
+if [ "$(id -u)" = 0 ]; then chown -R postgres "$TLS_DIR"; fi
+as_pg "$PG_BIN/initdb" -D "$PG_DIR/tls-data" -U postgres -A trust --no-sync >"$PG_DIR/initdb-tls.log" 2>&1 \
+  || { cat "$PG_DIR/initdb-tls.log"; exit 1; }
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/tls-data" -l "$PG_DIR/server-tls.log" -w -t 60 \
+  -o "-p $PG_TLS_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on -c ssl_cert_file=$TLS_DIR/server.crt -c ssl_key_file=$TLS_DIR/server.key" \
+  start >/dev/null || { cat "$PG_DIR/server-tls.log"; exit 1; }
 stop_pg() {
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/tls-data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
 }
 export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export TEST_POSTGRES_TLS_URL="postgres://postgres@localhost:$PG_TLS_PORT/postgres"
+export TEST_POSTGRES_CA="$TLS_DIR/ca.crt"
 
 echo "==> cargo test (workspace)"
 log="$(mktemp)"

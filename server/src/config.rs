@@ -21,6 +21,12 @@ pub struct Config {
     /// (`postgres://user:password@host:port/database`, env `EVIDEX_DATABASE_URL`).
     /// Unset: SQLite in the state directory, the embedded default.
     pub database_url: Option<DatabaseUrl>,
+    /// PEM certificates (one or more) to trust for the metadata database's TLS
+    /// certificate besides the system's roots: a private CA, or the server's own
+    /// self-signed certificate. The server's certificate is always verified, name
+    /// included, whenever TLS is used (`sslmode=prefer`, the default, uses it when
+    /// the server offers it; `sslmode=require` insists; `sslmode=disable` never).
+    pub database_ca_file: Option<PathBuf>,
     /// Where finished exports are kept: a local directory (default
     /// `STATE/artifacts`) or `s3://bucket/prefix`, which every node of a scale-out
     /// deployment reads (credentials from the same `AWS_*` variables as the lake).
@@ -261,6 +267,7 @@ impl Default for Config {
             data: "./evidex-data".to_string(),
             state_dir: None,
             database_url: None,
+            database_ca_file: None,
             artifacts: None,
             artifacts_redirect_secs: None,
             export: ExportConfig::default(),

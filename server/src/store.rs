@@ -437,7 +437,17 @@ impl Store {
     /// login, or the schema is newer than this evidex. No message repeats the URL's
     /// password.
     pub fn connect_postgres(url: &str) -> Result<Store> {
-        let pool = pg::Pool::connect(url)?;
+        Store::connect_postgres_with(url, None)
+    }
+
+    /// [`Store::connect_postgres`], trusting the PEM certificates of `ca_file` for
+    /// the server's TLS certificate besides the system's roots.
+    ///
+    /// Errors: those of [`Store::connect_postgres`]; `ca_file` unreadable or
+    /// without a certificate; the server's certificate not trusted (TLS is verified
+    /// whenever it is used).
+    pub fn connect_postgres_with(url: &str, ca_file: Option<&std::path::Path>) -> Result<Store> {
+        let pool = pg::Pool::connect(url, ca_file)?;
         let target = pool.target();
         let store = Store {
             backend: Backend::Postgres(Arc::new(pool)),
@@ -453,7 +463,7 @@ impl Store {
     /// in the state directory.
     pub fn from_config(config: &crate::config::Config) -> Result<Store> {
         match &config.database_url {
-            Some(url) => Store::connect_postgres(&url.0),
+            Some(url) => Store::connect_postgres_with(&url.0, config.database_ca_file.as_deref()),
             None => Store::open(&config.state_dir()?),
         }
     }

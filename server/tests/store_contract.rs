@@ -982,6 +982,76 @@ fn expired_artifacts_are_found_by_their_expiry_time() {
     });
 }
 
+/// TLS to PostgreSQL (the second cluster scripts/test.sh starts, with a
+/// certificate from a test CA): with the CA in `database_ca_file` the store's
+/// connections are encrypted (the server's own `pg_stat_ssl` says so); without it,
+/// or with a file that is no certificate, the error names the problem and the fix.
+#[test]
+fn tls_to_postgresql_verifies_the_server_certificate() {
+    let (Ok(url), Ok(ca)) = (
+        std::env::var("TEST_POSTGRES_TLS_URL"),
+        std::env::var("TEST_POSTGRES_CA"),
+    ) else {
+        panic!("TEST_POSTGRES_TLS_URL is not set: run ./scripts/test.sh, which starts it");
+    };
+    let required = format!("{url}?sslmode=require");
+    let store = Store::connect_postgres_with(&required, Some(std::path::Path::new(&ca))).unwrap();
+    store.job_counts().unwrap();
+    // Seen from the server: evidex's connections use TLS.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let encrypted: i64 = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("{url}?sslmode=disable&application_name=check"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl AND application_name = 'evidex'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert!(encrypted >= 1, "no TLS connection from evidex");
+    drop(store);
+
+    // The default (sslmode=prefer) uses TLS when offered, and verifies it too.
+    for url in [required.clone(), url.clone()] {
+        let err = Store::connect_postgres_with(&url, None).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("certificate"), "{msg}");
+        assert!(msg.contains("database_ca_file"), "{msg}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.crt");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    // From inside a runtime, as `evidex serve` and the CLI call it (an error must
+    // not drop the pool's own runtime there: that panics).
+    let err = rt
+        .block_on(async { Store::connect_postgres_with(&required, Some(&not_pem)) })
+        .err()
+        .unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("database_ca_file") && msg.contains("no PEM certificate"),
+        "{msg}"
+    );
+    let err =
+        Store::connect_postgres_with(&required, Some(&dir.path().join("missing.crt"))).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("database_ca_file: cannot read"),
+        "{err:#}"
+    );
+}
+
 #[test]
 fn a_wrong_database_url_is_named_without_its_password() {
     let err = Store::connect_postgres("postgres://evidex:hunter2@127.0.0.1:1/evidex").unwrap_err();

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::BytesMut;
+use tokio_postgres::Client;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::db::{Conn, Dialect, Row, Val, postgres_placeholders};
 
@@ -30,6 +31,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A pool of connections to one PostgreSQL database.
 pub struct Pool {
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     runtime: Option<tokio::runtime::Runtime>,
     state: Mutex<PoolState>,
     freed: Condvar,
@@ -40,13 +42,61 @@ struct PoolState {
     open: usize,
 }
 
+/// The TLS side of every connection: rustls with the system's root certificates
+/// and those of `ca_file` (PEM). The `ring` provider is named because the build
+/// carries two (`ring` and `aws-lc-rs`, through other crates), and rustls will not
+/// pick one itself.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system certificate rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("database_ca_file: cannot read {}", path.display()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| anyhow!("database_ca_file: {} is not PEM: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| anyhow!("database_ca_file: {}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            bail!(
+                "database_ca_file: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            );
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS for the metadata database")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 impl Pool {
     /// A pool for `url` (`postgres://user:password@host:port/database`, or the
     /// key=value form libpq accepts). Connects once to check the server answers.
+    /// TLS follows the URL's `sslmode` (`prefer` by default: when the server
+    /// offers it), and the server's certificate is always verified, host name
+    /// included, against the system's roots and the PEM certificates of `ca_file`
+    /// (libpq's `verify-full`; tokio-postgres has no unverified mode here).
     ///
     /// Errors: the URL does not parse (the message never repeats the URL: it may
-    /// hold a password), the server cannot be reached, or the login is refused.
-    pub fn connect(url: &str) -> Result<Pool> {
+    /// hold a password), `ca_file` is unreadable or holds no certificate, the
+    /// server cannot be reached, its certificate is not trusted, or the login is
+    /// refused.
+    pub fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Pool> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
             anyhow!(
                 "database_url: not a PostgreSQL connection URL \
@@ -59,6 +109,9 @@ impl Pool {
         if config.get_application_name().is_none() {
             config.application_name("evidex");
         }
+        // Before the runtime: dropping a runtime on an error path would panic
+        // inside the caller's async context.
+        let tls = tls_connector(ca_file)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("evidex-postgres")
@@ -67,6 +120,7 @@ impl Pool {
             .context("cannot start the PostgreSQL connection thread")?;
         let pool = Pool {
             config,
+            tls,
             runtime: Some(runtime),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
@@ -104,8 +158,9 @@ impl Pool {
             .ok_or_else(|| anyhow!("the PostgreSQL pool is closed"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let config = self.config.clone();
+        let tls = self.tls.clone();
         runtime.spawn(async move {
-            match config.connect(NoTls).await {
+            match config.connect(tls).await {
                 Ok((client, connection)) => {
                     let _ = tx.send(Ok(client));
                     if let Err(e) = connection.await {
@@ -200,10 +255,11 @@ impl Pool {
             return;
         };
         let config = self.config.clone();
+        let tls = self.tls.clone();
         rt.spawn(async move {
             use futures::StreamExt;
             loop {
-                match config.connect(NoTls).await {
+                match config.connect(tls.clone()).await {
                     Ok((client, mut connection)) => {
                         let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
                         let (note_tx, mut note_rx) = futures::channel::mpsc::unbounded::<()>();
@@ -302,10 +358,19 @@ fn error_text(e: &tokio_postgres::Error) -> String {
             Some(d) => format!("{} ({d})", db.message()),
             None => db.message().to_string(),
         },
-        None => match e.source() {
-            Some(s) => format!("{e}: {s}"),
-            None => e.to_string(),
-        },
+        None => {
+            let text = match e.source() {
+                Some(s) => format!("{e}: {s}"),
+                None => e.to_string(),
+            };
+            if text.contains("certificate") {
+                format!(
+                    "{text} (the server's TLS certificate is verified: set database_ca_file to the CA that signed it, or sslmode=disable in database_url to connect without TLS)"
+                )
+            } else {
+                text
+            }
+        }
     }
 }
 
