@@ -199,6 +199,13 @@ fn sweep(data: &Path) {
     );
 }
 
+/// Runs the sweep, then checks nothing temporary or uncommitted is left.
+fn assert_swept_clean(data: &Path, point: &str) {
+    sweep(data);
+    let left = leftovers(data);
+    assert!(left.is_empty(), "{point}: left behind {left:?}");
+}
+
 /// Ingest: batch A acknowledged before; the server dies at `point` while storing
 /// batch B; after the restart the gateway sends B again (as it would, having no
 /// answer). A and B are each stored once.
@@ -243,9 +250,7 @@ async fn ingest_row(point: &'static str) -> Row {
         assert_eq!(ids.len(), 430, "{point}");
         present = ids.len() - 30;
     }
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "kill -9",
@@ -288,9 +293,7 @@ async fn ingest_full_disk_row() -> Row {
         assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 230);
         present = ids.len() - 30;
     }
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "ENOSPC",
@@ -362,9 +365,7 @@ async fn export_row(point: &'static str) -> Row {
         .json();
     assert_eq!(j["attempts"], 2, "{point}: {j}");
     drop(server);
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "kill -9",
@@ -421,9 +422,7 @@ async fn export_full_disk_row() -> Row {
     let c = Client::new(&server.base);
     let (jobs, artifacts) = check_job(&c, &compliance, &data, &id, point).await;
     drop(server);
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "ENOSPC",
@@ -497,9 +496,7 @@ async fn delivery_row(point: &'static str, s3_root: PathBuf, endpoint: String) -
         .count();
     assert_eq!(delivered, 1, "{point}");
     drop(server);
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "kill -9",
@@ -575,9 +572,7 @@ async fn webhook_row() -> Row {
         "one webhook-id"
     );
     drop(server);
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "kill -9",
@@ -647,9 +642,7 @@ async fn schedule_row() -> Row {
         artifacts += a;
     }
     drop(server);
-    sweep(&data);
-    let left = leftovers(&data);
-    assert!(left.is_empty(), "{point}: left behind {left:?}");
+    assert_swept_clean(&data, point);
     Row {
         step: point.to_string(),
         fault: "kill -9",
