@@ -2,7 +2,8 @@
 evidex's own code, against the reference schemas in shared/schemas (see its README.md).
 
 Usage: validate_profiles.py PROFILE FILE     PROFILE = ecs | ocsf | splunk_hec
-Schemas: $SHARED_SCHEMAS, else <repo>/../shared/schemas. Prints "ok N records" and
+Schemas: $SHARED_SCHEMAS, else the nearest shared/schemas above the repository (or
+above the repository it was cloned from). Prints "ok N records" and
 exits 0, or prints up to 50 errors ("line N: field.path: problem") and exits 1. An
 empty file is an error. Only the standard library and PyYAML are used.
 
@@ -51,8 +52,30 @@ from pathlib import Path
 
 import yaml
 
-SCHEMAS = Path(os.environ.get("SHARED_SCHEMAS")
-               or Path(__file__).resolve().parents[3].parent / "shared" / "schemas")
+def find_schemas():
+    """$SHARED_SCHEMAS, else the first shared/schemas beside the repository or any
+    folder above it, else beside (or above) the repository it was cloned from, so a
+    clone anywhere under the checkout's parent -- or a clone of it -- finds them."""
+    if os.environ.get("SHARED_SCHEMAS"):
+        return Path(os.environ["SHARED_SCHEMAS"])
+    repo = Path(__file__).resolve().parents[3]
+    roots = [repo]
+    try:
+        import subprocess
+        origin = subprocess.run(["git", "-C", str(repo), "remote", "get-url", "origin"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        if origin and Path(origin).is_dir():
+            roots.append(Path(origin).resolve())
+    except OSError:
+        pass
+    for root in roots:
+        for folder in root.parents:
+            if (folder / "shared" / "schemas").is_dir():
+                return folder / "shared" / "schemas"
+    return repo.parent / "shared" / "schemas"
+
+
+SCHEMAS = find_schemas()
 MAX_ERRORS = 50
 
 
