@@ -348,6 +348,48 @@ async fn the_key_index_follows_the_table_it_was_built_from() {
     assert_eq!(retry.duplicate_rows, vec![0]);
 }
 
+/// An index of the previous layout (fjall keeps a keyspace's options from creation,
+/// so the partitioned filters need a new index) is removed and the new one rebuilt
+/// from the lake: a retry of a record stored before the upgrade is still a duplicate.
+#[tokio::test]
+async fn an_index_of_the_old_layout_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("key-index");
+    let data = dir.path().join("data");
+    let lake = lake_with_index(&data, Some(index_dir.clone()));
+    lake.append(
+        Dataset::Events,
+        vec![event_at("u-1", "2026-03-02T10:00:00Z")],
+    )
+    .await
+    .unwrap();
+    lake.flush_index().await.unwrap();
+    drop(lake);
+    let names: Vec<String> = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let (hash, layout) = names[0].rsplit_once('-').expect("hash-layout");
+    assert_eq!(layout, "2");
+    // What an older evidex left: the index under the bare hash.
+    let old = index_dir.join(hash);
+    std::fs::create_dir_all(old.join("keyspaces")).unwrap();
+    std::fs::write(old.join("version"), b"old").unwrap();
+    std::fs::remove_dir_all(index_dir.join(&names[0])).unwrap();
+    let lake = lake_with_index(&data, Some(index_dir.clone()));
+    let retry = lake
+        .append(
+            Dataset::Events,
+            vec![event_at("u-1", "2026-03-05T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.duplicate_rows, vec![0], "rebuilt from the lake");
+    assert!(!old.exists(), "the old layout's folder is removed");
+    assert!(index_dir.join(&names[0]).is_dir());
+}
+
 /// The orphan sweep deletes only data files no version of the log names: a file an
 /// append wrote and never committed goes; the current files, the files compaction
 /// removed (time travel still reads them) and hidden paths stay. Too short an age is

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use sha2::{Digest, Sha256};
 
@@ -43,6 +44,24 @@ use crate::model::Dataset;
 /// Keys up to this many bytes are stored as they are; longer ones as a SHA-256 (a
 /// collision would need a second preimage), so the index never holds megabyte keys.
 const MAX_PLAIN_KEY: usize = 256;
+
+/// Options of the keyspaces that hold keys: Bloom filters and block indexes split into
+/// partitions at every level, so a lookup loads one small partition through the cache.
+/// With fjall's defaults (whole per-table filters above level 3, unpinned below level
+/// 0) the filters of a few million keys outgrow the cache, and every lookup re-read
+/// and re-checksummed a table's whole filter: measured, `evidex generate` of 10 M
+/// events slowed from 1 M events per 7 s to a crawl after about 6 M (`perf`: file
+/// reads and `xxh3` over long inputs, 96 % of samples).
+fn key_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+        .index_block_partitioning_policy(PartitioningPolicy::all(true))
+}
+
+/// The key index's folder name under the state directory's `key-index`: the lake's
+/// hash plus the layout version (fjall keeps a keyspace's options from its creation,
+/// so new options need a new index; the old folder is removed).
+const LAYOUT: &str = "2";
 
 /// The key index of one lake, shared by every `Lake` handle of the process.
 pub struct IdIndex {
@@ -89,7 +108,7 @@ impl IdIndex {
         let mut keys = HashMap::new();
         for ds in Dataset::ALL {
             let ks = db
-                .keyspace(ds.table_name(), KeyspaceCreateOptions::default)
+                .keyspace(ds.table_name(), key_options)
                 .map_err(|e| index_error(dir, e))?;
             keys.insert(ds, ks);
         }
@@ -295,8 +314,15 @@ impl Lake {
         }
         // One index per lake: a state directory may serve lakes at several data
         // locations (a local directory and a bucket, say).
-        let lake_dir = dir.join(&sha256_hex(self.root.as_str().as_bytes())[..16]);
+        let hash = &sha256_hex(self.root.as_str().as_bytes())[..16];
+        let lake_dir = dir.join(format!("{hash}-{LAYOUT}"));
         let index = IdIndex::open(&lake_dir)?;
+        if index.is_some() && dir.join(hash).is_dir() {
+            // The index of the previous layout: derived data, rebuilt in the new one.
+            if let Err(e) = std::fs::remove_dir_all(dir.join(hash)) {
+                tracing::warn!(dir = %dir.join(hash).display(), error = %e, "could not remove the old key index");
+            }
+        }
         match &index {
             Some(i) => *slot = Some(Ok(i.clone())),
             None => {
