@@ -1,9 +1,10 @@
 //! Redaction: detectors for personal data and secrets, applied to every free-text
 //! value before it leaves the engine.
 //!
-//! All rules are compiled into one alternation that the regex crate scans with its
-//! lazy DFA, so text without a match costs one pass and no allocation. A match is then
-//! attributed to the first rule that matches it exactly; payment-card candidates must
+//! The rules find what one leftmost-first alternation of them would find, but each
+//! rule is searched with its own prefilter and the digit rules only in runs of digits
+//! (see `scan.rs`), so text without a match costs a few fast passes and no
+//! allocation. A match is then attributed to the first rule that matches it exactly; payment-card candidates must
 //! also pass the Luhn check, or the span is searched again by the other rules.
 //! JSON values (metadata, policy results) are rewritten string by string, keeping
 //! every other byte, so their structure and key order survive.
@@ -32,8 +33,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, Result};
 
 mod detectors;
+mod scan;
 pub use detectors::BUILTIN_DETECTORS;
 use detectors::{BUILTIN, luhn_ok};
+use scan::Scanner;
 
 /// Field metadata key marking a text column that holds JSON documents.
 pub const KIND_METADATA: &str = "evidex.kind";
@@ -103,9 +106,9 @@ struct Rule {
 /// Compiled redaction rules.
 pub struct Redactor {
     rules: RedactionRules,
-    any: Option<Regex>,
+    any: Option<Scanner>,
     /// Every rule except the card detector, for spans that failed the Luhn check.
-    no_card: Option<Regex>,
+    no_card: Option<Scanner>,
     list: Vec<Rule>,
 }
 
@@ -162,21 +165,13 @@ impl Redactor {
             }
             parts.push((kind, c.pattern.clone()));
         }
-        let alternation = |skip_card: bool| -> Result<Option<Regex>> {
-            let alts: Vec<String> = parts
+        let scanner = |skip_card: bool| -> Result<Option<Scanner>> {
+            let rules: Vec<(&str, &str)> = parts
                 .iter()
                 .filter(|(k, _)| !(skip_card && k == "CARD"))
-                .map(|(_, p)| format!("(?:{p})"))
+                .map(|(k, p)| (k.as_str(), p.as_str()))
                 .collect();
-            if alts.is_empty() {
-                return Ok(None);
-            }
-            regex::bytes::RegexBuilder::new(&alts.join("|"))
-                .size_limit(64 << 20)
-                .dfa_size_limit(64 << 20)
-                .build()
-                .map(Some)
-                .map_err(|e| EngineError::Config(format!("redaction rules: {e}")))
+            Scanner::new(&rules)
         };
         let list = parts
             .iter()
@@ -191,8 +186,8 @@ impl Redactor {
             .collect::<Result<Vec<_>>>()?;
         Ok(Redactor {
             rules: rules.clone(),
-            any: alternation(false)?,
-            no_card: alternation(true)?,
+            any: scanner(false)?,
+            no_card: scanner(true)?,
             list,
         })
     }
@@ -223,14 +218,11 @@ impl Redactor {
     }
 
     /// Scans `text` with `re`; writes into `out` (created at the first change).
-    fn redact_into(&self, re: &Regex, text: &str, out: &mut Option<String>, cards: bool) {
+    fn redact_into(&self, re: &Scanner, text: &str, out: &mut Option<String>, cards: bool) {
         let mut last = 0;
-        for m in re.find_iter(text.as_bytes()) {
+        for (start, end) in re.find_iter(text.as_bytes()) {
             // A custom pattern may end inside a character: widen to whole ones.
-            let (start, end) = (
-                floor_boundary(text, m.start()),
-                ceil_boundary(text, m.end()),
-            );
+            let (start, end) = (floor_boundary(text, start), ceil_boundary(text, end));
             if start < last {
                 continue;
             }
