@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""Engine benchmark: evidex against DuckDB and Polars on the same Parquet files.
+"""Engine benchmark: evidex against DuckDB, Polars and the disk's floor, same files.
 
-Generates N events over 90 days with `evidex generate`, compacts, then measures in
-the same run, for each tool, wall time and the peak RSS of the process that did the
-work (each run is its own child process, measured with wait4):
+For each size (events over 90 days, generated once per size with `evidex generate`
+and kept in bench/out/data-N), measures in the same run, three times each, medians:
 
   (a) a 30-day window, decision in (block, redact, escalate), severity high or
       above, to CSV and to NDJSON;
-  (b) the whole 30-day window to CSV;
-  (c) the preview count of (a).
+  (b) the whole 30-day window, to CSV and to NDJSON;
+  (c) the preview count of (a);
 
-Same scope, same columns, same order (timestamp, id) for all three tools. Results go
-to bench/out/results.md and standard output.
+with evidex without redaction rules (the peers do not redact), evidex with its
+default rules, DuckDB, Polars, and the floor: `dd` writing evidex's output bytes to
+the same disk (bs=8M, O_DIRECT like evidex's writer, from the page cache). Same
+scope, same columns, same order (timestamp, id) for all tools; each run is its own
+child process and MB is its peak RSS (wait4). Results go to bench/out/results.md
+and standard output as one table.
 
-Usage: bench/run.sh [ROWS]   (defaults to 10,000,000)
+Usage: bench/run.sh [ROWS ...]   (defaults to 1000000 2000000 10000000)
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -26,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 EVIDEX = os.environ.get("BENCH_EVIDEX_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "evidex"))
-ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
-DATA = OUT / f"data-{ROWS}"
+SIZES = [int(a.replace("_", "")) for a in sys.argv[1:]] or [1_000_000, 2_000_000, 10_000_000]
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 END = "2026-03-31"
 FROM, TO = "2026-03-01", "2026-03-30"  # 30 whole UTC days
 START_TS, END_TS = "2026-03-01T00:00:00Z", "2026-03-31T00:00:00Z"
@@ -61,24 +65,31 @@ def run(cmd, env=None, stdout=subprocess.DEVNULL):
 NO_REDACTION = {**os.environ, "EVIDEX_REDACTION__DETECTORS": "[]"}
 
 
-def evidex(*args, stdout=subprocess.DEVNULL, env=NO_REDACTION):
-    return run([EVIDEX, "--data", str(DATA), *args], stdout=stdout, env=env)
+DEFAULT_RULES = {k: v for k, v in os.environ.items() if not k.startswith("EVIDEX_REDACTION")}
 
 
-def setup():
+def data_dir(rows):
+    return OUT / f"data-{rows}"
+
+
+def evidex(rows, *args, stdout=subprocess.DEVNULL, env=NO_REDACTION):
+    return run([EVIDEX, "--data", str(data_dir(rows)), *args], stdout=stdout, env=env)
+
+
+def setup(rows):
     OUT.mkdir(parents=True, exist_ok=True)
-    marker = DATA / "generated.json"
+    marker = data_dir(rows) / "generated.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    secs, rss, _ = evidex("generate", "--rows", str(ROWS), "--days", "90", "--end", END, "--seed", "1")
-    csecs, _, _ = evidex("compact", "--min-files", "2")
+    secs, rss, _ = evidex(rows, "generate", "--rows", str(rows), "--days", "90", "--end", END, "--seed", "1")
+    csecs, _, _ = evidex(rows, "compact", "--min-files", "2")
     info = {"generate_s": secs, "generate_rss_mb": rss, "compact_s": csecs}
     marker.write_text(json.dumps(info))
     return info
 
 
-def parquet_files():
-    _, _, out = evidex("tables", "--files", stdout=None)
+def parquet_files(rows):
+    _, _, out = evidex(rows, "tables", "--files", stdout=None)
     files, current = [], None
     for line in out.decode().splitlines():
         if not line.startswith(" "):
@@ -129,9 +140,27 @@ def duck_sql(kind, out):
     return f"COPY (SELECT {', '.join(COLUMNS)} FROM events WHERE {where} ORDER BY timestamp, id) TO '{out}' {fmt}"
 
 
-def main():
-    info = setup()
-    files = parquet_files()
+def median(results):
+    """Median (seconds, MB) of runs, by time; MB is the largest of the runs."""
+    ordered = sorted(results)
+    return ordered[len(ordered) // 2][0], max(r[1] for r in results)
+
+
+def floor(path):
+    """Seconds for dd to write the bytes of `path` to the same disk (median of RUNS)."""
+    subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)  # into the page cache
+    target = str(OUT / "floor.out")
+    times = []
+    for _ in range(RUNS):
+        secs, _, _ = run(["dd", f"if={path}", f"of={target}", "bs=8M", "oflag=direct", "status=none"])
+        times.append(secs)
+        os.remove(target)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(rows):
+    info = setup(rows)
+    files = parquet_files(rows)
     fj = str(OUT / "files.json")
     Path(fj).write_text(json.dumps(files))
     filt = []
@@ -140,72 +169,78 @@ def main():
     filt += ["--min-severity", "high"]
     scope = ["--from", FROM, "--to", TO]
     big = ["--split-rows", "1000000000"]
-    workloads = [
-        ("(a) filtered 30 days -> CSV", "filtered", "csv"),
-        ("(a) filtered 30 days -> NDJSON", "filtered", "ndjson"),
-        ("(b) whole 30 days -> CSV", "full", "csv"),
-    ]
-    rows = []
-    for label, kind, fmt in workloads:
-        res = {}
+    results = []
+    for label, kind, fmt in [
+        ("(a) filtered -> CSV", "filtered", "csv"),
+        ("(a) filtered -> NDJSON", "filtered", "ndjson"),
+        ("(b) whole -> CSV", "full", "csv"),
+        ("(b) whole -> NDJSON", "full", "ndjson"),
+    ]:
         out = str(OUT / f"evidex-{kind}.{fmt}")
         args = ["export", *scope, *(filt if kind == "filtered" else []), "--format", fmt, "--output", out, *big]
-        res["evidex"] = evidex(*args)[:2]
-        res["evidex_bytes"] = os.path.getsize(out)
-        dout = str(OUT / f"duckdb-{kind}.{fmt}")
-        res["duckdb"] = run([PY, "-c", DUCK, fj, duck_sql(kind, dout)])[:2]
-        pout = str(OUT / f"polars-{kind}.{fmt}")
-        res["polars"] = run([PY, "-c", POLARS, fj, kind, pout, json.dumps(COLUMNS)])[:2]
-        for f in (out, dout, pout):
+        dout, pout = str(OUT / f"duckdb-{kind}.{fmt}"), str(OUT / f"polars-{kind}.{fmt}")
+        runs = {"evidex": [], "redacted": [], "duckdb": [], "polars": []}
+        # Interleaved, so a slow stretch of the machine hits every tool alike.
+        for _ in range(RUNS):
+            runs["evidex"].append(evidex(rows, *args)[:2])
+            runs["redacted"].append(evidex(rows, *args, env=DEFAULT_RULES)[:2])
+            runs["duckdb"].append(run([PY, "-c", DUCK, fj, duck_sql(kind, dout)])[:2])
+            runs["polars"].append(run([PY, "-c", POLARS, fj, kind, pout, json.dumps(COLUMNS)])[:2])
+        evidex(rows, *args)  # the plain output, for its size and the floor
+        res = {k: median(v) for k, v in runs.items()}
+        res["bytes"] = os.path.getsize(out)
+        res["floor"] = floor(out)
+        for f in (out, dout, pout, *glob.glob(glob.escape(out) + ".*")):
             os.remove(f)
-        rows.append((label, res))
-    # (d) redaction cost: the (a) CSV export with every built-in detector against
-    # the same export without rules, best of 3 each, alternating.
-    red_args = ["export", *scope, *filt, "--format", "csv", "--output", str(OUT / "red.csv"), *big]
-    plain, redacted = [], []
-    for _ in range(3):
-        plain.append(evidex(*red_args)[:2])
-        redacted.append(evidex(*red_args, env=dict(os.environ))[:2])
-    os.remove(OUT / "red.csv")
-    p_best, r_best = min(plain), min(redacted)
-    # (c) the preview count, best of 5 (first run warms the page cache).
-    pe = min((evidex("preview", *scope, *filt, stdout=None) for _ in range(5)), key=lambda r: r[0])
-    pd = min((run([PY, "-c", DUCK, fj, duck_sql("count", "")], stdout=None) for _ in range(3)), key=lambda r: r[0])
-    pp = min((run([PY, "-c", POLARS, fj, "count", "", "[]"], stdout=None) for _ in range(3)), key=lambda r: r[0])
-    counts = {pe[2].strip(), pd[2].strip(), pp[2].strip()}
+        results.append((label, res))
+    # (c) the preview count; the counts of all three must agree.
+    pe = [evidex(rows, "preview", *scope, *filt, stdout=None) for _ in range(RUNS + 1)][1:]
+    pd = [run([PY, "-c", DUCK, fj, duck_sql("count", "")], stdout=None) for _ in range(RUNS)]
+    pp = [run([PY, "-c", POLARS, fj, "count", "", "[]"], stdout=None) for _ in range(RUNS)]
+    counts = {pe[0][2].strip(), pd[0][2].strip(), pp[0][2].strip()}
     if len(counts) != 1:
-        raise SystemExit(f"preview counts differ: evidex {pe[2]!r} duckdb {pd[2]!r} polars {pp[2]!r}")
+        raise SystemExit(f"preview counts differ: evidex {pe[0][2]!r} duckdb {pd[0][2]!r} polars {pp[0][2]!r}")
+    results.append((
+        f"(c) preview count ({int(pe[0][2]):,})",
+        {"evidex": median([r[:2] for r in pe]), "duckdb": median([r[:2] for r in pd]),
+         "polars": median([r[:2] for r in pp])},
+    ))
+    return info, len(files), results
 
+
+def main():
     lines = [
-        f"Benchmark: {ROWS:,} events over 90 days ({len(files)} Parquet files), 2 cores; "
-        f"generated in {info['generate_s']:.0f} s (peak {info['generate_rss_mb']:.0f} MB), compacted in {info['compact_s']:.0f} s.",
-        f"Command: `bench/run.sh {ROWS}`. Times are wall seconds of one run; RSS is the peak of the process.",
+        f"Benchmark: events over 90 days, a 30-day window; 2 cores; median of {RUNS} runs, "
+        "wall seconds and peak RSS (MB) of each process.",
+        f"Command: `bench/run.sh {' '.join(str(n) for n in SIZES)}`.",
         "",
-        "| workload | evidex s | evidex MB | DuckDB s | DuckDB MB | Polars s | Polars MB | best peer / evidex |",
-        "|---|---|---|---|---|---|---|---|",
+        "| events | workload | evidex s | MB | evidex, default redaction s | MB | DuckDB s | MB "
+        "| Polars s | MB | floor (dd) s | best peer / evidex | evidex / floor | redaction cost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, r in rows:
-        best = min(r["duckdb"][0], r["polars"][0])
-        lines.append(
-            f"| {label} | {r['evidex'][0]:.2f} | {r['evidex'][1]:.0f} | {r['duckdb'][0]:.2f} | {r['duckdb'][1]:.0f} "
-            f"| {r['polars'][0]:.2f} | {r['polars'][1]:.0f} | {best / r['evidex'][0]:.1f}x |"
+    notes = []
+    for rows in SIZES:
+        info, nfiles, results = measure(rows)
+        notes.append(
+            f"{rows:,} events: {nfiles} Parquet files, generated in {info['generate_s']:.0f} s "
+            f"(peak {info['generate_rss_mb']:.0f} MB)."
         )
-    best = min(pd[0], pp[0])
-    lines.append(
-        f"| (c) preview count ({pe[2].decode().strip()} records) | {pe[0]:.3f} | {pe[1]:.0f} | {pd[0]:.3f} | {pd[1]:.0f} "
-        f"| {pp[0]:.3f} | {pp[1]:.0f} | {best / pe[0]:.1f}x |"
-    )
-    lines += [
-        "",
-        "Redaction (all built-in detectors on input, output, metadata and policy results) on workload (a) CSV, best of 3:",
-        "",
-        "| export | evidex s | evidex MB |",
-        "|---|---|---|",
-        f"| without redaction rules | {p_best[0]:.2f} | {p_best[1]:.0f} |",
-        f"| with the default rules | {r_best[0]:.2f} | {r_best[1]:.0f} |",
-        f"| overhead | {r_best[0] / p_best[0]:.2f}x | |",
-    ]
-    text = "\n".join(lines) + "\n"
+        for label, r in results:
+            best = min(r["duckdb"][0], r["polars"][0])
+            ev = r["evidex"]
+            red = r.get("redacted")
+            fl = r.get("floor")
+            lines.append(
+                f"| {rows:,} | {label} | {ev[0]:.2f} | {ev[1]:.0f} "
+                + (f"| {red[0]:.2f} | {red[1]:.0f} " if red else "| | ")
+                + f"| {r['duckdb'][0]:.2f} | {r['duckdb'][1]:.0f} | {r['polars'][0]:.2f} | {r['polars'][1]:.0f} "
+                + (f"| {fl:.2f} ({r['bytes'] / 1e6:,.0f} MB) " if fl is not None else "| ")
+                + f"| {best / ev[0]:.2f}x "
+                + (f"| {ev[0] / fl:.2f}x " if fl else "| ")
+                + (f"| {red[0] / ev[0]:.2f}x |" if red else "| |")
+            )
+        print("\n".join(lines[-len(results):]), flush=True)
+    text = "\n".join(lines + [""] + notes) + "\n"
     (OUT / "results.md").write_text(text)
     print(text)
 

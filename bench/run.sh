@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Engine benchmark: builds evidex in release, installs DuckDB and Polars from PyPI
 # into bench/.venv, generates the data set (once per row count) and measures.
-# Usage: bench/run.sh [ROWS]   (default 10000000)
+# Usage: bench/run.sh [ROWS ...]   (default: 1000000 2000000 10000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/evidex-target}"
