@@ -36,7 +36,7 @@ mod detectors;
 mod scan;
 pub use detectors::BUILTIN_DETECTORS;
 use detectors::{BUILTIN, luhn_ok};
-use scan::Scanner;
+use scan::{Caches, Scanner};
 
 /// Field metadata key marking a text column that holds JSON documents.
 pub const KIND_METADATA: &str = "evidex.kind";
@@ -203,13 +203,45 @@ impl Redactor {
     }
 
     /// `text` with every match replaced by `[REDACTED:KIND]`; borrowed when nothing
-    /// matched.
+    /// matched. For many values, [`Redactor::session`] saves the search set-up.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let Some(any) = &self.any else {
+        self.session().redact(text)
+    }
+
+    /// A JSON document with every string value redacted; keys, numbers and layout
+    /// are kept byte for byte. Text that is not JSON is redacted as plain text.
+    pub fn redact_json<'a>(&self, json: &'a str) -> Cow<'a, str> {
+        self.session().redact_json(json)
+    }
+
+    /// The search state for redacting a batch of values; returned to the redactor
+    /// for the next batch when dropped.
+    pub fn session(&self) -> Session<'_> {
+        Session {
+            redactor: self,
+            any: self.any.as_ref().map(|s| (s, s.caches())),
+            no_card: self.no_card.as_ref().map(|s| (s, s.caches())),
+        }
+    }
+}
+
+/// [`Redactor::redact`] and [`Redactor::redact_json`] for many values, with the
+/// search caches taken once (see [`Redactor::session`]).
+pub struct Session<'r> {
+    redactor: &'r Redactor,
+    any: Option<(&'r Scanner, Caches<'r>)>,
+    no_card: Option<(&'r Scanner, Caches<'r>)>,
+}
+
+impl Session<'_> {
+    /// See [`Redactor::redact`].
+    pub fn redact<'a>(&mut self, text: &'a str) -> Cow<'a, str> {
+        let Some((any, caches)) = self.any.as_mut() else {
             return Cow::Borrowed(text);
         };
         let mut out: Option<String> = None;
-        self.redact_into(any, text, &mut out, true);
+        let no_card = self.no_card.as_mut().map(|(s, c)| (*s, c));
+        redact_into(self.redactor, any, caches, no_card, text, &mut out, true);
         match out {
             // Spans that failed the Luhn check are copied back unchanged.
             Some(s) if s != text => Cow::Owned(s),
@@ -217,61 +249,16 @@ impl Redactor {
         }
     }
 
-    /// Scans `text` with `re`; writes into `out` (created at the first change).
-    fn redact_into(&self, re: &Scanner, text: &str, out: &mut Option<String>, cards: bool) {
-        let mut last = 0;
-        for (start, end) in re.find_iter(text.as_bytes()) {
-            // A custom pattern may end inside a character: widen to whole ones.
-            let (start, end) = (floor_boundary(text, start), ceil_boundary(text, end));
-            if start < last {
-                continue;
-            }
-            let span = &text[start..end];
-            let kind = self
-                .list
-                .iter()
-                .filter(|r| cards || !r.is_card)
-                .find(|r| r.exact.is_match(span.as_bytes()))
-                .map(|r| (r.kind.as_str(), r.is_card));
-            let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
-            buf.push_str(&text[last..start]);
-            match kind {
-                Some((_, true)) if !luhn_ok(span) => {
-                    // Not a card number: the other rules may still find something.
-                    match &self.no_card {
-                        Some(nc) => {
-                            let mut inner = None;
-                            self.redact_into(nc, span, &mut inner, false);
-                            buf.push_str(inner.as_deref().unwrap_or(span));
-                        }
-                        None => buf.push_str(span),
-                    }
-                }
-                Some((kind, _)) => {
-                    buf.push_str("[REDACTED:");
-                    buf.push_str(kind);
-                    buf.push(']');
-                }
-                // Matched the alternation but no single rule exactly (a boundary
-                // that only holds in context): redact without a finer kind.
-                None => buf.push_str("[REDACTED:PII]"),
-            }
-            last = end;
-        }
-        if let Some(buf) = out.as_mut() {
-            buf.push_str(&text[last..]);
-        }
-    }
-
-    /// A JSON document with every string value redacted; keys, numbers and layout
-    /// are kept byte for byte. Text that is not JSON is redacted as plain text.
-    pub fn redact_json<'a>(&self, json: &'a str) -> Cow<'a, str> {
-        let Some(any) = &self.any else {
+    /// See [`Redactor::redact_json`].
+    pub fn redact_json<'a>(&mut self, json: &'a str) -> Cow<'a, str> {
+        let Some((any, caches)) = self.any.as_mut() else {
             return Cow::Borrowed(json);
         };
         // Fast path: no escapes and no match in the raw text means no string value
         // can match either (unescaped strings are their own raw bytes).
-        if memchr::memchr(b'\\', json.as_bytes()).is_none() && !any.is_match(json.as_bytes()) {
+        if memchr::memchr(b'\\', json.as_bytes()).is_none()
+            && !any.is_match(json.as_bytes(), caches)
+        {
             return Cow::Borrowed(json);
         }
         let bytes = json.as_bytes();
@@ -314,6 +301,61 @@ impl Redactor {
         }
         out.push_str(&json[copied..]);
         Cow::Owned(out)
+    }
+}
+
+/// Scans `text` with `scanner`; writes into `out` (created at the first change).
+/// `no_card` searches spans the card rule matched that fail the Luhn check.
+fn redact_into(
+    redactor: &Redactor,
+    scanner: &Scanner,
+    caches: &mut Caches<'_>,
+    mut no_card: Option<(&Scanner, &mut Caches<'_>)>,
+    text: &str,
+    out: &mut Option<String>,
+    cards: bool,
+) {
+    let mut last = 0;
+    for (start, end) in scanner.find_iter(text.as_bytes(), caches) {
+        // A custom pattern may end inside a character: widen to whole ones.
+        let (start, end) = (floor_boundary(text, start), ceil_boundary(text, end));
+        if start < last {
+            continue;
+        }
+        let span = &text[start..end];
+        let kind = redactor
+            .list
+            .iter()
+            .filter(|r| cards || !r.is_card)
+            .find(|r| r.exact.is_match(span.as_bytes()))
+            .map(|r| (r.kind.as_str(), r.is_card));
+        let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        buf.push_str(&text[last..start]);
+        match kind {
+            Some((_, true)) if !luhn_ok(span) => {
+                // Not a card number: the other rules may still find something.
+                match no_card.as_mut() {
+                    Some((nc, nc_caches)) => {
+                        let mut inner = None;
+                        redact_into(redactor, nc, nc_caches, None, span, &mut inner, false);
+                        buf.push_str(inner.as_deref().unwrap_or(span));
+                    }
+                    None => buf.push_str(span),
+                }
+            }
+            Some((kind, _)) => {
+                buf.push_str("[REDACTED:");
+                buf.push_str(kind);
+                buf.push(']');
+            }
+            // Matched the alternation but no single rule exactly (a boundary
+            // that only holds in context): redact without a finer kind.
+            None => buf.push_str("[REDACTED:PII]"),
+        }
+        last = end;
+    }
+    if let Some(buf) = out.as_mut() {
+        buf.push_str(&text[last..]);
     }
 }
 
@@ -438,10 +480,11 @@ impl ScalarUDFImpl for RedactUdf {
         &self,
         args: ScalarFunctionArgs,
     ) -> deltalake::datafusion::common::Result<ColumnarValue> {
-        let redact = |s: &str| -> Option<String> {
+        let mut session = self.redactor.session();
+        let mut redact = |s: &str| -> Option<String> {
             let r = match self.shape {
-                TextShape::Plain => self.redactor.redact(s),
-                TextShape::Json => self.redactor.redact_json(s),
+                TextShape::Plain => session.redact(s),
+                TextShape::Json => session.redact_json(s),
             };
             match r {
                 Cow::Owned(o) => Some(o),
@@ -475,7 +518,7 @@ impl ScalarUDFImpl for RedactUdf {
 /// changes (copying every batch of kilobyte texts cost more than the matching).
 fn redact_array(
     array: &ArrayRef,
-    redact: impl Fn(&str) -> Option<String>,
+    mut redact: impl FnMut(&str) -> Option<String>,
 ) -> deltalake::datafusion::common::Result<ArrayRef> {
     let mut changed: Vec<(usize, String)> = Vec::new();
     let mut scan = |i: usize, v: Option<&str>| {
