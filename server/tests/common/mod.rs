@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod s3_front;
+
 pub fn evidex(data: &Path, envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evidex"));
     cmd.arg("--data")
@@ -806,10 +808,13 @@ impl Browser {
 
 /// An `s3s-fs` server on a free loopback port: S3 over a directory (each
 /// subdirectory a bucket) that checks SigV4 signatures, so a wrong secret fails as it
-/// would on AWS. Killed when dropped.
+/// would on AWS. Reached through [`s3_front`], which makes its conditional writes
+/// atomic as on AWS. Killed when dropped.
 pub struct S3sFs {
     child: Child,
+    /// The front's port, the one clients use.
     pub port: u16,
+    stop_front: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl S3sFs {
@@ -836,7 +841,11 @@ impl S3sFs {
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs is installed (./scripts/test.sh installs it)");
-        let s3 = S3sFs { child, port };
+        let mut s3 = S3sFs {
+            child,
+            port,
+            stop_front: None,
+        };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -845,6 +854,9 @@ impl S3sFs {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let (front, stop) = s3_front::start(port);
+        s3.port = front;
+        s3.stop_front = Some(stop);
         s3
     }
 
@@ -856,6 +868,9 @@ impl S3sFs {
 
 impl Drop for S3sFs {
     fn drop(&mut self) {
+        if let Some(stop) = self.stop_front.take() {
+            let _ = stop.send(());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
