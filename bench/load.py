@@ -73,8 +73,13 @@ def main():
     for role in ("admin", "ingest", "compliance"):
         tok[role] = subprocess.run([EVIDEX, "--data", str(data), "token", "create", "--role", role],
                                    check=True, capture_output=True, text=True).stdout.strip()
+    # Step 2 creates 200 jobs with one token: above the per-token cap of queued and
+    # running exports (limits.concurrent_exports, 20 by default) and of creates a
+    # minute (limits.create_per_minute, 60).
+    env = dict(os.environ, EVIDEX_LIMITS__CONCURRENT_EXPORTS="1000",
+               EVIDEX_LIMITS__CREATE_PER_MINUTE="1000")
     server = subprocess.Popen([EVIDEX, "--data", str(data), "serve", "--listen", "127.0.0.1:0", "--workers", "1"],
-                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     line = server.stderr.readline()
     addr = [w for w in line.split() if w.startswith("http://")][0].rstrip("/")[len("http://"):]
     host, port = addr.split(":")
@@ -129,10 +134,21 @@ def main():
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+        # LOAD_PERF=FILE samples the server during the ingest only (`perf record`,
+        # software cpu-clock event; read it with `perf report -i FILE`).
+        perf = None
+        if os.environ.get("LOAD_PERF"):
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-p",
+                                     str(server.pid), "-o", os.environ["LOAD_PERF"]],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         c0, me0 = cpu(server.pid), time.process_time()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(SENDERS) as pool:
             answers = list(pool.map(send, batches))
+        if perf:
+            perf.send_signal(__import__("signal").SIGINT)
+            perf.wait()
         accepted = sum(a for a, _ in answers)
         duplicates = sum(d for _, d in answers)
         ingest_secs = time.perf_counter() - t0
@@ -155,6 +171,7 @@ def main():
                        f"request p50 {pct(lat, 50)*1000:.0f} ms, p99 {pct(lat, 99)*1000:.0f} ms; "
                        f"{commits[0].split()[-1] if commits else '?'} Delta commits; "
                        f"CPU: server {server_cpu:.1f} s, load clients {client_cpu:.1f} s"))
+        print(report[-1][1], flush=True)
 
         # 2. Concurrent job creation.
         comp = Api(host, port, tok["compliance"])

@@ -213,7 +213,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Largest request body, bytes (ingest bodies after gzip decoding too).
     pub max_body_bytes: usize,
-    /// How long the ingest batcher waits for more requests before committing, ms.
+    /// Longest an ingest batch waits for requests still arriving (being read or
+    /// parsed) before committing, ms; it closes at once when none is.
     pub ingest_linger_ms: u64,
     /// On SIGTERM or Ctrl-C: seconds running export jobs may take to finish after
     /// in-flight requests were answered (default 30; workers claim nothing new).

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -24,7 +24,7 @@ use evidex_engine::rows::Row;
 use evidex_engine::scope::{ExportScope, Filters, parse_decision, parse_severity};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Config;
 use crate::store::{AuditEntry, Store};
@@ -51,7 +51,7 @@ pub struct Service {
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Per-dataset ingest batchers (server only).
-    pub ingest: HashMap<Dataset, mpsc::Sender<IngestItem>>,
+    pub ingest: HashMap<Dataset, IngestQueue>,
     /// Key of download links.
     pub link_key: Vec<u8>,
     /// The event stream for SIEMs (`GET /v1/events/stream`).
@@ -868,11 +868,60 @@ pub fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Starts the batcher of `dataset`: concurrent requests' rows are gathered for up to
-/// `linger` (or `max_rows`) and committed together, so many small requests make few
-/// files; every 16 commits the dataset's crowded partitions are compacted. Requests
-/// are answered after their commit, so accepted rows are durable. `counter` counts
-/// commits.
+/// A dataset's ingest batcher as request handlers reach it: a request takes an
+/// [`Arrival`] as soon as it is known to be an ingest request (before its body is read
+/// and parsed) and hands it back with its rows in [`IngestQueue::send`].
+pub struct IngestQueue {
+    tx: mpsc::Sender<IngestItem>,
+    arriving: Arc<Arriving>,
+}
+
+/// Ingest requests on their way to a batcher: body being read or parsed.
+#[derive(Default)]
+struct Arriving {
+    count: AtomicUsize,
+    /// Signalled when `count` drops to zero (a permit is kept if nobody waits).
+    none_left: Notify,
+}
+
+/// One request on its way to the batcher; dropping it (sent, refused or failed) says
+/// so.
+pub struct Arrival(Arc<Arriving>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none_left.notify_one();
+        }
+    }
+}
+
+impl IngestQueue {
+    /// Counts a request as arriving until the returned guard is dropped.
+    pub fn arrive(&self) -> Arrival {
+        self.arriving.count.fetch_add(1, Ordering::SeqCst);
+        Arrival(self.arriving.clone())
+    }
+
+    /// Queues a request's rows, then ends its arrival (in that order, so a batcher
+    /// that sees no request arriving has every queued one). Errors when the batcher
+    /// has stopped.
+    pub async fn send(&self, item: IngestItem, arrival: Arrival) -> Result<()> {
+        let sent = self.tx.send(item).await;
+        drop(arrival);
+        sent.map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))
+    }
+}
+
+/// Starts the batcher of `dataset`: concurrent requests' rows are committed together,
+/// so many small requests make few files; every 16 commits the dataset's crowded
+/// partitions are compacted. Requests are answered after their commit, so accepted
+/// rows are durable. `counter` counts commits.
+///
+/// A batch closes as soon as no other request is on its way (none is being read or
+/// parsed), when it holds `max_rows`, or `linger` after its first request, whichever
+/// comes first: a lone client's request is committed at once, and clients sending
+/// together still share one commit without waiting out the linger.
 pub fn spawn_batcher(
     lake: Lake,
     dataset: Dataset,
@@ -880,21 +929,39 @@ pub fn spawn_batcher(
     max_rows: usize,
     compact_min_files: usize,
     counter: Option<Arc<AtomicU64>>,
-) -> mpsc::Sender<IngestItem> {
+) -> IngestQueue {
     let (tx, mut rx) = mpsc::channel::<IngestItem>(1024);
+    let arriving = Arc::new(Arriving::default());
+    let queue = IngestQueue {
+        tx,
+        arriving: arriving.clone(),
+    };
     tokio::spawn(async move {
         let mut since_compaction = 0u32;
         while let Some(first) = rx.recv().await {
             let mut items = vec![first];
             let mut n: usize = items[0].rows.len();
             let deadline = tokio::time::Instant::now() + linger;
-            while n < max_rows {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(item)) => {
-                        n += item.rows.len();
-                        items.push(item);
-                    }
-                    _ => break,
+            'gather: while n < max_rows {
+                while n < max_rows
+                    && let Ok(item) = rx.try_recv()
+                {
+                    n += item.rows.len();
+                    items.push(item);
+                }
+                if n >= max_rows || arriving.count.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                tokio::select! {
+                    item = rx.recv() => match item {
+                        Some(item) => {
+                            n += item.rows.len();
+                            items.push(item);
+                        }
+                        None => break 'gather,
+                    },
+                    () = arriving.none_left.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => break 'gather,
                 }
             }
             let mut rows = Vec::with_capacity(n);
@@ -933,5 +1000,5 @@ pub fn spawn_batcher(
             }
         }
     });
-    tx
+    queue
 }

@@ -132,7 +132,7 @@ impl<R: BufRead> RecordReader<R> {
                     break;
                 }
                 saw_any = true;
-                let (chunk, found_newline) = match buf.iter().position(|&b| b == b'\n') {
+                let (chunk, found_newline) = match memchr::memchr(b'\n', buf) {
                     Some(i) => (&buf[..i], true),
                     None => (buf, false),
                 };

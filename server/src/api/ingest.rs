@@ -71,6 +71,12 @@ pub(super) async fn ingest_handler(
     let Some(ds) = Dataset::parse(&dataset).filter(|_| dataset != "config_versions") else {
         return Err(ApiError::not_found("dataset"));
     };
+    let batcher = s
+        .ingest
+        .get(&ds)
+        .ok_or_else(|| anyhow::anyhow!("no ingest batcher in this process"))?;
+    // From here until its rows are queued, the batcher knows this request is coming.
+    let arrival = batcher.arrive();
     let raw = read_body(&s, body).await?;
     let body = decode_body(&headers, raw, s.config.server.max_body_bytes)?;
     let max_line = s.config.ingest.max_record_bytes;
@@ -99,14 +105,9 @@ pub(super) async fn ingest_handler(
     let mut duplicates = 0;
     if !rows.is_empty() {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let batcher = s
-            .ingest
-            .get(&ds)
-            .ok_or_else(|| anyhow::anyhow!("no ingest batcher in this process"))?;
         batcher
-            .send(IngestItem { rows, reply: tx })
-            .await
-            .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?;
+            .send(IngestItem { rows, reply: tx }, arrival)
+            .await?;
         duplicates = rx
             .await
             .map_err(|_| anyhow::anyhow!("the ingest batcher stopped"))?
