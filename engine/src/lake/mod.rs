@@ -817,8 +817,9 @@ fn writer_properties(dataset: Dataset) -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(sorting));
-    // Keys are unique: a dictionary of them is as large as the values, and building it
-    // (hashing every value) was 5 % of an ingest's CPU time. Plain encoding instead.
+    // Keys are unique: a dictionary of them is as large as the values and building it
+    // hashes every one (the dictionary interner was about 1 % of an ingest's samples
+    // with ids in it, half that without). Plain encoding instead.
     for k in dataset.key_columns() {
         props = props.set_column_dictionary_enabled(ColumnPath::from(*k), false);
     }
