@@ -313,6 +313,21 @@ async fn create_export(c: &Client, token: &str, name: &str, extra: Value) -> Str
     r.json()["id"].as_str().unwrap().to_string()
 }
 
+/// Queues an export through a server that has no workers, then stops it. An armed
+/// server with a worker could claim the job and die at its failpoint before the POST
+/// is answered, leaving the test without the job's id.
+async fn queue_export(
+    data: &Path,
+    token: &str,
+    name: &str,
+    extra: Value,
+    env: &[(&str, &str)],
+) -> String {
+    let server = Server::start(data, 0, env);
+    let c = Client::new(&server.base);
+    create_export(&c, token, name, extra).await
+}
+
 /// Checks a completed job: one artifact, the one the record names, whole.
 async fn check_job(c: &Client, token: &str, data: &Path, id: &str, what: &str) -> (usize, usize) {
     let j = c.wait(id, token, Duration::from_secs(120)).await;
@@ -349,11 +364,9 @@ fn sha256_hex(b: &[u8]) -> String {
 async fn export_row(point: &'static str) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let (data, _, compliance) = fresh(dir.path());
-    let id;
+    let id = queue_export(&data, &compliance, "Crash", json!({}), &[]).await;
     {
         let mut server = start_armed(&data, 1, point, &[]);
-        let c = Client::new(&server.base);
-        id = create_export(&c, &compliance, "Crash", json!({})).await;
         died_by_kill_9(&mut server, point);
     }
     let server = Server::start(&data, 1, &[]);
@@ -457,11 +470,16 @@ async fn delivery_row(point: &'static str, s3_root: PathBuf, endpoint: String) -
             .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
-    let id;
+    let id = queue_export(
+        &data,
+        &compliance,
+        "Delivered",
+        json!({"deliver": true}),
+        &[ALLOW],
+    )
+    .await;
     {
         let mut server = start_armed(&data, 1, point, &[ALLOW]);
-        let c = Client::new(&server.base);
-        id = create_export(&c, &compliance, "Delivered", json!({"deliver": true})).await;
         died_by_kill_9(&mut server, point);
     }
     let server = Server::start(&data, 1, &[ALLOW]);
@@ -532,11 +550,9 @@ async fn webhook_row() -> Row {
         hook_id = created["id"].as_str().unwrap().to_string();
         std::fs::write(&receiver.secret_file, created["secret"].as_str().unwrap()).unwrap();
     }
-    let id;
+    let id = queue_export(&data, &compliance, "Hooked", json!({}), &[ALLOW]).await;
     {
         let mut server = start_armed(&data, 1, point, &[ALLOW]);
-        let c = Client::new(&server.base);
-        id = create_export(&c, &compliance, "Hooked", json!({})).await;
         died_by_kill_9(&mut server, point);
     }
     let server = Server::start(&data, 1, &[ALLOW]);
@@ -592,7 +608,10 @@ async fn schedule_row() -> Row {
     let tick = ("EVIDEX_SCHEDULER__TICK_SECS", "1");
     let schedule_id;
     {
-        let mut server = start_armed(&data, 0, point, &[tick]);
+        // Created on an unarmed server whose scheduler looks only every 30 s (once at
+        // its start, before the schedule exists): with the 1 s tick the armed server
+        // could queue a period and die before the POST is answered.
+        let server = Server::start(&data, 0, &[]);
         let c = Client::new(&server.base);
         let r = c
             .post(
@@ -604,6 +623,9 @@ async fn schedule_row() -> Row {
             .await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         schedule_id = r.json()["id"].as_str().unwrap().to_string();
+    }
+    {
+        let mut server = start_armed(&data, 0, point, &[tick]);
         died_by_kill_9(&mut server, point);
     }
     let server = Server::start(&data, 1, &[tick]);
