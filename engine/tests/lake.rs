@@ -337,6 +337,9 @@ async fn the_key_index_follows_the_table_it_was_built_from() {
         .await
         .unwrap();
     assert_eq!(again.written, 1, "the new table holds nothing yet");
+    // Created anew (version 0) and appended to (1): the append did not go on from
+    // the removed table's version.
+    assert_eq!(again.version, Some(1));
     assert_eq!(stored_ids(&lake).await, vec!["k-1"]);
     let retry = lake
         .append(
@@ -346,6 +349,71 @@ async fn the_key_index_follows_the_table_it_was_built_from() {
         .await
         .unwrap();
     assert_eq!(retry.duplicate_rows, vec![0]);
+}
+
+/// An append keeps the Delta state it committed and does not read the log again
+/// before its next commit; another writer's commit in between (another node, with
+/// its own key index) makes that commit lose the race, and the append then reads
+/// the new version: rows the other writer stored are duplicates, its own are stored
+/// once, and every version of the log is there.
+#[tokio::test]
+async fn an_append_after_another_writers_commit_sees_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for index in [true, false] {
+        let _ = std::fs::remove_dir_all(&data);
+        let node = |name: &str| lake_with_index(&data, index.then(|| dir.path().join(name)));
+        let (a, b) = (node("index-a"), node("index-b"));
+        let first = a
+            .append(
+                Dataset::Events,
+                vec![event_at("a-1", "2026-03-02T10:00:00Z")],
+            )
+            .await
+            .unwrap();
+        assert_eq!((first.written, first.version), (1, Some(1)));
+        let other = b
+            .append(
+                Dataset::Events,
+                vec![
+                    event_at("b-1", "2026-03-02T11:00:00Z"),
+                    event_at("both", "2026-03-02T12:00:00Z"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!((other.written, other.version), (2, Some(2)));
+        let next = a
+            .append(
+                Dataset::Events,
+                vec![
+                    event_at("both", "2026-03-03T12:00:00Z"),
+                    event_at("a-2", "2026-03-02T13:00:00Z"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(next.written, 1, "index {index}");
+        assert_eq!(next.duplicate_rows, vec![0], "index {index}");
+        assert_eq!(next.version, Some(3), "index {index}");
+        // And `b`, whose state is now behind, the same way round.
+        let back = b
+            .append(
+                Dataset::Events,
+                vec![event_at("a-2", "2026-03-04T13:00:00Z")],
+            )
+            .await
+            .unwrap();
+        assert_eq!((back.written, back.version), (0, None), "index {index}");
+        assert_eq!(stored_ids(&a).await, vec!["a-1", "a-2", "b-1", "both"]);
+        let log: Vec<String> = (0..=3).map(|v| format!("{v:020}.json")).collect();
+        for name in &log {
+            assert!(
+                data.join("events/_delta_log").join(name).exists(),
+                "{name} (index {index})"
+            );
+        }
+    }
 }
 
 /// An index of the previous layout (fjall keeps a keyspace's options from creation,

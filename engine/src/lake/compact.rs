@@ -35,7 +35,7 @@ impl Lake {
         let Some(table) = self.load(dataset, None).await? else {
             return Ok(CompactOutcome::default());
         };
-        let snapshot = self.files_of(dataset, &table)?;
+        let snapshot = self.files_of(dataset, table.snapshot()?)?;
         let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<DataFile>> = BTreeMap::new();
         for f in snapshot.files {
             by_date
@@ -118,7 +118,7 @@ impl Lake {
                     // conditional PUT): never delete a file the table names.
                     table.update_state().await?;
                     let named = self
-                        .files_of(dataset, &table)?
+                        .files_of(dataset, table.snapshot()?)?
                         .files
                         .iter()
                         .any(|f| f.relative == new_relative);
@@ -233,7 +233,7 @@ impl Lake {
             return Ok(SweepOutcome::default());
         };
         let mut named: std::collections::HashSet<String> = self
-            .files_of(dataset, &table)?
+            .files_of(dataset, table.snapshot()?)?
             .files
             .into_iter()
             .map(|f| f.relative)
