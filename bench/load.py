@@ -135,10 +135,12 @@ def main():
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
         # LOAD_PERF=FILE samples the server during the ingest only (`perf record`,
-        # software cpu-clock event; read it with `perf report -i FILE`).
+        # software cpu-clock event; read it with `perf report -i FILE`). Extra perf
+        # arguments in LOAD_PERF_ARGS, e.g. "--call-graph dwarf,16384 -F 499".
         perf = None
         if os.environ.get("LOAD_PERF"):
-            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-p",
+            extra = os.environ.get("LOAD_PERF_ARGS", "-F 1999").split()
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", *extra, "-p",
                                      str(server.pid), "-o", os.environ["LOAD_PERF"]],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)

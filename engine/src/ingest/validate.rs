@@ -206,18 +206,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
-/// Borrowed keys deserialize as `Cow::Borrowed` when they hold no escapes.
-fn take_field<'a>(
-    fields: &mut Vec<(Cow<'a, str>, &'a RawValue)>,
-    name: &str,
-) -> Option<&'a RawValue> {
-    // The last occurrence wins, as in every JSON parser that keeps one value per key.
-    let pos = fields.iter().rposition(|(k, _)| k == name)?;
-    let (_, v) = fields.remove(pos);
-    fields.retain(|(k, _)| k != name);
-    Some(v)
-}
-
+/// Turns a record's top-level fields into a row of `dataset`: each known field is
+/// converted by its column's kind, required ones must be there and not empty, and an
+/// event's unknown fields are kept in `metadata`.
 fn validate_fields<'a>(
     dataset: Dataset,
     mut fields: Vec<(Cow<'a, str>, &'a RawValue)>,
@@ -232,9 +223,31 @@ fn validate_fields<'a>(
             }
         }
     }
-    let mut cells = Vec::with_capacity(dataset.columns().len());
-    for col in dataset.columns() {
-        let raw = take_field(&mut fields, col.name).map(RawValue::get);
+    // Each field to its column in one pass (the last occurrence of a key wins, as in
+    // every JSON parser that keeps one value per key); the rest are unknown fields.
+    // Gateways send fields in a fixed order, so the column after the last match is
+    // tried first.
+    let columns = dataset.columns();
+    let mut values: Vec<Option<&RawValue>> = vec![None; columns.len()];
+    let mut next = 0;
+    fields.retain(|(k, v)| {
+        let found = if columns.get(next).is_some_and(|c| c.name == k.as_ref()) {
+            Some(next)
+        } else {
+            columns.iter().position(|c| c.name == k.as_ref())
+        };
+        match found {
+            Some(i) => {
+                values[i] = Some(*v);
+                next = i + 1;
+                false
+            }
+            None => true,
+        }
+    });
+    let mut cells = Vec::with_capacity(columns.len());
+    for (col, raw) in columns.iter().zip(values) {
+        let raw = raw.map(RawValue::get);
         let Some(raw) = raw.filter(|r| *r != "null") else {
             if col.required {
                 return Err(format!("missing required field `{}`", col.name));
@@ -604,6 +617,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(row.cells[21], Cell::Str(r#"{"region":"us"}"#.into()));
+    }
+
+    #[test]
+    fn a_known_field_sent_twice_keeps_its_last_value_in_any_order() {
+        // Fields out of the column order, and `severity` twice: the last one wins and
+        // neither copy lands in `metadata`.
+        let body = r#"{"consumer_group":"c","severity":"low","id":"e1","gateway_id":"g",
+            "timestamp":"2026-03-01T00:00:00Z","policy":"p","decision":"allow",
+            "severity":"high"}"#;
+        let row = validate_record(Dataset::Events, body.as_bytes()).unwrap();
+        let at = |name| Dataset::Events.column_index(name).unwrap();
+        assert_eq!(row.cells[at("severity")], Cell::Str("high".into()));
+        assert_eq!(row.cells[at("consumer_group")], Cell::Str("c".into()));
+        assert_eq!(row.cells[at("id")], Cell::Str("e1".into()));
+        assert_eq!(row.cells[at("metadata")], Cell::Null);
     }
 
     #[test]
