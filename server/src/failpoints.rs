@@ -12,7 +12,9 @@
 //!
 //! The names: `ingest.after_parse`, `lake.write_file` (`return`: a full disk
 //! before the Parquet write), `lake.after_parquet_write`, `lake.before_commit`,
-//! `lake.after_commit`, `ingest.before_response`; `export.after_claim`,
+//! `lake.after_commit`, `ingest.before_response`, `lake.before_index_record` and
+//! `lake.index_record` (the key index update after a commit: `sleep(ms)` makes it
+//! slow, `return` makes it fail); `export.after_claim`,
 //! `export.mid_encode`, `artifact.write` (`return`: a full disk), `export.before_publish`,
 //! `export.after_publish`, `export.before_job_update`; `delivery.mid_upload`,
 //! `delivery.after_upload`; `schedule.after_period`; `webhook.after_send`.

@@ -768,3 +768,67 @@ fn kill_9_at_every_step_and_a_full_disk_lose_and_double_nothing() {
     println!("{}", table.join("\n"));
     assert!(failed.is_empty(), "rows failed:\n{}", failed.join("\n"));
 }
+
+/// Re-sends of the previous commit's events while that commit's key index update is
+/// still running (`lake.before_index_record=sleep`) are found in the update's own
+/// keys; when that update then fails (`lake.index_record=return`), nothing is lost
+/// or doubled: the request that looked past it is answered, and a later re-send is
+/// still found (the next append reads the files the index missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_during_a_slow_or_failed_key_index_update_are_duplicates() {
+    /// `{prefix}-{i}` for each `i`, at the times of [`events`].
+    fn some(prefix: &str, ids: impl IntoIterator<Item = usize>) -> Vec<u8> {
+        let all = String::from_utf8(events(prefix, 200)).unwrap();
+        let lines: Vec<&str> = all.lines().collect();
+        ids.into_iter()
+            .map(|i| lines[i])
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    }
+    for (case, failpoints) in [
+        ("slow", "lake.before_index_record=sleep(1500)"),
+        (
+            "slow, then failed",
+            "lake.before_index_record=1*sleep(1500);lake.index_record=1*return",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, admin, _) = fresh(dir.path());
+        let server = Server::start(&data, 0, &[("FAILPOINTS", failpoints)]);
+        let c = Client::new(&server.base);
+        let post = |body: Vec<u8>| {
+            let (c, admin) = (&c, &admin);
+            async move {
+                let (status, body) = post_events(c, admin, body).await.unwrap();
+                assert_eq!(status, 200, "{case}: {body}");
+                (
+                    body["accepted"].as_u64().unwrap(),
+                    body["duplicates"].as_u64().unwrap(),
+                )
+            }
+        };
+        // A: 100 new events; its index update is held back 1.5 s.
+        assert_eq!(post(some("a", 0..100)).await, (100, 0), "{case}");
+        // B, at once: half of A again and 50 new ones.
+        let mut b = some("a", 0..50);
+        b.push(b'\n');
+        b.extend(some("b", 0..50));
+        assert_eq!(
+            post(b).await,
+            (100, 50),
+            "{case}: re-sends of A during its index update"
+        );
+        // C: one of A, one of B, 10 new (with the failure: A's keys come from its files).
+        let mut c3 = some("a", [60]);
+        c3.push(b'\n');
+        c3.extend(some("b", [10]));
+        c3.push(b'\n');
+        c3.extend(some("c", 0..10));
+        assert_eq!(post(c3).await, (12, 2), "{case}: re-sends after the update");
+        let ids = stored_ids(&c, &admin).await;
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(ids.len(), 30 + 100 + 50 + 10, "{case}: every event once");
+        assert_eq!(unique.len(), ids.len(), "{case}: no event twice");
+    }
+}

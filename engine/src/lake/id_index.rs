@@ -201,23 +201,43 @@ impl IdIndex {
             .map_err(|e| index_error(self.db_path(), e))
     }
 
-    /// Which of `keys` are stored, looked up on two threads when there are many
-    /// (the lookups are the ingest commit's serial part; the other core is usually
-    /// parsing the next requests, but not all the time).
+    /// Which of `keys` are stored, or are in `pending` (keys of a commit whose index
+    /// update may still be running; sorted), looked up on two threads when there are
+    /// many (the lookups are the ingest commit's serial part; the other core is
+    /// usually parsing the next requests, but not all the time).
     ///
     /// The keys are looked up in sorted order: consecutive lookups then walk the
     /// same memtable skiplist nodes and table blocks, which are still in the CPU
     /// cache (measured: the lookups took about a third less time than in arrival
-    /// order on random ids).
-    pub fn contains_many(&self, dataset: Dataset, keys: &[&str]) -> Result<Vec<bool>> {
+    /// order on random ids). The same order finds `pending` keys in one merge pass.
+    pub fn contains_many(
+        &self,
+        dataset: Dataset,
+        keys: &[&str],
+        pending: &[String],
+    ) -> Result<Vec<bool>> {
         let mut order: Vec<u32> = (0..keys.len() as u32).collect();
         order.sort_unstable_by_key(|&i| keys[i as usize]);
+        let mut out = vec![false; keys.len()];
+        if !pending.is_empty() {
+            // Both sorted: a merge, and the keys found there need no index lookup.
+            let mut p = 0;
+            order.retain(|&i| {
+                let k = keys[i as usize];
+                while p < pending.len() && pending[p].as_str() < k {
+                    p += 1;
+                }
+                let found = pending.get(p).is_some_and(|q| q == k);
+                out[i as usize] = found;
+                !found
+            });
+        }
         let lookup = |part: &[u32]| -> Result<Vec<bool>> {
             part.iter()
                 .map(|&i| self.contains(dataset, keys[i as usize]))
                 .collect()
         };
-        let found = if keys.len() < 4096 {
+        let found = if order.len() < 4096 {
             lookup(&order)?
         } else {
             let (a, b) = order.split_at(order.len() / 2);
@@ -231,7 +251,6 @@ impl IdIndex {
             })??);
             out
         };
-        let mut out = vec![false; keys.len()];
         for (&i, f) in order.iter().zip(found) {
             out[i as usize] = f;
         }
@@ -293,11 +312,22 @@ impl Lake {
             .await
             .take();
         match pending {
-            Some(task) => task
+            Some(p) => p
+                .task
                 .await
                 .map_err(|e| EngineError::Io(std::io::Error::other(e)))?,
             None => Ok(()),
         }
+    }
+
+    /// The keys of the last commit's index update while it is still running (`None`
+    /// once it has ended, or when there is none).
+    pub(super) async fn pending_keys(&self, dataset: Dataset) -> Option<Arc<Vec<String>>> {
+        let pending = self.pending_index[dataset_slot(dataset)].lock().await;
+        pending
+            .as_ref()
+            .filter(|p| !p.task.is_finished())
+            .map(|p| p.keys.clone())
     }
 
     /// The key index, opened on first use; `None` without an index folder or while

@@ -127,8 +127,20 @@ pub struct AppendOutcome {
 /// The key index once opened, or when an attempt found it held by another process.
 type IndexSlot = std::result::Result<Arc<IdIndex>, std::time::Instant>;
 
-/// A commit's key index update running in the background.
-type PendingIndexUpdate = tokio::task::JoinHandle<Result<()>>;
+/// A commit's key index update running in the background, with the keys it records
+/// (sorted), so the next append can look them up there instead of waiting for it.
+struct PendingIndexUpdate {
+    task: tokio::task::JoinHandle<Result<()>>,
+    keys: Arc<Vec<String>>,
+}
+
+impl std::fmt::Debug for PendingIndexUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingIndexUpdate")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
 
 /// The event lake.
 #[derive(Debug, Clone)]
@@ -148,7 +160,9 @@ pub struct Lake {
     /// the Delta state the last one left (see `append.rs`).
     append_states: Arc<[tokio::sync::Mutex<Option<append::AppendState>>; 3]>,
     /// The key index update of the last commit, which runs while the caller answers
-    /// and gathers the next batch; the next append (or compaction) waits for it.
+    /// and gathers the next batch, and while the next append looks up its keys (it
+    /// looks in the update's own keys too); that append's commit, a compaction or
+    /// [`Lake::flush_index`] waits for it.
     pending_index: Arc<[tokio::sync::Mutex<Option<PendingIndexUpdate>>; 3]>,
 }
 
