@@ -832,3 +832,63 @@ async fn resends_during_a_slow_or_failed_key_index_update_are_duplicates() {
         assert_eq!(unique.len(), ids.len(), "{case}: no event twice");
     }
 }
+
+/// The batcher compacts a crowded day partition every 16 commits: 40 one-request
+/// batches into one day, each re-sending an event of the batch before, store every
+/// event once, report every re-send as a duplicate (also the first batch after a
+/// compaction, whose key index update waited for the batch before), and leave the
+/// day compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_with_compaction_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin, _) = fresh(dir.path());
+    let server = Server::start(&data, 0, &[]);
+    let c = Client::new(&server.base);
+    let lines: Vec<String> = String::from_utf8(events("k", 40 * 20))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for (n, batch) in lines.chunks(20).enumerate() {
+        let mut body = batch.join("\n");
+        if n > 0 {
+            // A re-send of the batch before's first event.
+            body = format!("{}\n{body}", lines[(n - 1) * 20]);
+        }
+        let (status, answer) = post_events(&c, &admin, body.into_bytes()).await.unwrap();
+        assert_eq!(status, 200, "batch {n}: {answer}");
+        assert_eq!(
+            answer["duplicates"],
+            u64::from(n > 0),
+            "batch {n}: {answer}"
+        );
+    }
+    let ids = stored_ids(&c, &admin).await;
+    assert_eq!(ids.len(), 30 + 800, "every event once");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+    // 41 commits into one day (the seed's and 40 batches): compacted at least once,
+    // so fewer current files than commits.
+    // Replaced files stay on disk for time travel until vacuum: the table's
+    // current files are listed by the CLI.
+    let day_files = || {
+        let listing = common::text(&common::evidex(&data, &[], &["tables", "--files"]));
+        let n = listing
+            .lines()
+            .skip_while(|l| !l.starts_with("events"))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .filter(|l| l.contains("date=2026-03-02"))
+            .count();
+        (n, listing)
+    };
+    let start = Instant::now();
+    let (mut current, mut listing) = day_files();
+    while current >= 41 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (current, listing) = day_files();
+    }
+    assert!(
+        current < 41,
+        "compacted: {current} current files\n{listing}"
+    );
+}

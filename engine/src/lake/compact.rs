@@ -11,7 +11,7 @@ use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
-use super::{DataFile, Lake, LakeTable, paths, table};
+use super::{DataFile, Lake, LakeTable, dataset_slot, paths, table};
 use crate::error::{EngineError, Result};
 use crate::model::{DATE_PARTITION, Dataset};
 
@@ -31,7 +31,15 @@ impl Lake {
     /// sorted file, in one commit per partition. Readers of older versions keep their
     /// files (until vacuum); readers of the new version see each row exactly once.
     pub async fn compact(&self, dataset: Dataset, min_files: usize) -> Result<CompactOutcome> {
-        self.flush_index_of(dataset).await?;
+        {
+            // The last append's key index update ends first, so the index has read
+            // every file this compaction replaces. Under the append lock: no append
+            // starts another update meanwhile (an append that finds none waits for
+            // none). Appends then go on beside the compaction; their commits and its
+            // commits are ordered by Delta's log (see `append`).
+            let _appends = self.append_states[dataset_slot(dataset)].lock().await;
+            self.flush_index_of(dataset).await?;
+        }
         let Some(table) = self.load(dataset, None).await? else {
             return Ok(CompactOutcome::default());
         };
