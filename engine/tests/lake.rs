@@ -417,6 +417,34 @@ async fn an_append_after_another_writers_commit_sees_its_rows() {
                 "{name} (index {index})"
             );
         }
+        // `a` compacts from its state of version 3 after `b` committed version 4:
+        // the compaction lands after it, and `a` still finds `b`'s rows.
+        let late = b
+            .append(
+                Dataset::Events,
+                vec![event_at("b-2", "2026-03-02T14:00:00Z")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(late.version, Some(4), "index {index}");
+        let compacted = a.compact(Dataset::Events, 2).await.unwrap();
+        assert_eq!(compacted.partitions, 1, "index {index}");
+        let resent = a
+            .append(
+                Dataset::Events,
+                vec![
+                    event_at("b-2", "2026-03-05T14:00:00Z"),
+                    event_at("a-3", "2026-03-05T15:00:00Z"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(resent.duplicate_rows, vec![0], "index {index}");
+        assert_eq!(
+            stored_ids(&b).await,
+            vec!["a-1", "a-2", "a-3", "b-1", "b-2", "both"],
+            "index {index}"
+        );
     }
 }
 

@@ -42,15 +42,15 @@ use crate::rows::{Row, rows_to_batch, sort_rows, utc_date};
 /// What appends to one dataset keep between calls, under the dataset's append lock.
 pub(super) struct AppendState {
     /// The table's log store.
-    log_store: LogStoreRef,
+    pub(super) log_store: LogStoreRef,
     /// The Delta state last read or committed by this process.
-    table: DeltaTableState,
+    pub(super) table: DeltaTableState,
     /// The version whose files the key index has all read, once its pending update
     /// is flushed (`None`: unknown, the next append catches up).
-    indexed: Option<u64>,
+    pub(super) indexed: Option<u64>,
     /// The latest commit file's ETag, modification time and size when last looked
     /// at (`None` right after our own commit).
-    seen: Option<(Option<String>, i64, u64)>,
+    pub(super) seen: Option<(Option<String>, i64, u64)>,
 }
 
 impl std::fmt::Debug for AppendState {
@@ -391,7 +391,11 @@ impl Lake {
     /// and unchanged. Catches a table removed or replaced under a running process,
     /// which a put-if-absent commit at the next version would not (it would start a
     /// log with a gap). One HEAD request.
-    async fn is_latest(&self, dataset: Dataset, state: &mut AppendState) -> Result<bool> {
+    pub(super) async fn is_latest(
+        &self,
+        dataset: Dataset,
+        state: &mut AppendState,
+    ) -> Result<bool> {
         let commit_file = paths::in_store(
             &self.table_root(dataset),
             &format!("_delta_log/{:020}.json", state.table.version()),

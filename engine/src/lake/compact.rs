@@ -11,6 +11,7 @@ use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
+use super::append::AppendState;
 use super::{DataFile, Lake, LakeTable, dataset_slot, paths, table};
 use crate::error::{EngineError, Result};
 use crate::model::{DATE_PARTITION, Dataset};
@@ -37,19 +38,32 @@ impl Lake {
     /// are deleted (unless the table names them after all). A commit that lost to
     /// another writer's is not an error: nothing changes, and it is logged.
     pub async fn compact(&self, dataset: Dataset, min_files: usize) -> Result<CompactOutcome> {
+        // Under the append lock from here to the end: no append runs meanwhile (the
+        // server's batcher compacts between its batches anyway). So the last append's
+        // key index update can end first — the index has then read every file this
+        // compaction replaces — and the Delta state the appends keep serves as the
+        // compaction's snapshot, and is advanced by its commit: neither the
+        // compaction nor the next append loads the table again.
+        let mut appends = self.append_states[dataset_slot(dataset)].lock().await;
+        self.flush_index_of(dataset).await?;
+        if let Some(s) = appends.as_mut()
+            && !self.is_latest(dataset, s).await?
         {
-            // The last append's key index update ends first, so the index has read
-            // every file this compaction replaces. Under the append lock: no append
-            // starts another update meanwhile (an append that finds none waits for
-            // none). Appends then go on beside the compaction; their commits and its
-            // commits are ordered by Delta's log (see `append`).
-            let _appends = self.append_states[dataset_slot(dataset)].lock().await;
-            self.flush_index_of(dataset).await?;
+            *appends = None;
         }
-        let Some(table) = self.load(dataset, None).await? else {
-            return Ok(CompactOutcome::default());
-        };
-        let snapshot = self.files_of(dataset, table.snapshot()?)?;
+        if appends.is_none() {
+            let Some(table) = self.load(dataset, None).await? else {
+                return Ok(CompactOutcome::default());
+            };
+            *appends = Some(AppendState {
+                log_store: table.log_store(),
+                table: table.snapshot()?.clone(),
+                indexed: None,
+                seen: None,
+            });
+        }
+        let state = appends.as_mut().expect("loaded above");
+        let snapshot = self.files_of(dataset, &state.table)?;
         let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<DataFile>> = BTreeMap::new();
         for f in snapshot.files {
             by_date
@@ -127,12 +141,22 @@ impl Lake {
         };
         let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(20))
             .with_actions(actions)
-            .build(Some(table.snapshot()?), table.log_store(), operation)
+            .build(Some(&state.table), state.log_store.clone(), operation)
             .await;
         let mut outcome = CompactOutcome::default();
         match committed {
-            Ok(_) => {
+            Ok(commit) => {
+                // Another writer's commits may have come in between (Delta rebased
+                // this one on them): then the next append loads the table again
+                // and the key index reads their files.
+                let only_ours = commit.version == state.table.version() + 1;
+                state.table = commit.snapshot;
+                state.seen = None;
+                if !only_ours {
+                    state.indexed = None;
+                }
                 // Each new file holds exactly the keys of the files it replaced.
+                let mut all_recorded = true;
                 if let Some(index) = self.id_index()? {
                     for (new, removed) in &rewritten {
                         let removed: Vec<&str> = removed.iter().map(String::as_str).collect();
@@ -140,8 +164,17 @@ impl Lake {
                             Ok::<_, EngineError>(all && index.has_file(dataset, f)?)
                         })? {
                             index.record(dataset, [], &[new.as_str()], &removed)?;
+                        } else {
+                            all_recorded = false;
                         }
                     }
+                }
+                state.indexed = state
+                    .indexed
+                    .filter(|_| all_recorded)
+                    .map(|_| state.table.version());
+                if !only_ours {
+                    *appends = None;
                 }
                 outcome.partitions = rewritten.len();
                 outcome.files_removed = rewritten.iter().map(|(_, r)| r.len()).sum();
@@ -151,8 +184,10 @@ impl Lake {
                 // Someone else rewrote one of these partitions first, and our files
                 // are orphans, unless the commit landed after all (a retried
                 // conditional PUT): never delete a file the table names.
-                let mut table = table;
-                table.update_state().await?;
+                *appends = None;
+                let Some(table) = self.load(dataset, None).await? else {
+                    return Ok(outcome);
+                };
                 let named = self.files_of(dataset, table.snapshot()?)?.files;
                 if !rewritten
                     .iter()
