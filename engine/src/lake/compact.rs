@@ -71,7 +71,7 @@ impl Lake {
                 .or_default()
                 .push(f);
         }
-        let due: Vec<((NaiveDate, Option<String>), Vec<DataFile>)> = by_date
+        let due: Vec<_> = by_date
             .into_iter()
             .filter(|(_, files)| files.len() >= min_files.max(2))
             .collect();
