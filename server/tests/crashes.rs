@@ -837,12 +837,25 @@ async fn resends_during_a_slow_or_failed_key_index_update_are_duplicates() {
 /// batches into one day, each re-sending an event of the batch before, store every
 /// event once, report every re-send as a duplicate (also the first batch after a
 /// compaction, whose key index update waited for the batch before), and leave the
-/// day compacted.
+/// day compacted. Also when the key index update of the 16th commit fails (the
+/// compaction that waits for it gets the error): the next batch's re-send of that
+/// commit's event is still found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_with_compaction_loses_and_doubles_nothing() {
+    for failpoints in ["", "lake.index_record=15*off->1*return"] {
+        ingest_with_compaction(failpoints).await;
+    }
+}
+
+async fn ingest_with_compaction(failpoints: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (data, admin, _) = fresh(dir.path());
-    let server = Server::start(&data, 0, &[]);
+    let env: &[(&str, &str)] = if failpoints.is_empty() {
+        &[]
+    } else {
+        &[("FAILPOINTS", failpoints)]
+    };
+    let server = Server::start(&data, 0, env);
     let c = Client::new(&server.base);
     let lines: Vec<String> = String::from_utf8(events("k", 40 * 20))
         .unwrap()
@@ -856,15 +869,15 @@ async fn ingest_with_compaction_loses_and_doubles_nothing() {
             body = format!("{}\n{body}", lines[(n - 1) * 20]);
         }
         let (status, answer) = post_events(&c, &admin, body.into_bytes()).await.unwrap();
-        assert_eq!(status, 200, "batch {n}: {answer}");
+        assert_eq!(status, 200, "{failpoints}: batch {n}: {answer}");
         assert_eq!(
             answer["duplicates"],
             u64::from(n > 0),
-            "batch {n}: {answer}"
+            "{failpoints}: batch {n}: {answer}"
         );
     }
     let ids = stored_ids(&c, &admin).await;
-    assert_eq!(ids.len(), 30 + 800, "every event once");
+    assert_eq!(ids.len(), 30 + 800, "{failpoints}: every event once");
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
     // 41 commits into one day (the seed's and 40 batches): compacted at least once,
     // so fewer current files than commits.

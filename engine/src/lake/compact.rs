@@ -45,7 +45,8 @@ impl Lake {
         // compaction's snapshot, and is advanced by its commit: neither the
         // compaction nor the next append loads the table again.
         let mut appends = self.append_states[dataset_slot(dataset)].lock().await;
-        self.flush_index_of(dataset).await?;
+        self.flush_index_stale_on_error(dataset, &mut appends)
+            .await?;
         if let Some(s) = appends.as_mut()
             && !self.is_latest(dataset, s).await?
         {

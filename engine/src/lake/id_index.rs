@@ -299,11 +299,34 @@ fn index_error(dir: &Path, e: fjall::Error) -> EngineError {
 /// update of the last commit, catching up with files it has not read.
 impl Lake {
     /// Waits for the key index updates of the last commits (see `pending_index`).
+    ///
+    /// # Errors
+    /// The error of an update that failed; the next append then reads the files the
+    /// index missed.
     pub async fn flush_index(&self) -> Result<()> {
         for ds in Dataset::ALL {
-            self.flush_index_of(ds).await?;
+            let mut state = self.append_states[dataset_slot(ds)].lock().await;
+            self.flush_index_stale_on_error(ds, &mut state).await?;
         }
         Ok(())
+    }
+
+    /// [`Lake::flush_index_of`] for a caller holding the dataset's append lock: when
+    /// the update failed, the append state no longer says the index is complete.
+    /// (The update is taken from its slot either way, so an append that finds none
+    /// would otherwise trust an index that lacks that commit's keys.)
+    pub(super) async fn flush_index_stale_on_error(
+        &self,
+        dataset: Dataset,
+        state: &mut Option<super::append::AppendState>,
+    ) -> Result<()> {
+        let flushed = self.flush_index_of(dataset).await;
+        if flushed.is_err()
+            && let Some(s) = state.as_mut()
+        {
+            s.indexed = None;
+        }
+        flushed
     }
 
     pub(super) async fn flush_index_of(&self, dataset: Dataset) -> Result<()> {
