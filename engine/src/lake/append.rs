@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use deltalake::DeltaTable;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add};
@@ -51,6 +52,19 @@ pub(super) struct AppendState {
     /// The latest commit file's ETag, modification time and size when last looked
     /// at (`None` right after our own commit).
     pub(super) seen: Option<(Option<String>, i64, u64)>,
+}
+
+impl AppendState {
+    /// The state of a table just loaded: the key index's progress unknown (the next
+    /// append catches it up).
+    pub(super) fn loaded(table: &DeltaTable) -> Result<AppendState> {
+        Ok(AppendState {
+            log_store: table.log_store(),
+            table: table.snapshot()?.clone(),
+            indexed: None,
+            seen: None,
+        })
+    }
 }
 
 impl std::fmt::Debug for AppendState {
@@ -112,12 +126,7 @@ impl Lake {
             }
             if state.is_none() {
                 let table = self.load_or_create(dataset).await?;
-                *state = Some(AppendState {
-                    log_store: table.log_store(),
-                    table: table.snapshot()?.clone(),
-                    indexed: None,
-                    seen: None,
-                });
+                *state = Some(AppendState::loaded(&table)?);
             }
             let current = state.as_mut().expect("loaded above");
             let version = current.table.version();
@@ -151,11 +160,8 @@ impl Lake {
                     if current.indexed == Some(version) {
                         pending = self.pending_keys(dataset).await;
                     }
-                    if pending.is_none()
-                        && let Err(e) = self.flush_index_of(dataset).await
-                    {
-                        current.indexed = None;
-                        return Err(e);
+                    if pending.is_none() {
+                        self.flush_index_of(dataset, Some(&mut *current)).await?;
                     }
                     // Only files of versions this process did not commit need reading.
                     if current.indexed != Some(version) {
@@ -327,13 +333,12 @@ impl Lake {
                 // for it, ends before this one starts. Had it failed, the index lacks
                 // that commit's keys (the lookups above found them in its own list):
                 // the next append reads the files the index has not recorded.
-                if let Err(e) = self.flush_index_of(dataset).await {
+                if let Err(e) = self.flush_index_of(dataset, Some(&mut *current)).await {
                     tracing::warn!(
                         table = dataset.table_name(),
                         error = %e,
                         "a key index update failed; the next append reads the files it missed"
                     );
-                    current.indexed = None;
                 }
                 // Recorded while the caller answers and gathers its next batch, and
                 // while the next append looks up its keys (in this list too). A crash

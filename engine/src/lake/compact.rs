@@ -45,8 +45,7 @@ impl Lake {
         // compaction's snapshot, and is advanced by its commit: neither the
         // compaction nor the next append loads the table again.
         let mut appends = self.append_states[dataset_slot(dataset)].lock().await;
-        self.flush_index_stale_on_error(dataset, &mut appends)
-            .await?;
+        self.flush_index_of(dataset, appends.as_mut()).await?;
         if let Some(s) = appends.as_mut()
             && !self.is_latest(dataset, s).await?
         {
@@ -56,12 +55,7 @@ impl Lake {
             let Some(table) = self.load(dataset, None).await? else {
                 return Ok(CompactOutcome::default());
             };
-            *appends = Some(AppendState {
-                log_store: table.log_store(),
-                table: table.snapshot()?.clone(),
-                indexed: None,
-                seen: None,
-            });
+            *appends = Some(AppendState::loaded(&table)?);
         }
         let state = appends.as_mut().expect("loaded above");
         let snapshot = self.files_of(dataset, &state.table)?;
@@ -147,15 +141,6 @@ impl Lake {
         let mut outcome = CompactOutcome::default();
         match committed {
             Ok(commit) => {
-                // Another writer's commits may have come in between (Delta rebased
-                // this one on them): then the next append loads the table again
-                // and the key index reads their files.
-                let only_ours = commit.version == state.table.version() + 1;
-                state.table = commit.snapshot;
-                state.seen = None;
-                if !only_ours {
-                    state.indexed = None;
-                }
                 // Each new file holds exactly the keys of the files it replaced.
                 let mut all_recorded = true;
                 if let Some(index) = self.id_index()? {
@@ -170,11 +155,18 @@ impl Lake {
                         }
                     }
                 }
-                state.indexed = state
-                    .indexed
-                    .filter(|_| all_recorded)
-                    .map(|_| state.table.version());
-                if !only_ours {
+                // Another writer's commits may have come in between (Delta rebased
+                // this one on them): then the next append loads the table again
+                // and the key index reads their files. Otherwise the appends go on
+                // from this commit's state.
+                if commit.version == state.table.version() + 1 {
+                    state.table = commit.snapshot;
+                    state.seen = None;
+                    state.indexed = state
+                        .indexed
+                        .filter(|_| all_recorded)
+                        .map(|_| state.table.version());
+                } else {
                     *appends = None;
                 }
                 outcome.partitions = rewritten.len();

@@ -36,6 +36,7 @@ use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use sha2::{Digest, Sha256};
 
+use super::append::AppendState;
 use super::{Lake, TableSnapshot, dataset_slot};
 use crate::error::{EngineError, Result};
 use crate::integrity::sha256_hex;
@@ -306,41 +307,39 @@ impl Lake {
     pub async fn flush_index(&self) -> Result<()> {
         for ds in Dataset::ALL {
             let mut state = self.append_states[dataset_slot(ds)].lock().await;
-            self.flush_index_stale_on_error(ds, &mut state).await?;
+            self.flush_index_of(ds, state.as_mut()).await?;
         }
         Ok(())
     }
 
-    /// [`Lake::flush_index_of`] for a caller holding the dataset's append lock: when
-    /// the update failed, the append state no longer says the index is complete.
-    /// (The update is taken from its slot either way, so an append that finds none
-    /// would otherwise trust an index that lacks that commit's keys.)
-    pub(super) async fn flush_index_stale_on_error(
+    /// Waits for the last commit's key index update of `dataset`, taking it from its
+    /// slot; the caller holds the dataset's append lock and passes its `state`. When
+    /// the update failed, the state no longer says the index is complete — an append
+    /// that then finds no pending update would otherwise trust an index that lacks
+    /// that commit's keys — and the error is returned.
+    pub(super) async fn flush_index_of(
         &self,
         dataset: Dataset,
-        state: &mut Option<super::append::AppendState>,
+        state: Option<&mut AppendState>,
     ) -> Result<()> {
-        let flushed = self.flush_index_of(dataset).await;
-        if flushed.is_err()
-            && let Some(s) = state.as_mut()
-        {
-            s.indexed = None;
-        }
-        flushed
-    }
-
-    pub(super) async fn flush_index_of(&self, dataset: Dataset) -> Result<()> {
         let pending = self.pending_index[dataset_slot(dataset)]
             .lock()
             .await
             .take();
-        match pending {
+        let flushed = match pending {
             Some(p) => p
                 .task
                 .await
-                .map_err(|e| EngineError::Io(std::io::Error::other(e)))?,
+                .map_err(|e| EngineError::Io(std::io::Error::other(e)))
+                .and_then(|r| r),
             None => Ok(()),
+        };
+        if flushed.is_err()
+            && let Some(s) = state
+        {
+            s.indexed = None;
         }
+        flushed
     }
 
     /// The keys of the last commit's index update while it is still running (`None`
