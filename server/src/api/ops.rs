@@ -86,8 +86,18 @@ pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
 
 #[utoipa::path(get, path = "/openapi.json",
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
-pub(super) async fn openapi() -> axum::Json<Value> {
-    axum::Json(super::openapi::openapi_document())
+pub(super) async fn openapi() -> Response {
+    // Built once per process: the document depends only on the build.
+    static DOCUMENT: std::sync::LazyLock<axum::body::Bytes> = std::sync::LazyLock::new(|| {
+        serde_json::to_vec(&super::openapi::openapi_document())
+            .expect("a JSON value serializes")
+            .into()
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.clone(),
+    )
+        .into_response()
 }
 
 /// Liveness.
