@@ -109,6 +109,9 @@ pub struct Redactor {
     any: Option<Scanner>,
     /// Every rule except the card detector, for spans that failed the Luhn check.
     no_card: Option<Scanner>,
+    /// For each rule of `no_card`, its index in `list`.
+    no_card_rules: Vec<usize>,
+    /// Every rule, in order (the rules of `any`).
     list: Vec<Rule>,
 }
 
@@ -188,6 +191,7 @@ impl Redactor {
             rules: rules.clone(),
             any: scanner(false)?,
             no_card: scanner(true)?,
+            no_card_rules: (0..parts.len()).filter(|&i| parts[i].0 != "CARD").collect(),
             list,
         })
     }
@@ -316,18 +320,20 @@ fn redact_into(
     cards: bool,
 ) {
     let mut last = 0;
-    for (start, end) in scanner.find_iter(text.as_bytes(), caches) {
+    for m in scanner.find_iter(text.as_bytes(), caches) {
         // A custom pattern may end inside a character: widen to whole ones.
-        let (start, end) = (floor_boundary(text, start), ceil_boundary(text, end));
+        let (start, end) = (floor_boundary(text, m.start), ceil_boundary(text, m.end));
         if start < last {
             continue;
         }
         let span = &text[start..end];
-        let kind = redactor
-            .list
-            .iter()
-            .filter(|r| cards || !r.is_card)
-            .find(|r| r.exact.is_match(span.as_bytes()))
+        // The kind: the rule of the search that found the span when it searched for
+        // one rule; otherwise the first of its rules that matches the span alone.
+        let rules = scanner.rules_of(m.group);
+        let single = rules.len() == 1;
+        let kind = rules
+            .map(|i| &redactor.list[if cards { i } else { redactor.no_card_rules[i] }])
+            .find(|r| single || r.exact.is_match(span.as_bytes()))
             .map(|r| (r.kind.as_str(), r.is_card));
         let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
         buf.push_str(&text[last..start]);

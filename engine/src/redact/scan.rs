@@ -44,6 +44,8 @@ fn is_digit_run_byte(b: u8) -> bool {
 pub(super) struct Scanner {
     /// Consecutive rules that can share a search, in rule order.
     groups: Vec<Group>,
+    /// The rules of each group, as indexes into the rules given to [`Scanner::new`].
+    rules: Vec<std::ops::Range<usize>>,
     /// Search caches (one per group) not in use. A search takes a set for a whole
     /// batch of values: through the regex crate's own per-call pool, every thread but
     /// the first paid a lock per value and rule (4 % of a redacted export's samples).
@@ -54,6 +56,9 @@ pub(super) struct Scanner {
 pub(super) struct Caches<'s> {
     scanner: &'s Scanner,
     caches: Vec<Cache>,
+    /// What [`Matches`] knows of each group's next match; kept here so that a
+    /// search per value allocates nothing.
+    next: Vec<Next>,
 }
 
 impl Drop for Caches<'_> {
@@ -165,6 +170,7 @@ impl Scanner {
             }
         };
         let mut groups = Vec::new();
+        let mut ranges = Vec::new();
         let mut i = 0;
         while i < rules.len() {
             let k = kind_of(rules[i]);
@@ -188,10 +194,12 @@ impl Scanner {
             } else {
                 Group::Text(regex)
             });
+            ranges.push(i..j);
             i = j;
         }
         Ok((!groups.is_empty()).then_some(Scanner {
             groups,
+            rules: ranges,
             idle: Mutex::new(Vec::new()),
         }))
     }
@@ -202,6 +210,7 @@ impl Scanner {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         Caches {
             scanner: self,
+            next: Vec::with_capacity(self.groups.len()),
             caches: idle.unwrap_or_else(|| {
                 self.groups
                     .iter()
@@ -209,6 +218,12 @@ impl Scanner {
                     .collect()
             }),
         }
+    }
+
+    /// The rules (indexes into the rules given to [`Scanner::new`], in order) that
+    /// `group` of a [`Match`] searched for: one of them made the match.
+    pub(super) fn rules_of(&self, group: usize) -> std::ops::Range<usize> {
+        self.rules[group].clone()
     }
 
     /// Whether any rule matches anywhere in `hay`.
@@ -220,8 +235,8 @@ impl Scanner {
     }
 
     /// The matches one leftmost-first alternation of the rules would report, in
-    /// order, as `(start, end)` byte offsets; an empty match right where the previous
-    /// match ended is skipped, as the regex crate's iterators do.
+    /// order, with byte offsets; an empty match right where the previous match ended
+    /// is skipped, as the regex crate's iterators do.
     pub(super) fn find_iter<'s, 'h, 'c>(
         &'s self,
         hay: &'h [u8],
@@ -230,10 +245,14 @@ impl Scanner {
         Matches {
             scanner: self,
             caches: &mut caches.caches,
+            next: {
+                caches.next.clear();
+                caches.next.resize(self.groups.len(), Next::Unknown);
+                &mut caches.next
+            },
             hay,
             at: 0,
             last_end: None,
-            next: vec![Next::Unknown; self.groups.len()],
         }
     }
 }
@@ -251,6 +270,15 @@ fn build(pattern: &str) -> Result<Regex> {
         .configure(config)
         .build(pattern)
         .map_err(|e| EngineError::Config(format!("redaction rules: {e}")))
+}
+
+/// A match of a [`Scanner`]: bytes `start..end`, found by the search of `group`
+/// (see [`Scanner::rules_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Match {
+    pub start: usize,
+    pub end: usize,
+    pub group: usize,
 }
 
 /// What is known of a group's next match.
@@ -271,14 +299,14 @@ pub(super) struct Matches<'s, 'h, 'c> {
     hay: &'h [u8],
     at: usize,
     last_end: Option<usize>,
-    next: Vec<Next>,
+    next: &'c mut [Next],
 }
 
 impl Matches<'_, '_, '_> {
     /// The leftmost match starting at or after `self.at`; ties go to the earlier
     /// group, as in the alternation.
-    fn leftmost(&mut self) -> Option<(usize, usize)> {
-        let mut best: Option<(usize, usize)> = None;
+    fn leftmost(&mut self) -> Option<Match> {
+        let mut best: Option<Match> = None;
         for (g, next) in self.next.iter_mut().enumerate() {
             if let Next::At(start, _) = *next
                 && start < self.at
@@ -292,9 +320,13 @@ impl Matches<'_, '_, '_> {
                 };
             }
             if let Next::At(start, end) = *next
-                && best.is_none_or(|(s, _)| start < s)
+                && best.is_none_or(|b| start < b.start)
             {
-                best = Some((start, end));
+                best = Some(Match {
+                    start,
+                    end,
+                    group: g,
+                });
             }
         }
         best
@@ -302,21 +334,21 @@ impl Matches<'_, '_, '_> {
 }
 
 impl Iterator for Matches<'_, '_, '_> {
-    type Item = (usize, usize);
+    type Item = Match;
 
-    fn next(&mut self) -> Option<(usize, usize)> {
+    fn next(&mut self) -> Option<Match> {
         loop {
             if self.at > self.hay.len() {
                 return None;
             }
-            let (start, end) = self.leftmost()?;
-            if start == end && Some(end) == self.last_end {
-                self.at = start + 1;
+            let m = self.leftmost()?;
+            if m.start == m.end && Some(m.end) == self.last_end {
+                self.at = m.start + 1;
                 continue;
             }
-            self.at = end;
-            self.last_end = Some(end);
-            return Some((start, end));
+            self.at = m.end;
+            self.last_end = Some(m.end);
+            return Some(m);
         }
     }
 }
@@ -330,8 +362,13 @@ mod tests {
         Scanner::new(rules).unwrap().unwrap()
     }
 
+    /// The alternation of `rules`, each rule in a group named by its index.
     fn alternation(rules: &[(&str, &str)]) -> regex::bytes::Regex {
-        let alts: Vec<String> = rules.iter().map(|(_, p)| format!("(?:{p})")).collect();
+        let alts: Vec<String> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("(?P<r{i}>{p})"))
+            .collect();
         regex::bytes::RegexBuilder::new(&alts.join("|"))
             .size_limit(64 << 20)
             .dfa_size_limit(64 << 20)
@@ -342,13 +379,35 @@ mod tests {
     fn same_as_alternation(rules: &[(&str, &str)], text: &[u8]) {
         let scanner = scanner(rules);
         let mut caches = scanner.caches();
-        let ours: Vec<(usize, usize)> = scanner.find_iter(text, &mut caches).collect();
+        let ours: Vec<Match> = scanner.find_iter(text, &mut caches).collect();
         assert_eq!(scanner.is_match(text, &mut caches), !ours.is_empty());
-        let theirs: Vec<(usize, usize)> = alternation(rules)
-            .find_iter(text)
-            .map(|m| (m.start(), m.end()))
+        // (start, end, the rule that won) as the alternation reports them.
+        let theirs: Vec<(usize, usize, usize)> = alternation(rules)
+            .captures_iter(text)
+            .map(|c| {
+                let m = c.get(0).expect("the whole match");
+                let rule = (0..rules.len())
+                    .find(|i| c.name(&format!("r{i}")).is_some())
+                    .expect("one rule matched");
+                (m.start(), m.end(), rule)
+            })
             .collect();
-        assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(text));
+        let our_spans: Vec<(usize, usize)> = ours.iter().map(|m| (m.start, m.end)).collect();
+        let their_spans: Vec<(usize, usize)> = theirs.iter().map(|t| (t.0, t.1)).collect();
+        assert_eq!(
+            our_spans,
+            their_spans,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+        for (m, (_, _, rule)) in ours.iter().zip(&theirs) {
+            assert!(
+                scanner.rules_of(m.group).contains(rule),
+                "{m:?} from the group of rules {:?}, but rule {rule} won in the alternation: {:?}",
+                scanner.rules_of(m.group),
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     /// Pieces that make near-misses and overlaps between the rules likely.
