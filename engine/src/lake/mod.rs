@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use deltalake::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use deltalake::datafusion::execution::object_store::ObjectStoreUrl;
 use deltalake::datafusion::prelude::SessionContext;
@@ -454,25 +453,6 @@ fn delta_type(kind: ColumnKind) -> deltalake::kernel::DataType {
         ColumnKind::Float => D::DOUBLE,
         ColumnKind::Timestamp => D::TIMESTAMP,
     }
-}
-
-/// Sorts a batch by (time column, key columns).
-pub fn sort_batch(dataset: Dataset, batch: &RecordBatch) -> Result<RecordBatch> {
-    let mut cols = vec![SortColumn {
-        values: batch
-            .column_by_name(dataset.time_column())
-            .expect("time column")
-            .clone(),
-        options: None,
-    }];
-    for k in dataset.key_columns() {
-        cols.push(SortColumn {
-            values: batch.column_by_name(k).expect("key column").clone(),
-            options: None,
-        });
-    }
-    let idx = lexsort_to_indices(&cols, None)?;
-    Ok(take_record_batch(batch, &idx)?)
 }
 
 fn scalar_json(col: &dyn Array, i: usize) -> Value {
