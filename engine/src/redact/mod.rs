@@ -15,9 +15,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, ByteView, MAX_INLINE_VIEW_LEN, StringViewBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, StringViewBuilder,
 };
 use deltalake::arrow::compute::cast;
+use deltalake::arrow::compute::kernels::zip::zip;
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef};
 use deltalake::datafusion::common::{DataFusionError, ScalarValue};
 use deltalake::datafusion::logical_expr::{
@@ -560,62 +561,34 @@ fn redact_array(
     match array.data_type() {
         // Nothing to replace: the cast builds views over the same buffers.
         _ if changed.is_empty() => Ok(cast(array, &DataType::Utf8View)?),
-        DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            let mut b = StringViewBuilder::with_capacity(strings.len());
-            let block = b.append_block(strings.values().clone());
-            let offsets = strings.value_offsets();
-            let mut next = changed.into_iter().peekable();
-            for i in 0..strings.len() {
-                if next.peek().is_some_and(|(j, _)| *j == i) {
-                    let (_, s) = next.next().expect("peeked");
-                    b.append_value(s);
-                } else if strings.is_null(i) {
-                    b.append_null();
-                } else {
-                    let (start, end) = (offsets[i] as u32, offsets[i + 1] as u32);
-                    b.try_append_view(block, start, end - start)?;
-                }
-            }
-            Ok(Arc::new(b.finish()))
-        }
-        DataType::Utf8View => rebuild_views(array, changed),
-        _ => rebuild_views(&cast(array, &DataType::Utf8View)?, changed),
+        DataType::Utf8View => replace_values(array, changed),
+        _ => replace_values(&cast(array, &DataType::Utf8View)?, changed),
     }
 }
 
-/// A copy of the string-view array `array` with the `changed` rows replaced; the
-/// other rows keep viewing the original buffers.
-fn rebuild_views(
+/// The string-view array `array` with the `changed` rows (ascending) replaced; the
+/// other rows keep viewing the original buffers. Through Arrow's `zip`, which copies
+/// views in runs: rebuilding the array view by view re-validated the UTF-8 of every
+/// unchanged value (2.6 % of a redacted export's samples).
+fn replace_values(
     array: &ArrayRef,
     changed: Vec<(usize, String)>,
 ) -> deltalake::datafusion::common::Result<ArrayRef> {
-    let views = array.as_string_view();
-    let mut b = StringViewBuilder::with_capacity(views.len());
-    let blocks: Vec<u32> = views
-        .data_buffers()
-        .iter()
-        .map(|buf| b.append_block(buf.clone()))
-        .collect();
-    let mut next = changed.into_iter().peekable();
-    for i in 0..views.len() {
-        if next.peek().is_some_and(|(j, _)| *j == i) {
-            let (_, s) = next.next().expect("peeked");
-            b.append_value(s);
-        } else if views.is_null(i) {
-            b.append_null();
-        } else {
-            let raw = views.views()[i];
-            let len = raw as u32;
-            if len as usize <= MAX_INLINE_VIEW_LEN as usize {
-                b.append_value(views.value(i));
-            } else {
-                let view = ByteView::from(raw);
-                b.try_append_view(blocks[view.buffer_index as usize], view.offset, len)?;
-            }
-        }
+    let len = array.len();
+    let mut mask = BooleanBufferBuilder::new(len);
+    mask.append_n(len, false);
+    let mut replacements = StringViewBuilder::with_capacity(changed.len());
+    let mut next = 0;
+    for (i, s) in changed {
+        // Rows the mask does not pick: empty values, never read.
+        (next..i).for_each(|_| replacements.append_value(""));
+        replacements.append_value(s);
+        mask.set_bit(i, true);
+        next = i + 1;
     }
-    Ok(Arc::new(b.finish()))
+    (next..len).for_each(|_| replacements.append_value(""));
+    let mask = BooleanArray::new(mask.finish(), None);
+    Ok(zip(&mask, &replacements.finish(), array)?)
 }
 
 #[cfg(test)]
@@ -731,15 +704,34 @@ mod tests {
         ];
         let plain: ArrayRef = Arc::new(StringArray::from(input.clone()).slice(0, 6));
         let views: ArrayRef = Arc::new(StringViewArray::from(input.clone()));
-        for a in [plain, views] {
-            let out = redact_array(&a, |s| match r.redact(s) {
+        let redact = |a: &ArrayRef| {
+            redact_array(a, |s| match r.redact(s) {
                 Cow::Owned(o) => Some(o),
                 Cow::Borrowed(_) => None,
             })
-            .unwrap();
+            .unwrap()
+        };
+        for a in [&plain, &views] {
+            let out = redact(a);
             let got: Vec<Option<&str>> = out.as_string_view().iter().collect();
             assert_eq!(got, want);
         }
+        // Unchanged values are views into the input's bytes, not copies.
+        let out = redact(&views);
+        assert_eq!(
+            out.as_string_view().value(0).as_ptr(),
+            views.as_string_view().value(0).as_ptr()
+        );
+        // A slice (an offset into the views) keeps its rows.
+        let sliced: ArrayRef = Arc::new(StringViewArray::from(input.clone()).slice(1, 5));
+        let got: Vec<Option<String>> = redact(&sliced)
+            .as_string_view()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect();
+        let want_sliced: Vec<Option<String>> =
+            want[1..].iter().map(|v| v.map(str::to_string)).collect();
+        assert_eq!(got, want_sliced);
         // Nothing to change: the same values, as views.
         let a: ArrayRef = Arc::new(StringArray::from(vec![Some(long), None]));
         let out = redact_array(&a, |_| None).unwrap();
