@@ -110,9 +110,7 @@ pub struct Redactor {
     any: Option<Scanner>,
     /// Every rule except the card detector, for spans that failed the Luhn check.
     no_card: Option<Scanner>,
-    /// For each rule of `no_card`, its index in `list`.
-    no_card_rules: Vec<usize>,
-    /// Every rule, in order (the rules of `any`).
+    /// Every rule, in order; both scanners name rules by their index here.
     list: Vec<Rule>,
 }
 
@@ -170,12 +168,13 @@ impl Redactor {
             parts.push((kind, c.pattern.clone()));
         }
         let scanner = |skip_card: bool| -> Result<Option<Scanner>> {
-            let rules: Vec<(&str, &str)> = parts
+            let (ids, rules): (Vec<usize>, Vec<(&str, &str)>) = parts
                 .iter()
-                .filter(|(k, _)| !(skip_card && k == "CARD"))
-                .map(|(k, p)| (k.as_str(), p.as_str()))
-                .collect();
-            Scanner::new(&rules)
+                .enumerate()
+                .filter(|(_, (k, _))| !(skip_card && k == "CARD"))
+                .map(|(i, (k, p))| (i, (k.as_str(), p.as_str())))
+                .unzip();
+            Scanner::new(&rules, ids)
         };
         let list = parts
             .iter()
@@ -192,7 +191,6 @@ impl Redactor {
             rules: rules.clone(),
             any: scanner(false)?,
             no_card: scanner(true)?,
-            no_card_rules: (0..parts.len()).filter(|&i| parts[i].0 != "CARD").collect(),
             list,
         })
     }
@@ -246,7 +244,7 @@ impl Session<'_> {
         };
         let mut out: Option<String> = None;
         let no_card = self.no_card.as_mut().map(|(s, c)| (*s, c));
-        redact_into(self.redactor, any, caches, no_card, text, &mut out, true);
+        redact_into(self.redactor, any, caches, no_card, text, &mut out);
         match out {
             // Spans that failed the Luhn check are copied back unchanged.
             Some(s) if s != text => Cow::Owned(s),
@@ -318,7 +316,6 @@ fn redact_into(
     mut no_card: Option<(&Scanner, &mut Caches<'_>)>,
     text: &str,
     out: &mut Option<String>,
-    cards: bool,
 ) {
     let mut last = 0;
     for m in scanner.find_iter(text.as_bytes(), caches) {
@@ -333,7 +330,8 @@ fn redact_into(
         let rules = scanner.rules_of(m.group);
         let single = rules.len() == 1;
         let kind = rules
-            .map(|i| &redactor.list[if cards { i } else { redactor.no_card_rules[i] }])
+            .iter()
+            .map(|&i| &redactor.list[i])
             .find(|r| single || r.exact.is_match(span.as_bytes()))
             .map(|r| (r.kind.as_str(), r.is_card));
         let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
@@ -344,7 +342,7 @@ fn redact_into(
                 match no_card.as_mut() {
                     Some((nc, nc_caches)) => {
                         let mut inner = None;
-                        redact_into(redactor, nc, nc_caches, None, span, &mut inner, false);
+                        redact_into(redactor, nc, nc_caches, None, span, &mut inner);
                         buf.push_str(inner.as_deref().unwrap_or(span));
                     }
                     None => buf.push_str(span),

@@ -44,8 +44,10 @@ fn is_digit_run_byte(b: u8) -> bool {
 pub(super) struct Scanner {
     /// Consecutive rules that can share a search, in rule order.
     groups: Vec<Group>,
-    /// The rules of each group, as indexes into the rules given to [`Scanner::new`].
+    /// The rules of each group, as ranges of `ids`.
     rules: Vec<std::ops::Range<usize>>,
+    /// The caller's id of each rule given to [`Scanner::new`].
+    ids: Vec<usize>,
     /// Search caches (one per group) not in use. A search takes a set for a whole
     /// batch of values: through the regex crate's own per-call pool, every thread but
     /// the first paid a lock per value and rule (4 % of a redacted export's samples).
@@ -148,10 +150,12 @@ fn next_digit(hay: &[u8], from: usize) -> Option<usize> {
 }
 
 impl Scanner {
-    /// Compiles `rules` — `(kind, pattern)` in priority order — or `None` when empty.
-    /// Consecutive digit rules share one search with the digit prefilter; consecutive
-    /// custom rules share one search; every other built-in rule has its own.
-    pub(super) fn new(rules: &[(&str, &str)]) -> Result<Option<Scanner>> {
+    /// Compiles `rules` — `(kind, pattern)` in priority order, with the caller's id of
+    /// each in `ids` — or `None` when empty. Consecutive digit rules share one search
+    /// with the digit prefilter; consecutive custom rules share one search; every
+    /// other built-in rule has its own.
+    pub(super) fn new(rules: &[(&str, &str)], ids: Vec<usize>) -> Result<Option<Scanner>> {
+        debug_assert_eq!(rules.len(), ids.len());
         #[derive(PartialEq, Clone, Copy)]
         enum Kind {
             Digits,
@@ -200,6 +204,7 @@ impl Scanner {
         Ok((!groups.is_empty()).then_some(Scanner {
             groups,
             rules: ranges,
+            ids,
             idle: Mutex::new(Vec::new()),
         }))
     }
@@ -220,10 +225,10 @@ impl Scanner {
         }
     }
 
-    /// The rules (indexes into the rules given to [`Scanner::new`], in order) that
+    /// The ids (as given to [`Scanner::new`], in rule order) of the rules that
     /// `group` of a [`Match`] searched for: one of them made the match.
-    pub(super) fn rules_of(&self, group: usize) -> std::ops::Range<usize> {
-        self.rules[group].clone()
+    pub(super) fn rules_of(&self, group: usize) -> &[usize] {
+        &self.ids[self.rules[group].clone()]
     }
 
     /// Whether any rule matches anywhere in `hay`.
@@ -359,7 +364,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn scanner(rules: &[(&str, &str)]) -> Scanner {
-        Scanner::new(rules).unwrap().unwrap()
+        Scanner::new(rules, (0..rules.len()).collect())
+            .unwrap()
+            .unwrap()
     }
 
     /// The alternation of `rules`, each rule in a group named by its index.
