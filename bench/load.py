@@ -6,6 +6,14 @@ Starts `evidex serve` (release build) on a fresh data directory and measures:
   2. concurrent job creation: many clients creating export jobs at once;
   3. API latency (job list and job status) while a large export runs.
 Prints a Markdown report and writes it to bench/out/load.md.
+
+LOAD_DATA_FROM=DIR starts from a copy of an existing data directory instead of an
+empty one (e.g. bench/out/data-1000000, made by bench/run.sh: 90 days of events):
+ingest into a lake that already holds files and keys, as a server that has run for
+months does. The events sent are then dated a year later (their 30 days end
+2027-03-31), so the checks count only them; the copied lake must hold nothing from
+2027-03 on. One warm-up request before the timing lets the key index read the
+copy's files (a copy gets a new index; a restarted server keeps its own).
 """
 
 import http.client
@@ -66,8 +74,12 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="evidex-load-"))
     data = tmp / "data"
     src = tmp / "src.ndjson"
+    base = os.environ.get("LOAD_DATA_FROM")
+    year = 2027 if base else 2026
+    if base:
+        __import__("shutil").copytree(base, data)
     subprocess.run([EVIDEX, "--data", str(data), "generate", "--rows", str(EVENTS), "--days", "30",
-                    "--end", "2026-03-31", "--seed", "3", "--output", str(src)],
+                    "--end", f"{year}-03-31", "--seed", "3", "--output", str(src)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tok = {}
     for role in ("admin", "ingest", "compliance"):
@@ -134,6 +146,9 @@ def main():
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+        if base:
+            send(b'{"id":"load-warm-up","timestamp":"2027-02-01T00:00:00Z","decision":"allow",'
+                 b'"severity":"info","policy":"p","gateway_id":"g","consumer_group":"c"}\n')
         # LOAD_PERF=FILE samples the server during the ingest only (`perf record`,
         # software cpu-clock event; read it with `perf report -i FILE`). Extra perf
         # arguments in LOAD_PERF_ARGS, e.g. "--call-graph dwarf,16384 -F 499".
@@ -160,19 +175,20 @@ def main():
         _, metrics, _ = adm.call("GET", "/metrics")
         commits = [l for l in metrics.decode().splitlines() if l.startswith("evidex_ingest_commits_total")]
         status, body, _ = adm.call("POST", "/v1/exports/preview",
-                                   json.dumps({"from": "2026-03-01", "to": "2026-04-30"}))
+                                   json.dumps({"from": f"{year}-03-01", "to": f"{year}-04-30"}))
         stored = json.loads(body)["records"]
         if duplicates != resent or stored != len(lines):
             raise SystemExit(f"re-sends: {resent} sent, {duplicates} reported as duplicates; "
                              f"{stored} stored of {len(lines)} distinct events")
         report.append(("ingest, %d-event NDJSON batches (+%d%% re-sent ids), %d clients, %s order"
-                       % (BATCH, round(resend * 100), SENDERS, order),
+                       % (BATCH, round(resend * 100), SENDERS, order)
+                       + (f", into a copy of {Path(base).name}" if base else ""),
                        f"{accepted:,} events ({resent:,} re-sent with another timestamp, all "
                        f"reported as duplicates; {stored:,} stored) in {ingest_secs:.1f} s = "
                        f"**{rate:,.0f} events/s**; "
                        f"request p50 {pct(lat, 50)*1000:.0f} ms, p99 {pct(lat, 99)*1000:.0f} ms; "
                        f"{commits[0].split()[-1] if commits else '?'} Delta commits; "
-                       f"CPU: server {server_cpu:.1f} s, load clients {client_cpu:.1f} s"))
+                       f"CPU: server {server_cpu:.2f} s, load clients {client_cpu:.2f} s"))
         print(report[-1][1], flush=True)
 
         # 2. Concurrent job creation.
@@ -180,7 +196,7 @@ def main():
         create_lat = []
 
         def create(i):
-            body = json.dumps({"name": f"load-{i}", "from": "2026-03-30", "to": "2026-03-31",
+            body = json.dumps({"name": f"load-{i}", "from": f"{year}-03-30", "to": f"{year}-03-31",
                                "format": "csv", "filters": {"decision": ["block"]}})
             status, data_, secs = comp.call("POST", "/v1/exports", body)
             if status != 201:
@@ -201,7 +217,7 @@ def main():
 
         # 3. Latency of list and status while a large export runs.
         status, body, _ = comp.call("POST", "/v1/exports", json.dumps(
-            {"name": "big", "from": "2026-03-01", "to": "2026-03-31", "format": "json"}))
+            {"name": "big", "from": f"{year}-03-01", "to": f"{year}-03-31", "format": "json"}))
         big = json.loads(body)["id"]
         list_lat, get_lat = [], []
         running = True
