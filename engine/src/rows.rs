@@ -77,8 +77,9 @@ pub fn utc_date(micros: i64) -> NaiveDate {
 /// Sorts rows by the lake's file order: the time column, then the key columns, each
 /// ascending with nulls first — the order Arrow's `lexsort` with default options
 /// gives a record batch of the same rows (integers and timestamps by value, strings
-/// by their UTF-8 bytes; the property test below checks it against `lexsort`). Sorting the rows before they become a batch
-/// saves copying every column once more (Arrow's `take`).
+/// by their UTF-8 bytes; the property test below checks it against `lexsort`).
+/// Sorting the rows before they become a batch saves copying every column once more
+/// (Arrow's `take`).
 pub fn sort_rows(dataset: Dataset, rows: &mut [&Row]) {
     let order: Vec<usize> = std::iter::once(dataset.time_column())
         .chain(dataset.key_columns().iter().copied())

@@ -5,6 +5,7 @@
 //! disk) keeps every chunk committed before it, and a re-run of the same input adds
 //! nothing twice: keys already stored are skipped.
 
+mod json_text;
 pub mod reader;
 pub mod validate;
 

@@ -413,7 +413,6 @@ impl Lake {
             "adding stored keys to the key index"
         );
         // A few files at a time, so a first build over a large lake stays bounded.
-        let index = Arc::clone(index);
         for group in missing.chunks(16) {
             let keys = self.stored_keys(snapshot.dataset, group.to_vec()).await?;
             let added: Vec<String> = group.iter().map(|f| f.relative.clone()).collect();
