@@ -448,6 +448,99 @@ async fn an_append_after_another_writers_commit_sees_its_rows() {
     }
 }
 
+/// Appends write their commits straight to the log and leave the file list of their
+/// state behind; the commits that complete a checkpoint interval (100) go through
+/// deltalake's commit with its checkpoint, and compaction brings the file list up to
+/// date first. Over 205 appends and a compaction, with the key index and without: the
+/// versions follow each other with no gap, each re-send is a duplicate, deltalake
+/// itself (a fresh load, from the checkpoints) names the same files, and the directly
+/// written commits carry the same commit information as deltalake's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_past_deltalakes_post_commit_update_keep_a_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for index in [true, false] {
+        let _ = std::fs::remove_dir_all(&data);
+        let lake = lake_with_index(&data, index.then(|| dir.path().join("index")));
+        let mut expected = Vec::new();
+        let mut version = 0;
+        for i in 0..205u32 {
+            let id = format!("e-{i:03}");
+            let day = 1 + i % 20;
+            let mut rows = vec![event_at(&id, &format!("2026-03-{day:02}T10:00:00Z"))];
+            if i > 0 {
+                // A re-send of an earlier event, on another day.
+                let old = format!("e-{:03}", i / 2);
+                rows.push(event_at(&old, "2026-03-28T09:00:00Z"));
+            }
+            let out = lake.append(Dataset::Events, rows).await.unwrap();
+            version += 1;
+            let ctx = format!("append {i}, index {index}");
+            assert_eq!(out.written, 1, "{ctx}");
+            assert_eq!(
+                out.duplicate_rows,
+                if i > 0 { vec![1] } else { vec![] },
+                "{ctx}"
+            );
+            assert_eq!(out.version, Some(version), "{ctx}");
+            expected.push(id);
+            if i == 150 {
+                let compacted = lake.compact(Dataset::Events, 2).await.unwrap();
+                assert_eq!(compacted.partitions, 20, "index {index}");
+                version += 1;
+            }
+        }
+        assert_eq!(stored_ids(&lake).await, expected, "index {index}");
+        let log = data.join("events/_delta_log");
+        for v in 0..=version {
+            assert!(
+                log.join(format!("{v:020}.json")).exists(),
+                "version {v}, index {index}"
+            );
+        }
+        assert!(!log.join(format!("{:020}.json", version + 1)).exists());
+        for v in [99, 199] {
+            let name = format!("{v:020}.checkpoint.parquet");
+            assert!(log.join(&name).exists(), "{name}, index {index}");
+        }
+        // deltalake's own view of the table, loaded from the last checkpoint.
+        let url = url::Url::from_directory_path(data.join("events")).unwrap();
+        let table = deltalake::open_table(url).await.unwrap();
+        assert_eq!(table.version(), Some(version), "index {index}");
+        let mut theirs: Vec<String> = table
+            .get_file_uris()
+            .unwrap()
+            .map(|u| u.rsplit('/').next().unwrap().to_string())
+            .collect();
+        let mut ours: Vec<String> = lake
+            .snapshot(Dataset::Events, None)
+            .await
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.relative.rsplit('/').next().unwrap().to_string())
+            .collect();
+        theirs.sort();
+        ours.sort();
+        assert_eq!(theirs, ours, "index {index}");
+        assert_eq!(ours.len(), 20 + 54, "index {index}");
+        // A direct commit (5) and one of deltalake's (99): the same commit information.
+        let info = |v: u64| {
+            let text = std::fs::read_to_string(log.join(format!("{v:020}.json"))).unwrap();
+            let first: serde_json::Value =
+                serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let info = first["commitInfo"].as_object().unwrap().clone();
+            assert_eq!(info["operation"], "WRITE", "version {v}");
+            assert_eq!(info["isBlindAppend"], true, "version {v}");
+            assert_eq!(info["operationParameters"]["mode"], "Append", "version {v}");
+            let adds = text.lines().filter(|l| l.starts_with(r#"{"add""#)).count();
+            assert_eq!(adds, 1, "version {v}");
+            info.keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(info(5), info(99), "index {index}");
+    }
+}
+
 /// An index of the previous layout (fjall keeps a keyspace's options from creation,
 /// so the partitioned filters need a new index) is removed and the new one rebuilt
 /// from the lake: a retry of a record stored before the upgrade is still a duplicate.

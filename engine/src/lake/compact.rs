@@ -58,7 +58,7 @@ impl Lake {
             *appends = Some(AppendState::loaded(&table)?);
         }
         let state = appends.as_mut().expect("loaded above");
-        let snapshot = self.files_of(dataset, &state.table)?;
+        let snapshot = self.files_of(dataset, state.table().await?)?;
         let mut by_date: BTreeMap<(NaiveDate, Option<String>), Vec<DataFile>> = BTreeMap::new();
         for f in snapshot.files {
             by_date
@@ -134,9 +134,10 @@ impl Lake {
             predicate: None,
             target_size: 0,
         };
+        let log_store = state.log_store.clone();
         let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(20))
             .with_actions(actions)
-            .build(Some(&state.table), state.log_store.clone(), operation)
+            .build(Some(state.table().await?), log_store, operation)
             .await;
         let mut outcome = CompactOutcome::default();
         match committed {
@@ -159,13 +160,12 @@ impl Lake {
                 // this one on them): then the next append loads the table again
                 // and the key index reads their files. Otherwise the appends go on
                 // from this commit's state.
-                if commit.version == state.table.version() + 1 {
-                    state.table = commit.snapshot;
-                    state.seen = None;
+                if commit.version == state.version + 1 {
+                    state.committed(commit.snapshot);
                     state.indexed = state
                         .indexed
                         .filter(|_| all_recorded)
-                        .map(|_| state.table.version());
+                        .map(|_| state.version);
                 } else {
                     *appends = None;
                 }
