@@ -344,6 +344,10 @@ pub struct Browser {
 struct Chromedriver {
     child: Child,
     port: u16,
+    /// chromedriver's and chromium's `TMPDIR` (profile, singleton socket), removed
+    /// after the process is killed: chromium leaves its `org.chromium.Chromium.*`
+    /// folders behind in `/tmp` otherwise, a few dozen per test run.
+    _tmp: tempfile::TempDir,
 }
 
 impl Drop for Chromedriver {
@@ -365,8 +369,10 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
+        let tmp = tempfile::tempdir().expect("a temporary folder for chromium");
         let child = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -375,7 +381,11 @@ impl Browser {
                     "{chromedriver} does not start ({e}): run ./scripts/test.sh, which installs chromium-driver"
                 )
             });
-        let mut driver = Chromedriver { child, port };
+        let mut driver = Chromedriver {
+            child,
+            port,
+            _tmp: tmp,
+        };
         let url = format!("http://127.0.0.1:{port}");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
