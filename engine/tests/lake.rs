@@ -355,6 +355,101 @@ async fn the_key_index_follows_the_table_it_was_built_from() {
     assert_eq!(retry.duplicate_rows, vec![0]);
 }
 
+/// A data directory moved with its state folder (as in the embedded default, where
+/// the key index lives in `DATA/_state/key-index`) keeps its key index: the folder is
+/// renamed for the new location instead of rebuilt, and nothing of the old location
+/// is left. A copy (the original still there) builds an index of its own.
+#[tokio::test]
+async fn a_moved_lake_keeps_its_key_index() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        let data = dir.path().join(name);
+        lake_with_index(&data, Some(data.join("_state/key-index")))
+    };
+    // (folder name, inode) of each index folder, and the `.root` files.
+    let listing = |name: &str| {
+        let mut folders = Vec::new();
+        let mut roots = Vec::new();
+        for e in std::fs::read_dir(dir.path().join(name).join("_state/key-index")).unwrap() {
+            let e = e.unwrap();
+            let n = e.file_name().into_string().unwrap();
+            if e.file_type().unwrap().is_dir() {
+                folders.push((n, e.metadata().unwrap().ino()));
+            } else {
+                roots.push((n, std::fs::read_to_string(e.path()).unwrap()));
+            }
+        }
+        folders.sort();
+        roots.sort();
+        (folders, roots)
+    };
+    let a = open("a");
+    let first = a
+        .append(
+            Dataset::Events,
+            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.written, 1);
+    a.flush_index().await.unwrap();
+    drop(a);
+    let (before, roots) = listing("a");
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert!(roots[0].1.ends_with("/a/"), "{roots:?}");
+
+    std::fs::rename(dir.path().join("a"), dir.path().join("b")).unwrap();
+    let b = open("b");
+    let moved = b
+        .append(
+            Dataset::Events,
+            vec![
+                event_at("k-1", "2026-03-04T10:00:00Z"),
+                event_at("k-2", "2026-03-04T11:00:00Z"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.duplicate_rows, vec![0]);
+    b.flush_index().await.unwrap();
+    drop(b);
+    let (after, roots) = listing("b");
+    assert_eq!(after.len(), 1, "one index folder: {after:?}");
+    assert_ne!(after[0].0, before[0].0, "named for the new location");
+    assert_eq!(after[0].1, before[0].1, "the same folder, renamed");
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert_eq!(roots[0].0, format!("{}.root", after[0].0));
+    assert!(roots[0].1.ends_with("/b/"), "{roots:?}");
+
+    // A copy: the original still exists, so its index is not taken.
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dir.path().join("b"))
+        .arg(dir.path().join("c"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let c = open("c");
+    let resent = c
+        .append(
+            Dataset::Events,
+            vec![event_at("k-2", "2026-03-05T10:00:00Z")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resent.duplicate_rows,
+        vec![0],
+        "rebuilt from the copy's files"
+    );
+    drop(c);
+    let (copy, _) = listing("c");
+    assert_eq!(copy.len(), 2, "{copy:?}");
+    assert_eq!(listing("b").0, after, "the original's index is untouched");
+}
+
 /// An append keeps the Delta state it committed and does not read the log again
 /// before its next commit; another writer's commit in between (another node, with
 /// its own key index) makes that commit lose the race, and the append then reads

@@ -17,6 +17,13 @@
 //! added. So the index can be deleted at any time and is rebuilt on the next append.
 //! Writes are not synced to disk for the same reason: what a crash loses is re-read.
 //!
+//! The index folder is named by the lake's location (a state directory may serve
+//! several lakes), and a `.root` file beside it names that location. A local lake
+//! whose directory was moved finds its index again: when its own folder is missing
+//! and exactly one index belongs to a local lake that no longer exists, that folder
+//! is renamed, not rebuilt (a 10 M-key rebuild reads every file and costs a quarter
+//! of the CPU of ingest while LSM merges run).
+//!
 //! One process at a time holds the index (fjall locks its folder). Another process
 //! that appends while the server holds it (`evidex ingest` beside `evidex serve`)
 //! gets [`IdIndex::open`] = `None` and the lake falls back to reading the stored keys
@@ -296,6 +303,43 @@ fn index_error(dir: &Path, e: fjall::Error) -> EngineError {
     )))
 }
 
+/// The file beside an index folder that names the lake it was built for (its root
+/// URL), so that a moved lake finds its index again.
+fn root_file(index_dir: &Path) -> PathBuf {
+    let mut name = index_dir.as_os_str().to_owned();
+    name.push(".root");
+    PathBuf::from(name)
+}
+
+/// The index folder under `dir` (the state directory's `key-index`) of a local lake
+/// whose directory no longer exists — the lake this process opens, moved — when
+/// there is exactly one such folder of the current layout. `None` when there is none,
+/// or several (which one moved is then unknown; the lake's index is rebuilt).
+fn moved_index(dir: &Path) -> Option<PathBuf> {
+    let suffix = format!("-{LAYOUT}.root");
+    let mut found = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(&suffix)) else {
+            continue;
+        };
+        let folder = dir.join(format!("{stem}-{LAYOUT}"));
+        let gone = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|root| url::Url::parse(root.trim()).ok())
+            .filter(|root| root.scheme() == "file")
+            .and_then(|root| root.to_file_path().ok())
+            .is_some_and(|path| !path.exists());
+        if gone && folder.is_dir() {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(folder);
+        }
+    }
+    found
+}
+
 /// The lake's use of its key index: opening it once per process, waiting for the
 /// update of the last commit, catching up with files it has not read.
 impl Lake {
@@ -367,8 +411,25 @@ impl Lake {
         // One index per lake: a state directory may serve lakes at several data
         // locations (a local directory and a bucket, say).
         let hash = &sha256_hex(self.root.as_str().as_bytes())[..16];
-        let lake_dir = dir.join(format!("{hash}-{LAYOUT}"));
+        let name = format!("{hash}-{LAYOUT}");
+        let lake_dir = dir.join(&name);
+        if !lake_dir.exists()
+            && let Some(moved) = moved_index(dir)
+        {
+            // The data directory was moved (its state with it): keep its index rather
+            // than reading every key again. Had another lake's index been taken,
+            // `ensure_table` finds other table ids and clears it.
+            tracing::info!(from = %moved.display(), "the lake moved; its key index goes with it");
+            std::fs::rename(&moved, &lake_dir)?;
+            let _ = std::fs::remove_file(root_file(&moved));
+        }
         let index = IdIndex::open(&lake_dir)?;
+        if index.is_some() {
+            let root = root_file(&lake_dir);
+            if std::fs::read_to_string(&root).ok().as_deref() != Some(self.root.as_str()) {
+                std::fs::write(&root, self.root.as_str())?;
+            }
+        }
         if index.is_some() && dir.join(hash).is_dir() {
             // The index of the previous layout: derived data, rebuilt in the new one.
             if let Err(e) = std::fs::remove_dir_all(dir.join(hash)) {
