@@ -653,9 +653,12 @@ async fn an_index_of_the_old_layout_is_replaced() {
     .unwrap();
     lake.flush_index().await.unwrap();
     drop(lake);
+    // The index folder (beside it, the `.root` file naming its lake).
     let names: Vec<String> = std::fs::read_dir(&index_dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     let (hash, layout) = names[0].rsplit_once('-').expect("hash-layout");
