@@ -445,6 +445,8 @@ fn cell_text() -> impl Strategy<Value = String> {
         // Numbers, which stay unguarded.
         "[+-]?([0-9]{1,6}(\\.[0-9]{0,3})?|\\.[0-9]{1,3})([eE][+-]?[0-9]{1,2})?",
         "[,\"\r\n ]{0,4}[a-z]{0,4}[,\"\r\n ]{0,4}",
+        // Around the length where the encoder stops checking byte by byte (32).
+        "[a-z ]{24,40}[,\"\r\n]?[a-z]{0,8}",
     ]
 }
 

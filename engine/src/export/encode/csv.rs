@@ -159,6 +159,20 @@ fn is_plain_number(b: &[u8]) -> bool {
     i == b.len()
 }
 
+/// Fields shorter than this many bytes are checked for quoting byte by byte (see
+/// [`push_field`]).
+const SHORT_FIELD: usize = 32;
+
+/// Bytes that make a field quoted (RFC 4180 §2.6): comma, quote, CR, LF.
+const QUOTE: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b',' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t
+};
+
 /// Appends one text field (RFC 4180): an empty string as `""`, quoted when it holds a
 /// comma, quote, CR or LF, and with `guard` prefixed with `'` when
 /// [`needs_formula_guard`] says so.
@@ -170,10 +184,16 @@ pub(crate) fn push_field(out: &mut Vec<u8>, s: &str, guard: bool) {
         return;
     }
     let guarded = guard && needs_formula_guard(s);
-    // memchr scans with SIMD; these fields are often kilobytes of prompt text.
+    // memchr scans with SIMD; these fields are often kilobytes of prompt text. Most
+    // fields of a row are short (ids, names, enum values), and for those two memchr
+    // calls cost more than looking at each byte.
     let needs_quotes = guarded
-        || memchr::memchr3(b',', b'"', b'\n', bytes).is_some()
-        || memchr::memchr(b'\r', bytes).is_some();
+        || if bytes.len() < SHORT_FIELD {
+            bytes.iter().any(|&b| QUOTE[b as usize])
+        } else {
+            memchr::memchr3(b',', b'"', b'\n', bytes).is_some()
+                || memchr::memchr(b'\r', bytes).is_some()
+        };
     if !needs_quotes {
         out.extend_from_slice(bytes);
         return;
