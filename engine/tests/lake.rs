@@ -8,7 +8,7 @@ use deltalake::datafusion::physical_plan::displayable;
 use evidex_engine::clock::FixedClock;
 use evidex_engine::export::{PinnedTables, ScopedQueries, event_columns};
 use evidex_engine::generate::{GenerateSpec, generate_day, rows_per_day};
-use evidex_engine::lake::{Lake, LakeOptions};
+use evidex_engine::lake::{AppendOutcome, Lake, LakeOptions};
 use evidex_engine::model::Dataset;
 use evidex_engine::rows::Row;
 use evidex_engine::scope::{ExportScope, Filters};
@@ -206,6 +206,12 @@ fn event_at(id: &str, ts: &str) -> Row {
     evidex_engine::ingest::validate::validate_record(Dataset::Events, body.as_bytes()).unwrap()
 }
 
+/// Appends events given as (id, RFC 3339 timestamp) pairs (see [`event_at`]).
+async fn append_events(lake: &Lake, events: &[(&str, &str)]) -> AppendOutcome {
+    let rows = events.iter().map(|(id, ts)| event_at(id, ts)).collect();
+    lake.append(Dataset::Events, rows).await.unwrap()
+}
+
 async fn stored_ids(lake: &Lake) -> Vec<String> {
     let snapshot = lake.snapshot(Dataset::Events, None).await.unwrap();
     let ctx = deltalake::datafusion::prelude::SessionContext::new();
@@ -247,16 +253,14 @@ async fn a_retry_is_a_duplicate_whatever_its_timestamp() {
             &dir.path().join("data"),
             with_index.then(|| index_dir.clone()),
         );
-        let first = lake
-            .append(
-                Dataset::Events,
-                vec![
-                    event_at("r-1", "2026-03-02T10:00:00.123456Z"),
-                    event_at("r-2", "2026-03-02T23:59:59.999999Z"),
-                ],
-            )
-            .await
-            .unwrap();
+        let first = append_events(
+            &lake,
+            &[
+                ("r-1", "2026-03-02T10:00:00.123456Z"),
+                ("r-2", "2026-03-02T23:59:59.999999Z"),
+            ],
+        )
+        .await;
         assert_eq!((first.written, first.duplicates), (2, 0), "{mode}");
         let lake = match mode {
             "index deleted" => {
@@ -266,31 +270,24 @@ async fn a_retry_is_a_duplicate_whatever_its_timestamp() {
                 lake_with_index(&dir.path().join("data"), Some(index_dir.clone()))
             }
             "compacted" => {
-                lake.append(
-                    Dataset::Events,
-                    vec![event_at("r-3", "2026-03-02T11:00:00Z")],
-                )
-                .await
-                .unwrap();
+                append_events(&lake, &[("r-3", "2026-03-02T11:00:00Z")]).await;
                 let c = lake.compact(Dataset::Events, 2).await.unwrap();
                 assert_eq!(c.partitions, 1);
                 lake
             }
             _ => lake,
         };
-        let retry = lake
-            .append(
-                Dataset::Events,
-                vec![
-                    event_at("r-1", "2026-03-02T10:00:00.123Z"),
-                    event_at("r-2", "2026-03-03T00:00:00+00:00"),
-                    event_at("r-1", "2025-12-31T10:00:00Z"),
-                    event_at("n-1", "2026-03-05T10:00:00Z"),
-                    event_at("n-1", "2026-03-06T10:00:00Z"),
-                ],
-            )
-            .await
-            .unwrap();
+        let retry = append_events(
+            &lake,
+            &[
+                ("r-1", "2026-03-02T10:00:00.123Z"),
+                ("r-2", "2026-03-03T00:00:00+00:00"),
+                ("r-1", "2025-12-31T10:00:00Z"),
+                ("n-1", "2026-03-05T10:00:00Z"),
+                ("n-1", "2026-03-06T10:00:00Z"),
+            ],
+        )
+        .await;
         assert_eq!(retry.written, 1, "{mode}");
         assert_eq!(retry.duplicate_rows, vec![0, 1, 2, 4], "{mode}");
         let mut want = vec!["n-1", "r-1", "r-2"];
@@ -312,46 +309,22 @@ async fn the_key_index_follows_the_table_it_was_built_from() {
     let data = dir.path().join("data");
     let other = dir.path().join("other");
     let lake = lake_with_index(&data, Some(index_dir.clone()));
-    let first = lake
-        .append(
-            Dataset::Events,
-            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let first = append_events(&lake, &[("k-1", "2026-03-02T10:00:00Z")]).await;
     assert_eq!(first.written, 1);
     lake.flush_index().await.unwrap();
     // Another data location with the same state directory: its own index.
     let elsewhere = lake_with_index(&other, Some(index_dir.clone()));
-    let out = elsewhere
-        .append(
-            Dataset::Events,
-            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let out = append_events(&elsewhere, &[("k-1", "2026-03-02T10:00:00Z")]).await;
     assert_eq!(out.written, 1, "another lake's ids are not this lake's");
     // The data directory deleted and filled again: the index forgets the old table.
     std::fs::remove_dir_all(&data).unwrap();
-    let again = lake
-        .append(
-            Dataset::Events,
-            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let again = append_events(&lake, &[("k-1", "2026-03-02T10:00:00Z")]).await;
     assert_eq!(again.written, 1, "the new table holds nothing yet");
     // Created anew (version 0) and appended to (1): the append did not go on from
     // the removed table's version.
     assert_eq!(again.version, Some(1));
     assert_eq!(stored_ids(&lake).await, vec!["k-1"]);
-    let retry = lake
-        .append(
-            Dataset::Events,
-            vec![event_at("k-1", "2026-03-03T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let retry = append_events(&lake, &[("k-1", "2026-03-03T10:00:00Z")]).await;
     assert_eq!(retry.duplicate_rows, vec![0]);
 }
 
@@ -385,13 +358,7 @@ async fn a_moved_lake_keeps_its_key_index() {
         (folders, roots)
     };
     let a = open("a");
-    let first = a
-        .append(
-            Dataset::Events,
-            vec![event_at("k-1", "2026-03-02T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let first = append_events(&a, &[("k-1", "2026-03-02T10:00:00Z")]).await;
     assert_eq!(first.written, 1);
     a.flush_index().await.unwrap();
     drop(a);
@@ -402,16 +369,14 @@ async fn a_moved_lake_keeps_its_key_index() {
 
     std::fs::rename(dir.path().join("a"), dir.path().join("b")).unwrap();
     let b = open("b");
-    let moved = b
-        .append(
-            Dataset::Events,
-            vec![
-                event_at("k-1", "2026-03-04T10:00:00Z"),
-                event_at("k-2", "2026-03-04T11:00:00Z"),
-            ],
-        )
-        .await
-        .unwrap();
+    let moved = append_events(
+        &b,
+        &[
+            ("k-1", "2026-03-04T10:00:00Z"),
+            ("k-2", "2026-03-04T11:00:00Z"),
+        ],
+    )
+    .await;
     assert_eq!(moved.duplicate_rows, vec![0]);
     b.flush_index().await.unwrap();
     drop(b);
@@ -432,13 +397,7 @@ async fn a_moved_lake_keeps_its_key_index() {
         .unwrap();
     assert!(copied.success());
     let c = open("c");
-    let resent = c
-        .append(
-            Dataset::Events,
-            vec![event_at("k-2", "2026-03-05T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let resent = append_events(&c, &[("k-2", "2026-03-05T10:00:00Z")]).await;
     assert_eq!(
         resent.duplicate_rows,
         vec![0],
@@ -463,46 +422,30 @@ async fn an_append_after_another_writers_commit_sees_its_rows() {
         let _ = std::fs::remove_dir_all(&data);
         let node = |name: &str| lake_with_index(&data, index.then(|| dir.path().join(name)));
         let (a, b) = (node("index-a"), node("index-b"));
-        let first = a
-            .append(
-                Dataset::Events,
-                vec![event_at("a-1", "2026-03-02T10:00:00Z")],
-            )
-            .await
-            .unwrap();
+        let first = append_events(&a, &[("a-1", "2026-03-02T10:00:00Z")]).await;
         assert_eq!((first.written, first.version), (1, Some(1)));
-        let other = b
-            .append(
-                Dataset::Events,
-                vec![
-                    event_at("b-1", "2026-03-02T11:00:00Z"),
-                    event_at("both", "2026-03-02T12:00:00Z"),
-                ],
-            )
-            .await
-            .unwrap();
+        let other = append_events(
+            &b,
+            &[
+                ("b-1", "2026-03-02T11:00:00Z"),
+                ("both", "2026-03-02T12:00:00Z"),
+            ],
+        )
+        .await;
         assert_eq!((other.written, other.version), (2, Some(2)));
-        let next = a
-            .append(
-                Dataset::Events,
-                vec![
-                    event_at("both", "2026-03-03T12:00:00Z"),
-                    event_at("a-2", "2026-03-02T13:00:00Z"),
-                ],
-            )
-            .await
-            .unwrap();
+        let next = append_events(
+            &a,
+            &[
+                ("both", "2026-03-03T12:00:00Z"),
+                ("a-2", "2026-03-02T13:00:00Z"),
+            ],
+        )
+        .await;
         assert_eq!(next.written, 1, "index {index}");
         assert_eq!(next.duplicate_rows, vec![0], "index {index}");
         assert_eq!(next.version, Some(3), "index {index}");
         // And `b`, whose state is now behind, the same way round.
-        let back = b
-            .append(
-                Dataset::Events,
-                vec![event_at("a-2", "2026-03-04T13:00:00Z")],
-            )
-            .await
-            .unwrap();
+        let back = append_events(&b, &[("a-2", "2026-03-04T13:00:00Z")]).await;
         assert_eq!((back.written, back.version), (0, None), "index {index}");
         assert_eq!(stored_ids(&a).await, vec!["a-1", "a-2", "b-1", "both"]);
         let log: Vec<String> = (0..=3).map(|v| format!("{v:020}.json")).collect();
@@ -514,26 +457,18 @@ async fn an_append_after_another_writers_commit_sees_its_rows() {
         }
         // `a` compacts from its state of version 3 after `b` committed version 4:
         // the compaction lands after it, and `a` still finds `b`'s rows.
-        let late = b
-            .append(
-                Dataset::Events,
-                vec![event_at("b-2", "2026-03-02T14:00:00Z")],
-            )
-            .await
-            .unwrap();
+        let late = append_events(&b, &[("b-2", "2026-03-02T14:00:00Z")]).await;
         assert_eq!(late.version, Some(4), "index {index}");
         let compacted = a.compact(Dataset::Events, 2).await.unwrap();
         assert_eq!(compacted.partitions, 1, "index {index}");
-        let resent = a
-            .append(
-                Dataset::Events,
-                vec![
-                    event_at("b-2", "2026-03-05T14:00:00Z"),
-                    event_at("a-3", "2026-03-05T15:00:00Z"),
-                ],
-            )
-            .await
-            .unwrap();
+        let resent = append_events(
+            &a,
+            &[
+                ("b-2", "2026-03-05T14:00:00Z"),
+                ("a-3", "2026-03-05T15:00:00Z"),
+            ],
+        )
+        .await;
         assert_eq!(resent.duplicate_rows, vec![0], "index {index}");
         assert_eq!(
             stored_ids(&b).await,
@@ -645,12 +580,7 @@ async fn an_index_of_the_old_layout_is_replaced() {
     let index_dir = dir.path().join("key-index");
     let data = dir.path().join("data");
     let lake = lake_with_index(&data, Some(index_dir.clone()));
-    lake.append(
-        Dataset::Events,
-        vec![event_at("u-1", "2026-03-02T10:00:00Z")],
-    )
-    .await
-    .unwrap();
+    append_events(&lake, &[("u-1", "2026-03-02T10:00:00Z")]).await;
     lake.flush_index().await.unwrap();
     drop(lake);
     // The index folder (beside it, the `.root` file naming its lake).
@@ -669,13 +599,7 @@ async fn an_index_of_the_old_layout_is_replaced() {
     std::fs::write(old.join("version"), b"old").unwrap();
     std::fs::remove_dir_all(index_dir.join(&names[0])).unwrap();
     let lake = lake_with_index(&data, Some(index_dir.clone()));
-    let retry = lake
-        .append(
-            Dataset::Events,
-            vec![event_at("u-1", "2026-03-05T10:00:00Z")],
-        )
-        .await
-        .unwrap();
+    let retry = append_events(&lake, &[("u-1", "2026-03-05T10:00:00Z")]).await;
     assert_eq!(retry.duplicate_rows, vec![0], "rebuilt from the lake");
     assert!(!old.exists(), "the old layout's folder is removed");
     assert!(index_dir.join(&names[0]).is_dir());
