@@ -105,6 +105,67 @@ impl AppendState {
         self.table = table;
         self.seen = None;
     }
+
+    /// Commits an append's `actions` as version `self.version + 1` (put-if-absent:
+    /// [`deltalake::kernel::transaction::TransactionError::VersionAlreadyExists`] when
+    /// another writer got there first) and returns that version.
+    ///
+    /// Most commits are written straight to the log after deltalake's protocol check
+    /// (`PROTOCOL.can_commit`), with the commit information deltalake's own commits
+    /// carry (`CommitData`), and leave the state's file list behind (see the module
+    /// docs). The commit that completes a `delta.checkpointInterval` goes through
+    /// deltalake's `CommitBuilder` instead, which writes the checkpoint and removes log
+    /// entries older than `delta.logRetentionDuration` (Delta protocol, "Checkpoints"
+    /// and "Metadata Cleanup"); so do all commits to a log store other than
+    /// deltalake's default one (put-if-absent stores: local, S3), whose commit
+    /// protocol is the crate's to follow.
+    ///
+    /// # Errors
+    /// deltalake's: the protocol check, the write, a lost race.
+    async fn commit(
+        &mut self,
+        actions: Vec<Action>,
+    ) -> std::result::Result<u64, deltalake::DeltaTableError> {
+        let version = self.version + 1;
+        let config = self.table.table_config();
+        let checkpoint_due = (version + 1).is_multiple_of(config.checkpoint_interval().get());
+        let cleanup = checkpoint_due && config.enable_expired_log_cleanup();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![DATE_PARTITION.to_string()]),
+            predicate: None,
+        };
+        let metadata = [("isBlindAppend".to_string(), json!(true))];
+        if !checkpoint_due && self.log_store.name() == "DefaultLogStore" {
+            PROTOCOL.can_commit(&self.table, &actions, &operation)?;
+            let data = CommitData::new(actions, operation, metadata.into(), Vec::new());
+            let bytes = data.get_bytes()?;
+            self.log_store
+                .write_commit_entry(
+                    version,
+                    CommitOrBytes::LogBytes(bytes),
+                    uuid::Uuid::new_v4(),
+                )
+                .await?;
+            self.version = version;
+            self.seen = None;
+            return Ok(version);
+        }
+        // Expired log entries are cleaned up when a checkpoint is written, as the
+        // Delta protocol describes (`delta.logRetentionDuration`); deltalake would
+        // otherwise list the whole `_delta_log` after every commit.
+        let props = CommitProperties::default()
+            .with_max_retries(0)
+            .with_cleanup_expired_logs(Some(cleanup))
+            .with_metadata(metadata);
+        let log_store = self.log_store.clone();
+        let commit = CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(self.table().await?), log_store, operation)
+            .await?;
+        self.committed(commit.snapshot);
+        Ok(commit.version)
+    }
 }
 
 impl std::fmt::Debug for AppendState {
@@ -325,7 +386,7 @@ impl Lake {
                 });
             }
             fail::fail_point!("lake.before_commit");
-            let committed = Self::commit_append(current, actions.clone()).await;
+            let committed = current.commit(actions.clone()).await;
             let committed_version = match committed {
                 Ok(v) => v,
                 Err(e) if is_commit_race(&e) && attempt < APPEND_ATTEMPTS => {
@@ -399,68 +460,6 @@ impl Lake {
                 version: Some(committed_version),
             });
         }
-    }
-
-    /// Commits an append's `actions` as version `state.version + 1` (put-if-absent:
-    /// [`deltalake::kernel::transaction::TransactionError::VersionAlreadyExists`] when
-    /// another writer got there first) and returns that version.
-    ///
-    /// Most commits are written straight to the log after deltalake's protocol check
-    /// (`PROTOCOL.can_commit`), with the commit information deltalake's own commits
-    /// carry (`CommitData`), and leave the state's file list behind (see the module
-    /// docs). The commit that completes a `delta.checkpointInterval` goes through
-    /// deltalake's `CommitBuilder` instead, which writes the checkpoint and removes log
-    /// entries older than `delta.logRetentionDuration` (Delta protocol, "Checkpoints"
-    /// and "Metadata Cleanup"); so do all commits to a log store other than
-    /// deltalake's default one (put-if-absent stores: local, S3), whose commit
-    /// protocol is the crate's to follow.
-    ///
-    /// # Errors
-    /// deltalake's: the protocol check, the write, a lost race.
-    async fn commit_append(
-        state: &mut AppendState,
-        actions: Vec<Action>,
-    ) -> std::result::Result<u64, deltalake::DeltaTableError> {
-        let version = state.version + 1;
-        let config = state.table.table_config();
-        let checkpoint_due = (version + 1).is_multiple_of(config.checkpoint_interval().get());
-        let cleanup = checkpoint_due && config.enable_expired_log_cleanup();
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: Some(vec![DATE_PARTITION.to_string()]),
-            predicate: None,
-        };
-        let metadata = [("isBlindAppend".to_string(), json!(true))];
-        if !checkpoint_due && state.log_store.name() == "DefaultLogStore" {
-            PROTOCOL.can_commit(&state.table, &actions, &operation)?;
-            let data = CommitData::new(actions, operation, metadata.into(), Vec::new());
-            let bytes = data.get_bytes()?;
-            state
-                .log_store
-                .write_commit_entry(
-                    version,
-                    CommitOrBytes::LogBytes(bytes),
-                    uuid::Uuid::new_v4(),
-                )
-                .await?;
-            state.version = version;
-            state.seen = None;
-            return Ok(version);
-        }
-        // Expired log entries are cleaned up when a checkpoint is written, as the
-        // Delta protocol describes (`delta.logRetentionDuration`); deltalake would
-        // otherwise list the whole `_delta_log` after every commit.
-        let props = CommitProperties::default()
-            .with_max_retries(0)
-            .with_cleanup_expired_logs(Some(cleanup))
-            .with_metadata(metadata);
-        let log_store = state.log_store.clone();
-        let commit = CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(state.table().await?), log_store, operation)
-            .await?;
-        state.committed(commit.snapshot);
-        Ok(commit.version)
     }
 
     /// Deletes data files an append wrote but did not commit (best effort: an
