@@ -240,18 +240,18 @@ impl Encoder for CsvEncoder {
                     continue;
                 }
                 match data {
-                    ColumnData::Str(_) => {
+                    ColumnData::Str(text) => {
                         // Identifiers and free text are both guarded: a policy name can
                         // be as hostile as a prompt. JSON text never starts with one of
                         // the formula characters, so guarding it changes nothing.
                         let guard = self.formula_guard && self.kinds[c] != ColumnKind::Json;
-                        push_field(out, data.str(row), guard);
+                        push_field(out, text.value(row), guard);
                     }
-                    ColumnData::Int(_) => out.extend_from_slice(self.itoa.format(data.int(row))),
-                    ColumnData::Float(_) => {
-                        push_float(out, data.float(row));
+                    ColumnData::Int(a) => out.extend_from_slice(self.itoa.format(a.value(row))),
+                    ColumnData::Float(a) => {
+                        push_float(out, a.value(row));
                     }
-                    ColumnData::Ts(_) => push_timestamp(out, data.ts(row)),
+                    ColumnData::Ts(a) => push_timestamp(out, a.value(row)),
                 }
             }
             if out.len() == row_start {

@@ -71,21 +71,21 @@ impl JsonEncoder {
                 continue;
             }
             match data {
-                ColumnData::Str(_) if self.kinds[c] == ColumnKind::Json => {
+                ColumnData::Str(text) if self.kinds[c] == ColumnKind::Json => {
                     // Stored JSON text was validated and compacted at ingest; embed
                     // it as a nested value.
-                    push_json_text(out, data.str(row))
+                    push_json_text(out, text.value(row))
                 }
-                ColumnData::Str(_) => push_json_string(out, data.str(row)),
-                ColumnData::Int(_) => out.extend_from_slice(self.itoa.format(data.int(row))),
-                ColumnData::Float(_) => {
-                    if !push_float(out, data.float(row)) {
+                ColumnData::Str(text) => push_json_string(out, text.value(row)),
+                ColumnData::Int(a) => out.extend_from_slice(self.itoa.format(a.value(row))),
+                ColumnData::Float(a) => {
+                    if !push_float(out, a.value(row)) {
                         out.extend_from_slice(b"null");
                     }
                 }
-                ColumnData::Ts(_) => {
+                ColumnData::Ts(a) => {
                     out.push(b'"');
-                    push_timestamp(out, data.ts(row));
+                    push_timestamp(out, a.value(row));
                     out.push(b'"');
                 }
             }
