@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use zip::CompressionMethod;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
-use super::direct::DirectWriter;
+use super::direct::{BLOCK, DirectWriter, align_buffer};
 use super::encode::Encoder;
 use super::merge::SortedMerge;
 use crate::error::{EngineError, Result};
@@ -110,7 +110,9 @@ enum Sink {
 
 enum SinkMsg {
     Start(String),
-    Data(Vec<u8>),
+    /// Bytes of the file from the given offset of the buffer on (the filler before
+    /// it aligns them in memory, see [`align_buffer`]).
+    Data(Vec<u8>, usize),
     /// The file is complete with this many records.
     End(u64),
 }
@@ -157,16 +159,17 @@ impl SinkThread {
                                 z.start_file(name.as_str(), options).map_err(zip_err)?;
                             }
                         }
-                        SinkMsg::Data(mut buf) => {
+                        SinkMsg::Data(mut buf, start) => {
+                            let data = &buf[start..];
                             match &mut sink {
-                                Sink::Direct(w) => w.write_all(&buf)?,
-                                Sink::Plain(w) => w.write_all(&buf)?,
-                                Sink::Zip(z) => z.write_all(&buf)?,
-                                Sink::Stdout(s) => s.write_all(&buf)?,
+                                Sink::Direct(w) => w.write_all(data)?,
+                                Sink::Plain(w) => w.write_all(data)?,
+                                Sink::Zip(z) => z.write_all(data)?,
+                                Sink::Stdout(s) => s.write_all(data)?,
                             }
                             // Only the encoder's own buffers; when enough are
                             // waiting, this one is freed.
-                            if buf.capacity() >= 2 * FLUSH_BYTES {
+                            if buf.capacity() >= BUFFER_BYTES {
                                 buf.clear();
                                 let _ = recycle_tx.try_send(buf);
                             }
@@ -186,10 +189,10 @@ impl SinkThread {
                             current = Some((name.clone(), Sha256::new(), 0));
                             None
                         }
-                        SinkMsg::Data(buf) => {
+                        SinkMsg::Data(buf, start) => {
                             if let Some((_, hasher, bytes)) = current.as_mut() {
-                                hasher.update(buf);
-                                *bytes += buf.len() as u64;
+                                hasher.update(&buf[*start..]);
+                                *bytes += (buf.len() - start) as u64;
                             }
                             None
                         }
@@ -241,10 +244,16 @@ pub struct ArtifactWriter {
     files: Vec<ArtifactFile>,
     /// Files published beside a single-file artifact: (suffix, bytes).
     sidecars: Vec<(String, Vec<u8>)>,
+    /// Where the data of the encoder's current buffer starts (see [`align_buffer`]).
+    start: usize,
 }
 
 /// Output is handed to the sink in pieces of about this size.
 const FLUSH_BYTES: usize = 1 << 20;
+
+/// Capacity of the encoder's buffers: a flush's worth of data, the batch that went
+/// past it, and the filler that aligns the data.
+const BUFFER_BYTES: usize = 2 * FLUSH_BYTES + BLOCK;
 
 /// Emptied buffers the writer keeps for reuse (see [`SinkThread::recycled`]).
 const RECYCLED_BUFFERS: usize = 4;
@@ -285,6 +294,7 @@ impl ArtifactWriter {
             zipped,
             files: Vec::new(),
             sidecars: Vec::new(),
+            start: 0,
         })
     }
 
@@ -309,7 +319,8 @@ impl ArtifactWriter {
     pub(crate) fn write_dataset(&mut self, mut job: DatasetJob) -> Result<u64> {
         let inputs = std::mem::take(&mut job.inputs);
         let mut merge = SortedMerge::new(inputs, job.merge_key.0, job.merge_key.1)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(2 * FLUSH_BYTES);
+        let mut buf: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
+        self.start = align_buffer(&mut buf);
         let mut part = 1u32;
         let mut encoder = self.start_file(job.part_name(part), (job.make_encoder)()?, &mut buf)?;
         let (mut in_part, mut total, mut reported) = (0u64, 0u64, 0u64);
@@ -345,7 +356,7 @@ impl ArtifactWriter {
                 io::Error::other("failpoint export.mid_encode")
             )));
             if buf.len() >= FLUSH_BYTES {
-                self.flush(&mut buf)?;
+                self.flush(&mut buf, false)?;
             }
             if total - reported >= 65_536 {
                 reported = total;
@@ -361,19 +372,30 @@ impl ArtifactWriter {
         Ok(total)
     }
 
-    fn flush(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+    /// Hands the bytes in `buf` (from `self.start` on) to the sink and
+    /// leaves a fresh buffer. Unless the file ends (`file_end`), the bytes past the
+    /// last whole [`BLOCK`] move to the fresh buffer instead: every buffer but a
+    /// file's last is then whole aligned blocks, which the direct writer writes
+    /// without copying.
+    fn flush(&mut self, buf: &mut Vec<u8>, file_end: bool) -> Result<()> {
         // Crash tests: the disk is full (`return`).
         fail::fail_point!("artifact.write", |_| Err(EngineError::Io(
             io::Error::from_raw_os_error(libc::ENOSPC)
         )));
-        if !buf.is_empty() {
-            let fresh = self
+        let data = buf.len() - self.start;
+        let keep = if file_end { 0 } else { data % BLOCK };
+        if data > keep {
+            let mut fresh = self
                 .sink
                 .as_ref()
                 .and_then(|s| s.recycled.try_recv().ok())
-                .unwrap_or_else(|| Vec::with_capacity(2 * FLUSH_BYTES));
+                .unwrap_or_else(|| Vec::with_capacity(BUFFER_BYTES));
+            let fresh_start = align_buffer(&mut fresh);
+            fresh.extend_from_slice(&buf[buf.len() - keep..]);
+            buf.truncate(buf.len() - keep);
             let full = std::mem::replace(buf, fresh);
-            self.send(SinkMsg::Data(full))?;
+            let start = std::mem::replace(&mut self.start, fresh_start);
+            self.send(SinkMsg::Data(full, start))?;
         }
         Ok(())
     }
@@ -396,7 +418,7 @@ impl ArtifactWriter {
         rows: u64,
     ) -> Result<()> {
         encoder.finish(buf)?;
-        self.flush(buf)?;
+        self.flush(buf, true)?;
         self.send(SinkMsg::End(rows))?;
         self.await_file()
     }
@@ -427,7 +449,7 @@ impl ArtifactWriter {
     /// Writes one whole file of `rows` records (a rendered report).
     pub fn write_file(&mut self, name: String, bytes: Vec<u8>, rows: u64) -> Result<()> {
         self.send(SinkMsg::Start(name))?;
-        self.send(SinkMsg::Data(bytes))?;
+        self.send(SinkMsg::Data(bytes, 0))?;
         self.send(SinkMsg::End(rows))?;
         self.await_file()
     }
@@ -448,7 +470,7 @@ impl ArtifactWriter {
     pub fn add_metadata_file(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
         if self.zipped {
             self.send(SinkMsg::Start(name.to_string()))?;
-            self.send(SinkMsg::Data(bytes))?;
+            self.send(SinkMsg::Data(bytes, 0))?;
             self.send(SinkMsg::End(0))?;
             self.await_file()
         } else {
