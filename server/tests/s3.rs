@@ -1,50 +1,11 @@
 //! The lake on a real S3-compatible server (`s3s-fs`, which checks SigV4 signatures)
 //! gives byte-for-byte the same exports as the lake in a local directory.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-const ACCESS_KEY: &str = "evidex-test-ak";
-const SECRET_KEY: &str = "evidex-test-secret-key";
+use std::process::{Command, Output};
 
-struct S3Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_s3(root: &Path) -> S3Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::create_dir_all(root.join("evidex-bucket")).unwrap();
-    let child = Command::new("s3s-fs")
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-        .arg(root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("s3s-fs is installed (the README's test command installs it: cargo install s3s-fs --features binary)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "s3s-fs did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    S3Server { child, port }
-}
+use common::S3sFs;
 
 fn evidex(data: &str, envs: &[(&str, String)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evidex"));
@@ -65,14 +26,11 @@ fn evidex(data: &str, envs: &[(&str, String)], args: &[&str]) -> Output {
 #[test]
 fn s3_lake_exports_match_local_lake_exports() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_s3(&dir.path().join("s3root"));
+    let server = S3sFs::start(&dir.path().join("s3root"), &["evidex-bucket"]);
     let envs = vec![
-        (
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", server.port),
-        ),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_ENDPOINT_URL", server.endpoint()),
+        ("AWS_ACCESS_KEY_ID", S3sFs::ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", S3sFs::SECRET_KEY.to_string()),
         ("AWS_REGION", "us-east-1".to_string()),
         ("AWS_ALLOW_HTTP", "true".to_string()),
         ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".to_string()),
