@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/evidex-target}"
 cargo build --release -p evidex
 # The peers' versions are pinned, so that a change between runs is evidex's or the
-# machine's, not a new release's (these ran the README's latest table).
+# machine's, not a new release's (these ran the README's table).
 if [ ! -x bench/.venv/bin/python ]; then
   python3 -m venv bench/.venv
 fi
