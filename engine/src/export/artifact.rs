@@ -245,6 +245,9 @@ pub struct ArtifactWriter {
     /// Files published beside a single-file artifact: (suffix, bytes).
     sidecars: Vec<(String, Vec<u8>)>,
     /// Where the data of the encoder's current buffer starts (see [`align_buffer`]).
+    /// Kept, not computed from the buffer's address: a buffer that grew past its
+    /// capacity (one huge row) was moved with its filler, so its data still starts
+    /// here but no longer at a block boundary (the direct writer then copies it).
     start: usize,
 }
 
